@@ -1,0 +1,29 @@
+//! Generated Rust types for sluice's public wire formats. `proto/` is the single
+//! source of truth: gRPC services and NATS payloads alike are defined there and
+//! only there.
+
+/// `sluice.dispatcher.*`
+pub mod dispatcher {
+    /// `sluice.dispatcher.v1`: the dispatcher's gRPC API.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.dispatcher.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every sluice proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
+
+pub use prost_types;
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    #[test]
+    fn descriptor_set_names_the_dispatcher_service() {
+        let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let file = fds.file.iter().find(|f| f.package() == "sluice.dispatcher.v1").unwrap();
+        assert_eq!(file.service[0].name(), "Dispatcher");
+    }
+}

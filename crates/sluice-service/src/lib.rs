@@ -1,0 +1,8 @@
+//! What every sluice service binary shares, so each `main.rs` stays a few lines:
+//! read config, [`telemetry::init`], build a [`shutdown::on_signals`] token, call the
+//! service's `run(config, shutdown)`.
+
+pub mod http;
+pub mod http_client;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,300 @@
+//! Simulated accounts: balances and orders. Limit orders that do not cross rest and
+//! lock funds; market orders and crossing limits fill at once. Client order ids are
+//! unique per account, as every exchange enforces (that is what makes retries safe).
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::Decimal;
+use sluice_domain::Side;
+
+use crate::market::Market;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Balance {
+    pub(crate) free: Decimal,
+    pub(crate) locked: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OrderKind {
+    Limit,
+    Market,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OrderStatus {
+    Open,
+    Filled,
+    Canceled,
+}
+
+/// An order as the simulated exchange keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct SimOrder {
+    pub(crate) id: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) native: String,
+    pub(crate) side: Side,
+    pub(crate) kind: OrderKind,
+    pub(crate) price: Option<Decimal>,
+    pub(crate) qty: Decimal,
+    pub(crate) filled: Decimal,
+    /// Quote spent or received by fills.
+    pub(crate) filled_quote: Decimal,
+    pub(crate) status: OrderStatus,
+    pub(crate) created_ms: u64,
+    pub(crate) updated_ms: u64,
+}
+
+impl SimOrder {
+    pub(crate) fn remaining(&self) -> Decimal {
+        self.qty - self.filled
+    }
+
+    pub(crate) fn avg_price(&self) -> Decimal {
+        if self.filled.is_zero() { Decimal::ZERO } else { (self.filled_quote / self.filled).round_dp(8).normalize() }
+    }
+}
+
+/// An order request, already parsed from the exchange's own format.
+#[derive(Debug, Clone)]
+pub(crate) struct NewOrder {
+    pub(crate) native: String,
+    pub(crate) side: Side,
+    pub(crate) kind: OrderKind,
+    pub(crate) price: Option<Decimal>,
+    /// Base quantity; for a market buy by quote amount, `None` with `quote_qty` set.
+    pub(crate) qty: Option<Decimal>,
+    pub(crate) quote_qty: Option<Decimal>,
+    pub(crate) client_id: Option<String>,
+}
+
+/// Why an order was refused (each venue maps these to its own error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OrderError {
+    #[error("unknown symbol {0}")]
+    UnknownSymbol(String),
+    #[error("duplicate client order id {0}")]
+    Duplicate(String),
+    #[error("insufficient {asset}: need {need}, have {have}")]
+    Insufficient { asset: String, need: Decimal, have: Decimal },
+    #[error("invalid quantity: {0}")]
+    InvalidQty(String),
+    #[error("invalid price: {0}")]
+    InvalidPrice(String),
+    #[error("order not found")]
+    NotFound,
+    #[error("order is not open")]
+    NotOpen,
+    #[error("no liquidity")]
+    NoLiquidity,
+}
+
+/// How to find an order.
+#[derive(Debug, Clone)]
+pub(crate) enum OrderKey {
+    Id(String),
+    Client(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Account {
+    pub(crate) balances: BTreeMap<String, Balance>,
+    orders: BTreeMap<String, SimOrder>,
+    by_client: HashMap<String, String>,
+}
+
+fn on_step(v: Decimal, step: Decimal) -> bool {
+    (v / step).fract().is_zero()
+}
+
+impl Account {
+    pub(crate) fn new(balances: &BTreeMap<String, Decimal>) -> Self {
+        Account {
+            balances: balances.iter().map(|(a, v)| (a.clone(), Balance { free: *v, locked: Decimal::ZERO })).collect(),
+            orders: BTreeMap::new(),
+            by_client: HashMap::new(),
+        }
+    }
+
+    fn balance(&mut self, asset: &str) -> &mut Balance {
+        self.balances.entry(asset.to_owned()).or_default()
+    }
+
+    fn take(&mut self, asset: &str, amount: Decimal, lock: bool) -> Result<(), OrderError> {
+        let b = self.balance(asset);
+        if b.free < amount {
+            return Err(OrderError::Insufficient { asset: asset.to_owned(), need: amount, have: b.free });
+        }
+        b.free -= amount;
+        if lock {
+            b.locked += amount;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, key: &OrderKey) -> Option<&SimOrder> {
+        match key {
+            OrderKey::Id(id) => self.orders.get(id),
+            OrderKey::Client(c) => self.by_client.get(c).and_then(|id| self.orders.get(id)),
+        }
+    }
+
+    pub(crate) fn orders(&self) -> impl Iterator<Item = &SimOrder> {
+        self.orders.values()
+    }
+
+    /// Places an order under `id`.
+    pub(crate) fn place(&mut self, market: &Market, o: NewOrder, id: String, now_ms: u64) -> Result<SimOrder, OrderError> {
+        let inst = market.instrument(&o.native).ok_or_else(|| OrderError::UnknownSymbol(o.native.clone()))?;
+        if let Some(c) = &o.client_id {
+            if self.by_client.contains_key(c) {
+                return Err(OrderError::Duplicate(c.clone()));
+            }
+        }
+        let (base, quote) = (inst.symbol.base.to_string(), inst.symbol.quote.to_string());
+        let (best_bid, best_ask) = (inst.book.best_bid().map(|l| l.0), inst.book.best_ask().map(|l| l.0));
+        if let Some(p) = o.price {
+            if p <= Decimal::ZERO || !on_step(p, inst.tick) {
+                return Err(OrderError::InvalidPrice(format!("{p} is not a positive multiple of the tick {}", inst.tick)));
+            }
+        }
+        // Quantity: given, or (market buy by amount) what the amount buys at the best ask.
+        let qty = match (o.qty, o.quote_qty, o.kind, o.side) {
+            (Some(q), _, _, _) => q,
+            (None, Some(amount), OrderKind::Market, Side::Buy) => {
+                let ask = best_ask.ok_or(OrderError::NoLiquidity)?;
+                ((amount / ask) / inst.lot).floor() * inst.lot
+            }
+            _ => return Err(OrderError::InvalidQty("missing quantity".into())),
+        };
+        if qty <= Decimal::ZERO || !on_step(qty, inst.lot) {
+            return Err(OrderError::InvalidQty(format!("{qty} is not a positive multiple of the lot {}", inst.lot)));
+        }
+        let mut order = SimOrder {
+            id: id.clone(),
+            client_id: o.client_id.clone(),
+            native: o.native.clone(),
+            side: o.side,
+            kind: o.kind,
+            price: o.price,
+            qty,
+            filled: Decimal::ZERO,
+            filled_quote: Decimal::ZERO,
+            status: OrderStatus::Open,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        };
+        // The price it fills at now, if it fills now.
+        let fill_at = match (o.kind, o.side) {
+            (OrderKind::Market, Side::Buy) => Some(best_ask.ok_or(OrderError::NoLiquidity)?),
+            (OrderKind::Market, Side::Sell) => Some(best_bid.ok_or(OrderError::NoLiquidity)?),
+            (OrderKind::Limit, Side::Buy) => o.price.filter(|p| best_ask.is_some_and(|a| *p >= a)),
+            (OrderKind::Limit, Side::Sell) => o.price.filter(|p| best_bid.is_some_and(|b| *p <= b)),
+        };
+        match (fill_at, o.side) {
+            (Some(px), Side::Buy) => {
+                self.take(&quote, px * qty, false)?;
+                self.balance(&base).free += qty;
+            }
+            (Some(px), Side::Sell) => {
+                self.take(&base, qty, false)?;
+                self.balance(&quote).free += px * qty;
+            }
+            (None, Side::Buy) => self.take(&quote, o.price.unwrap_or_default() * qty, true)?,
+            (None, Side::Sell) => self.take(&base, qty, true)?,
+        }
+        if let Some(px) = fill_at {
+            order.filled = qty;
+            order.filled_quote = px * qty;
+            order.status = OrderStatus::Filled;
+        }
+        if let Some(c) = o.client_id {
+            self.by_client.insert(c, id.clone());
+        }
+        self.orders.insert(id, order.clone());
+        Ok(order)
+    }
+
+    /// Cancels an open order and unlocks what it held.
+    pub(crate) fn cancel(&mut self, market: &Market, key: &OrderKey, now_ms: u64) -> Result<SimOrder, OrderError> {
+        let id = match key {
+            OrderKey::Id(id) => id.clone(),
+            OrderKey::Client(c) => self.by_client.get(c).cloned().ok_or(OrderError::NotFound)?,
+        };
+        let order = self.orders.get(&id).cloned().ok_or(OrderError::NotFound)?;
+        if order.status != OrderStatus::Open {
+            return Err(OrderError::NotOpen);
+        }
+        let inst = market.instrument(&order.native).ok_or_else(|| OrderError::UnknownSymbol(order.native.clone()))?;
+        let (asset, amount) = match order.side {
+            Side::Buy => (inst.symbol.quote.to_string(), order.price.unwrap_or_default() * order.remaining()),
+            Side::Sell => (inst.symbol.base.to_string(), order.remaining()),
+        };
+        let b = self.balance(&asset);
+        b.locked -= amount;
+        b.free += amount;
+        let o = self.orders.get_mut(&id).expect("present above");
+        o.status = OrderStatus::Canceled;
+        o.updated_ms = now_ms;
+        Ok(o.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimConfig;
+    use sluice_domain::Exchange;
+
+    fn setup() -> (Market, Account) {
+        let cfg = SimConfig::shipped();
+        (Market::new(Exchange::Binance, &cfg.markets, 1, 1_700_000_000_000), Account::new(&cfg.balances))
+    }
+
+    fn limit(side: Side, price: &str, qty: &str, client: Option<&str>) -> NewOrder {
+        NewOrder {
+            native: "BTCUSDT".into(),
+            side,
+            kind: OrderKind::Limit,
+            price: Some(price.parse().unwrap()),
+            qty: Some(qty.parse().unwrap()),
+            quote_qty: None,
+            client_id: client.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn resting_orders_lock_and_cancels_unlock() {
+        let (m, mut a) = setup();
+        let before = a.balances["USDT"];
+        let o = a.place(&m, limit(Side::Buy, "60000", "0.5", Some("c1")), "1".into(), 0).unwrap();
+        assert_eq!(o.status, OrderStatus::Open);
+        assert_eq!(a.balances["USDT"].locked, "30000".parse().unwrap());
+        let c = a.cancel(&m, &OrderKey::Client("c1".into()), 1).unwrap();
+        assert_eq!(c.status, OrderStatus::Canceled);
+        assert_eq!(a.balances["USDT"], before);
+        assert_eq!(a.cancel(&m, &OrderKey::Id("1".into()), 2).unwrap_err(), OrderError::NotOpen);
+    }
+
+    #[test]
+    fn duplicates_bad_steps_and_insufficient_funds_are_refused() {
+        let (m, mut a) = setup();
+        a.place(&m, limit(Side::Buy, "60000", "0.1", Some("dup")), "1".into(), 0).unwrap();
+        assert_eq!(a.place(&m, limit(Side::Buy, "60000", "0.1", Some("dup")), "2".into(), 0).unwrap_err(), OrderError::Duplicate("dup".into()));
+        assert!(matches!(a.place(&m, limit(Side::Buy, "60000.05", "0.1", None), "3".into(), 0), Err(OrderError::InvalidPrice(_))));
+        assert!(matches!(a.place(&m, limit(Side::Buy, "60000", "0.0000001", None), "4".into(), 0), Err(OrderError::InvalidQty(_))));
+        assert!(matches!(a.place(&m, limit(Side::Buy, "60000", "100", None), "5".into(), 0), Err(OrderError::Insufficient { .. })));
+    }
+
+    #[test]
+    fn market_orders_fill_at_the_touch() {
+        let (m, mut a) = setup();
+        let ask = m.instrument("BTCUSDT").unwrap().book.best_ask().unwrap().0;
+        let o = NewOrder { native: "BTCUSDT".into(), side: Side::Buy, kind: OrderKind::Market, price: None, qty: Some("0.01".parse().unwrap()), quote_qty: None, client_id: None };
+        let o = a.place(&m, o, "9".into(), 0).unwrap();
+        assert_eq!(o.status, OrderStatus::Filled);
+        assert_eq!(o.avg_price(), ask);
+        assert_eq!(a.balances["BTC"].free, "2.01".parse().unwrap());
+    }
+}

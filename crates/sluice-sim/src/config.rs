@@ -1,0 +1,203 @@
+//! The simulator's configuration: its own copy of each exchange's truth (limits and
+//! how they are counted), its accounts and its market. Defaults ship in
+//! `config/sim.toml`; a file given on the command line is merged over them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use sluice_domain::{Exchange, Symbol};
+use sluice_rate::server::Counting;
+
+/// The simulator configuration shipped with sluice.
+pub const SHIPPED: &str = include_str!("../../../config/sim.toml");
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("simulator config: {0}")]
+    Parse(String),
+    #[error("simulator config: {0}")]
+    Invalid(String),
+}
+
+/// What a budget is counted per, on the simulated server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Ip,
+    Account,
+}
+
+/// What the server does when a group's limit is exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceed {
+    /// Answer the exchange's rate-limit error (429 or its equivalent).
+    #[default]
+    Throttle,
+    /// Ban the scope at once (Bybit's IP limit: 403, wait 10 minutes).
+    Ban,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub limit: u64,
+    pub period_ms: u64,
+}
+
+impl WindowConfig {
+    pub fn period(&self) -> Duration {
+        Duration::from_millis(self.period_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub scope: Scope,
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+    /// Count separately per value of this request parameter (OKX: per instrument).
+    #[serde(default)]
+    pub per: Option<String>,
+    pub windows: Vec<WindowConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    counting: String,
+    pub ban_after_429s: u32,
+    pub ban_window_ms: u64,
+    pub ban_ms: u64,
+    pub ban_max_ms: u64,
+    pub groups: BTreeMap<String, GroupConfig>,
+}
+
+impl ExchangeConfig {
+    pub fn counting(&self) -> Counting {
+        self.counting.parse().unwrap_or(Counting::Sliding)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub exchange: Exchange,
+    pub name: String,
+    pub api_key: String,
+    pub secret: String,
+    #[serde(default)]
+    pub passphrase: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    pub symbol: Symbol,
+    pub exchanges: Vec<Exchange>,
+    pub price: Decimal,
+    pub tick: Decimal,
+    pub lot: Decimal,
+}
+
+/// Everything the simulator runs with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub jitter_ms: u64,
+    pub tick_ms: u64,
+    pub exchanges: BTreeMap<Exchange, ExchangeConfig>,
+    pub accounts: Vec<AccountConfig>,
+    pub balances: BTreeMap<String, Decimal>,
+    pub markets: Vec<MarketConfig>,
+    /// Where each exchange listens; unset means 127.0.0.1 on a free port.
+    #[serde(default)]
+    pub listen: BTreeMap<Exchange, SocketAddr>,
+    /// The control endpoint (stats, faults, jitter); unset means a free port.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl SimConfig {
+    /// The shipped configuration.
+    pub fn shipped() -> Self {
+        Self::load(&[]).expect("the shipped simulator config is valid")
+    }
+
+    /// The shipped configuration with overrides merged over it in order.
+    pub fn load(overrides: &[&str]) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = SHIPPED.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for o in overrides {
+            let over: toml::Table = o.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            merge(&mut table, over);
+        }
+        let cfg: SimConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (ex, c) in &self.exchanges {
+            c.counting.parse::<Counting>().map_err(|e| ConfigError::Invalid(format!("{ex}: {e}")))?;
+            for (name, g) in &c.groups {
+                if g.windows.is_empty() || g.windows.iter().any(|w| w.limit == 0 || w.period_ms == 0) {
+                    return Err(ConfigError::Invalid(format!("{ex} group '{name}': windows need a positive limit and period")));
+                }
+            }
+        }
+        for m in &self.markets {
+            if m.price <= Decimal::ZERO || m.tick <= Decimal::ZERO || m.lot <= Decimal::ZERO {
+                return Err(ConfigError::Invalid(format!("market {}: price, tick and lot must be positive", m.symbol)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The account named `name` on `exchange`.
+    pub fn account(&self, exchange: Exchange, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.exchange == exchange && a.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_carries_the_brief_numbers() {
+        let c = SimConfig::shipped();
+        let upbit = &c.exchanges[&Exchange::Upbit];
+        assert_eq!(upbit.groups["ticker"].windows[0].limit, 10);
+        assert_eq!(upbit.counting(), Counting::Sliding);
+        assert_eq!(c.exchanges[&Exchange::Binance].counting(), Counting::Fixed);
+        assert_eq!(c.exchanges[&Exchange::Bybit].groups["ip"].on_exceed, OnExceed::Ban);
+        assert_eq!(c.account(Exchange::Okx, "demo").unwrap().passphrase.as_deref(), Some("sim-okx-passphrase"));
+        assert_eq!(c.markets.len(), 5);
+    }
+
+    #[test]
+    fn overrides_merge_and_bad_values_are_named() {
+        let c = SimConfig::load(&["jitter_ms = 10\n[exchanges.upbit]\ncounting = 'token_bucket'"]).unwrap();
+        assert_eq!(c.jitter_ms, 10);
+        assert_eq!(c.exchanges[&Exchange::Upbit].counting(), Counting::TokenBucket);
+        let e = SimConfig::load(&["[exchanges.upbit]\ncounting = 'leaky'"]).unwrap_err();
+        assert!(e.to_string().contains("leaky"), "{e}");
+    }
+}

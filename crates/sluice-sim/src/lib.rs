@@ -1,0 +1,266 @@
+//! The exchange simulator: Upbit, Bybit v5, Binance spot and OKX v5 REST as strict
+//! servers, each on its own listener so that it looks exactly like the real host.
+//!
+//! It serves the real paths and response shapes, verifies signatures and answers a
+//! bad one with that exchange's own error, enforces each exchange's limits the way
+//! that exchange counts them, sends the real usage headers, escalates repeated 429s
+//! to bans, can inject arrival jitter and faults, and reports what it saw (requests,
+//! 429s, the highest cost in any window) for tests and benchmarks.
+//!
+//! Its limits come from `config/sim.toml`, the simulator's own truth, apart from the
+//! dispatcher's policy file.
+
+mod accounts;
+pub mod config;
+mod limits;
+pub mod market;
+mod server;
+mod venues;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use sluice_domain::Exchange;
+use sluice_rate::MonotonicClock;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::SimConfig;
+pub use limits::{BucketStats, WindowStats};
+pub use server::{Fault, FaultKind, VenueStats};
+
+use server::{Shared, VenueServer};
+use venues::Venue;
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind { what: String, addr: SocketAddr, source: std::io::Error },
+}
+
+/// What the whole simulator saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    pub exchanges: Vec<VenueStats>,
+}
+
+impl SimStats {
+    pub fn exchange(&self, ex: Exchange) -> Option<&VenueStats> {
+        self.exchanges.iter().find(|v| v.exchange == ex.as_str())
+    }
+
+    /// Genuine rate-limit answers across all exchanges.
+    pub fn rate_limited(&self) -> u64 {
+        self.exchanges.iter().map(|v| v.rate_limited).sum()
+    }
+
+    /// Every window where more arrived than its limit, as readable lines.
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in &self.exchanges {
+            for b in &v.buckets {
+                for w in &b.windows {
+                    if w.max_seen > w.limit {
+                        out.push(format!("{} {} {}: {} in {} ms, limit {}", v.exchange, b.scope, b.group, w.max_seen, w.period_ms, w.limit));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn venue(ex: Exchange) -> Box<dyn Venue> {
+    match ex {
+        Exchange::Upbit => Box::new(venues::upbit::Upbit::new()),
+        Exchange::Bybit => Box::new(venues::bybit::Bybit),
+        Exchange::Binance => Box::new(venues::binance::Binance),
+        Exchange::Okx => Box::new(venues::okx::Okx),
+    }
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    addrs: BTreeMap<Exchange, SocketAddr>,
+    admin: SocketAddr,
+    shared: Arc<Shared>,
+    venues: BTreeMap<Exchange, Arc<VenueServer>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Where `exchange` listens.
+    pub fn addr(&self, exchange: Exchange) -> Option<SocketAddr> {
+        self.addrs.get(&exchange).copied()
+    }
+
+    /// The base URL to point a client at for `exchange`.
+    pub fn base_url(&self, exchange: Exchange) -> String {
+        self.addr(exchange).map(|a| format!("http://{a}")).unwrap_or_default()
+    }
+
+    /// The control endpoint.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn stats(&self) -> SimStats {
+        SimStats { exchanges: self.venues.values().map(|v| v.stats()).collect() }
+    }
+
+    /// Forgets counts, maxima, bans and pending faults.
+    pub fn reset(&self) {
+        for v in self.venues.values() {
+            v.reset();
+        }
+    }
+
+    /// Sets the arrival jitter bound.
+    pub fn set_jitter(&self, bound: Duration) {
+        self.shared.jitter_us.store(bound.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Queues a fault for the next matching requests to `exchange`.
+    pub fn inject(&self, exchange: Exchange, fault: Fault) {
+        if let Some(v) = self.venues.get(&exchange) {
+            v.inject(fault);
+        }
+    }
+
+    /// Waits for every task to end (after the shutdown token is cancelled).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, SimError> {
+    TcpListener::bind(addr).await.map_err(|source| SimError::Bind { what: what.to_owned(), addr, source })
+}
+
+/// Starts every configured exchange and the control endpoint.
+pub async fn start(cfg: SimConfig, shutdown: CancellationToken) -> Result<SimHandle, SimError> {
+    let shared = Arc::new(Shared { clock: MonotonicClock::new(), jitter_us: (cfg.jitter_ms * 1000).into() });
+    let mut addrs = BTreeMap::new();
+    let mut venues = BTreeMap::new();
+    let mut tasks = Vec::new();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    for (ex, ex_cfg) in &cfg.exchanges {
+        let server = Arc::new(VenueServer::new(venue(*ex), &cfg, ex_cfg, shared.clone()));
+        let addr = cfg.listen.get(ex).copied().unwrap_or(loopback);
+        let listener = bind(ex.as_str(), addr).await?;
+        let bound = listener.local_addr().map_err(|source| SimError::Bind { what: ex.to_string(), addr, source })?;
+        let app = Router::new().fallback(server::handle).with_state(server.clone());
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "simulator listener stopped");
+            }
+        }));
+        let ticker = server.clone();
+        let stop = shutdown.clone();
+        let every = Duration::from_millis(cfg.tick_ms.max(1));
+        tasks.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = interval.tick() => ticker.tick(),
+                }
+            }
+        }));
+        addrs.insert(*ex, bound);
+        venues.insert(*ex, server);
+    }
+    let admin_listener = bind("admin", cfg.admin.unwrap_or(loopback)).await?;
+    let admin = admin_listener.local_addr().map_err(|source| SimError::Bind { what: "admin".into(), addr: loopback, source })?;
+    let control = Control { venues: venues.clone(), shared: shared.clone(), addrs: addrs.clone() };
+    let app = Router::new()
+        .route("/stats", get(stats))
+        .route("/addrs", get(list_addrs))
+        .route("/reset", post(reset))
+        .route("/jitter", post(jitter))
+        .route("/fault", post(fault))
+        .with_state(control);
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(admin_listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    }));
+    Ok(SimHandle { addrs, admin, shared, venues, tasks })
+}
+
+/// Runs the simulator until `shutdown`.
+pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<(), SimError> {
+    let handle = start(cfg, shutdown.clone()).await?;
+    for (ex, addr) in &handle.addrs {
+        tracing::info!(exchange = %ex, %addr, "simulated exchange listening");
+    }
+    tracing::info!(addr = %handle.admin, "simulator control endpoint listening");
+    shutdown.cancelled().await;
+    handle.join().await;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Control {
+    venues: BTreeMap<Exchange, Arc<VenueServer>>,
+    shared: Arc<Shared>,
+    addrs: BTreeMap<Exchange, SocketAddr>,
+}
+
+async fn stats(State(c): State<Control>) -> axum::Json<SimStats> {
+    axum::Json(SimStats { exchanges: c.venues.values().map(|v| v.stats()).collect() })
+}
+
+async fn list_addrs(State(c): State<Control>) -> axum::Json<BTreeMap<Exchange, SocketAddr>> {
+    axum::Json(c.addrs)
+}
+
+async fn reset(State(c): State<Control>) -> StatusCode {
+    for v in c.venues.values() {
+        v.reset();
+    }
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct JitterQuery {
+    ms: u64,
+}
+
+async fn jitter(State(c): State<Control>, Query(q): Query<JitterQuery>) -> StatusCode {
+    c.shared.jitter_us.store(q.ms * 1000, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct FaultRequest {
+    exchange: Exchange,
+    #[serde(flatten)]
+    fault: Fault,
+}
+
+async fn fault(State(c): State<Control>, axum::Json(f): axum::Json<FaultRequest>) -> (StatusCode, String) {
+    match c.venues.get(&f.exchange) {
+        Some(v) => {
+            v.inject(f.fault);
+            (StatusCode::NO_CONTENT, String::new())
+        }
+        None => (StatusCode::NOT_FOUND, format!("{} is not simulated", f.exchange)),
+    }
+}

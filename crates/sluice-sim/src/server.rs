@@ -1,0 +1,272 @@
+//! The request pipeline every simulated exchange shares, in the order a real
+//! exchange's edge works: network jitter, arrival, route, parameters, credentials,
+//! injected faults, rate limits, the handler, usage headers. One std mutex per
+//! exchange guards its state; nothing awaits while holding it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sluice_domain::Exchange;
+use sluice_rate::{Clock, MonotonicClock};
+
+use crate::accounts::Account;
+use crate::config::{ExchangeConfig, SimConfig};
+use crate::limits::{BucketStats, Decision, Limits, ScopeKey};
+use crate::market::Market;
+use crate::venues::{Ctx, Keys, NonceLog, Reply, SimRequest, Venue};
+
+/// A fault to inject into the next matching requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// Answer the exchange's rate-limit error.
+    Throttle,
+    /// Ban the request's scope for this long (418 / 403 as the exchange does).
+    Ban { ms: u64 },
+    /// Answer HTTP 500 (the outcome is unknown to the caller).
+    ServerError,
+}
+
+/// A fault and how many requests it applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub count: u32,
+    /// Only requests charging this group; any request when unset.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// What one simulated exchange saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VenueStats {
+    pub exchange: String,
+    pub requests: u64,
+    /// Answered with a 2xx status.
+    pub ok: u64,
+    /// Genuine rate-limit answers (429 and equivalents), injected ones excluded.
+    pub rate_limited: u64,
+    /// Requests answered with a ban (418 / 403).
+    pub banned: u64,
+    /// Bans the server imposed after a genuine violation.
+    pub bans_imposed: u64,
+    pub injected: u64,
+    pub auth_failed: u64,
+    pub not_found: u64,
+    pub bad_request: u64,
+    pub buckets: Vec<BucketStats>,
+}
+
+/// Mutable state of one simulated exchange.
+pub(crate) struct VenueState {
+    pub(crate) market: Market,
+    pub(crate) accounts: BTreeMap<String, Account>,
+    keys: Keys,
+    nonces: NonceLog,
+    pub(crate) limits: Limits,
+    stats: VenueStats,
+    faults: VecDeque<Fault>,
+    next_id: u64,
+}
+
+/// Settings shared by every exchange of one simulator.
+pub(crate) struct Shared {
+    pub(crate) clock: MonotonicClock,
+    /// Arrival jitter bound in microseconds (changeable at run time).
+    pub(crate) jitter_us: AtomicU64,
+}
+
+pub(crate) struct VenueServer {
+    pub(crate) venue: Box<dyn Venue>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Mutex<VenueState>,
+}
+
+impl VenueServer {
+    pub(crate) fn new(venue: Box<dyn Venue>, cfg: &SimConfig, ex_cfg: &ExchangeConfig, shared: Arc<Shared>) -> Self {
+        let exchange = venue.exchange();
+        let now_ms = shared.clock.now().as_millis();
+        let accounts = cfg.accounts.iter().filter(|a| a.exchange == exchange).map(|a| (a.name.clone(), Account::new(&cfg.balances))).collect();
+        let state = VenueState {
+            market: Market::new(exchange, &cfg.markets, cfg.seed, now_ms),
+            accounts,
+            keys: Keys::new(&cfg.accounts, exchange),
+            nonces: NonceLog::default(),
+            limits: Limits::new(ex_cfg),
+            stats: VenueStats { exchange: exchange.to_string(), ..VenueStats::default() },
+            faults: VecDeque::new(),
+            next_id: 1_000_000,
+        };
+        VenueServer { venue, shared, state: Mutex::new(state) }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, VenueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn exchange(&self) -> Exchange {
+        self.venue.exchange()
+    }
+
+    pub(crate) fn stats(&self) -> VenueStats {
+        let st = self.lock();
+        let mut s = st.stats.clone();
+        s.buckets = st.limits.stats();
+        s
+    }
+
+    pub(crate) fn reset(&self) {
+        let mut st = self.lock();
+        st.limits.reset();
+        st.faults.clear();
+        st.stats = VenueStats { exchange: self.exchange().to_string(), ..VenueStats::default() };
+    }
+
+    pub(crate) fn inject(&self, fault: Fault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    /// Moves the market one step.
+    pub(crate) fn tick(&self) {
+        let now_ms = self.shared.clock.now().as_millis();
+        let _events = self.lock().market.step(now_ms);
+    }
+
+    /// The whole pipeline for one request, after the network delay.
+    fn serve(&self, req: SimRequest) -> Reply {
+        let v = &*self.venue;
+        let at = self.shared.clock.now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.stats.requests += 1;
+        let Some(ep) = v.endpoint(&req.method, &req.path) else {
+            st.stats.not_found += 1;
+            return v.not_found(&req);
+        };
+        let params = match v.params(&req) {
+            Ok(p) => p,
+            Err(reply) => {
+                st.stats.bad_request += 1;
+                return reply;
+            }
+        };
+        let charges = v.charges(ep, &params);
+        let account = if ep.private {
+            match v.authenticate(&req, &params, &st.keys, &mut st.nonces) {
+                Ok(name) => Some(name),
+                Err(reply) => {
+                    st.stats.auth_failed += 1;
+                    // The gateway counts IP-scoped limits before it looks at the
+                    // signature, so a refused request still spends IP budget.
+                    return match st.limits.admit(at, req.peer, None, &charges) {
+                        Decision::Admitted(_) => reply,
+                        Decision::Throttled { group, scope, retry_after, usage } => {
+                            st.stats.rate_limited += 1;
+                            v.throttled(&group, scope, retry_after, &usage, req.now_ms)
+                        }
+                        Decision::Banned { scope, until, .. } => {
+                            st.stats.banned += 1;
+                            v.banned(scope, until.as_millis(), req.now_ms)
+                        }
+                    };
+                }
+            }
+        } else {
+            None
+        };
+        let fault_at = st.faults.iter().position(|f| f.group.as_ref().is_none_or(|g| charges.iter().any(|c| &c.group == g)));
+        if let Some(i) = fault_at {
+            let fault = st.faults[i].clone();
+            if fault.count <= 1 {
+                st.faults.remove(i);
+            } else {
+                st.faults[i].count -= 1;
+            }
+            st.stats.injected += 1;
+            let group = charges.first().map(|c| c.group.clone()).unwrap_or_default();
+            let scope = st.limits.group(&group).map_or(crate::config::Scope::Ip, |g| g.scope);
+            return match fault.kind {
+                FaultKind::Throttle => v.throttled(&group, scope, Duration::from_secs(1), &[], req.now_ms),
+                FaultKind::Ban { ms } => {
+                    let key = match (scope, &account) {
+                        (crate::config::Scope::Account, Some(a)) => ScopeKey::Account(a.clone()),
+                        _ => ScopeKey::Ip(req.peer),
+                    };
+                    let until = st.limits.ban(key, at, Some(Duration::from_millis(ms)));
+                    v.banned(scope, until.as_millis(), req.now_ms)
+                }
+                FaultKind::ServerError => v.server_error(),
+            };
+        }
+        let usage = match st.limits.admit(at, req.peer, account.as_deref(), &charges) {
+            Decision::Admitted(usage) => usage,
+            Decision::Throttled { group, scope, retry_after, usage } => {
+                st.stats.rate_limited += 1;
+                tracing::debug!(exchange = %v.exchange(), %group, peer = %req.peer, "rate limited");
+                let mut reply = v.throttled(&group, scope, retry_after, &usage, req.now_ms);
+                reply.headers.extend(v.usage_headers(ep, &usage, req.now_ms));
+                return reply;
+            }
+            Decision::Banned { scope, until, fresh } => {
+                st.stats.banned += 1;
+                if fresh {
+                    st.stats.bans_imposed += 1;
+                    tracing::info!(exchange = %v.exchange(), peer = %req.peer, until_ms = until.as_millis(), "ban imposed");
+                }
+                return v.banned(scope, until.as_millis(), req.now_ms);
+            }
+        };
+        let acct = account.as_ref().and_then(|a| st.accounts.get_mut(a));
+        let ctx = Ctx { req: &req, params: &params, market: &st.market, account: acct, next_id: &mut st.next_id };
+        let mut reply = v.handle(ep, ctx);
+        reply.headers.extend(v.usage_headers(ep, &usage, req.now_ms));
+        if (200..300).contains(&reply.status) {
+            st.stats.ok += 1;
+        }
+        reply
+    }
+}
+
+/// The axum handler: every path of an exchange's listener comes here.
+pub(crate) async fn handle(
+    State(server): State<Arc<VenueServer>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let jitter_us = server.shared.jitter_us.load(Ordering::Relaxed);
+    if jitter_us > 0 {
+        let d = rand::rng().random_range(0..=jitter_us);
+        tokio::time::sleep(Duration::from_micros(d)).await;
+    }
+    let req = SimRequest {
+        method: method.as_str().to_ascii_uppercase(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or("").to_owned(),
+        headers: headers.iter().map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_owned())).collect(),
+        body: body.to_vec(),
+        peer: peer.ip(),
+        now_ms: server.shared.clock.now().as_millis(),
+    };
+    into_response(server.serve(req))
+}
+
+fn into_response(r: Reply) -> Response {
+    let mut resp = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), r.body).into_response();
+    for (k, v) in r.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            resp.headers_mut().append(name, value);
+        }
+    }
+    resp
+}

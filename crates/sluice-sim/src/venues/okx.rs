@@ -1,0 +1,250 @@
+//! OKX v5 REST (`/api/v5`): the `{"code","msg","data"}` envelope with string codes,
+//! base64 HMAC-SHA256 over ISO timestamp + METHOD + path?query + body with key,
+//! passphrase and timestamp headers (30 s tolerance), per-endpoint limits (trading
+//! per instrument), and HTTP 429 with code 50011 when exceeded.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sluice_domain::{Exchange, Side};
+
+use super::{Ctx, Endpoint, Keys, NonceLog, Params, Reply, SimRequest, Venue, dec, hmac_sha256, s, same};
+use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder};
+use crate::config::Scope;
+use crate::limits::{Charge, Usage};
+
+pub(crate) struct Okx;
+
+fn envelope(status: u16, code: &str, msg: &str, data: Value) -> Reply {
+    Reply::json(status, &json!({ "code": code, "msg": msg, "data": data }))
+}
+
+fn ok(data: Value) -> Reply {
+    envelope(200, "0", "", data)
+}
+
+fn auth_fail(code: &str, msg: &str) -> Reply {
+    envelope(401, code, msg, json!([]))
+}
+
+fn state(o: &SimOrder) -> &'static str {
+    match o.status {
+        OrderStatus::Open => "live",
+        OrderStatus::Filled => "filled",
+        OrderStatus::Canceled => "canceled",
+    }
+}
+
+fn order_json(o: &SimOrder) -> Value {
+    json!({
+        "instType": "SPOT", "instId": o.native, "ordId": o.id, "clOrdId": o.client_id.clone().unwrap_or_default(), "tag": "",
+        "px": o.price.map_or_else(String::new, |p| p.normalize().to_string()), "sz": s(o.qty),
+        "ordType": if o.kind == OrderKind::Limit { "limit" } else { "market" },
+        "side": if o.side == Side::Buy { "buy" } else { "sell" }, "tdMode": "cash", "state": state(o),
+        "accFillSz": s(o.filled), "fillSz": s(o.filled), "avgPx": if o.filled.is_zero() { String::new() } else { o.avg_price().to_string() },
+        "cTime": o.created_ms.to_string(), "uTime": o.updated_ms.to_string(),
+    })
+}
+
+fn op_fail(e: &OrderError, ord_id: &str, cl: &str, now: u64) -> Reply {
+    let (code, msg) = match e {
+        OrderError::UnknownSymbol(_) => ("51001", "Instrument ID does not exist"),
+        OrderError::Duplicate(_) => ("51016", "Duplicated clOrdId"),
+        OrderError::Insufficient { .. } => ("51008", "Order failed. Insufficient balance"),
+        OrderError::InvalidQty(_) => ("51121", "Order quantity must be a multiple of the lot size"),
+        OrderError::InvalidPrice(_) => ("51006", "Order price is not within the price limit"),
+        OrderError::NoLiquidity => ("51020", "Your order should meet or exceed the minimum order amount"),
+        OrderError::NotFound => ("51603", "Order does not exist"),
+        OrderError::NotOpen => ("51400", "Order cancellation failed as the order has been filled, canceled or does not exist"),
+    };
+    envelope(200, "1", "All operations failed", json!([{ "ordId": ord_id, "clOrdId": cl, "tag": "", "ts": now.to_string(), "sCode": code, "sMsg": msg }]))
+}
+
+fn key(p: &Params) -> Option<OrderKey> {
+    p.get("ordId").filter(|v| !v.is_empty()).map(|v| OrderKey::Id(v.to_owned())).or_else(|| p.get("clOrdId").filter(|v| !v.is_empty()).map(|v| OrderKey::Client(v.to_owned())))
+}
+
+impl Venue for Okx {
+    fn exchange(&self) -> Exchange {
+        Exchange::Okx
+    }
+
+    fn endpoint(&self, method: &str, path: &str) -> Option<Endpoint> {
+        let e = |name, private| Some(Endpoint { name, private });
+        match (method, path) {
+            ("GET", "/api/v5/market/ticker") => e("ticker", false),
+            ("GET", "/api/v5/market/books") => e("books", false),
+            ("GET", "/api/v5/market/candles") => e("candles", false),
+            ("GET", "/api/v5/public/time") => e("time", false),
+            ("GET", "/api/v5/account/balance") => e("balance", true),
+            ("POST", "/api/v5/trade/order") => e("order", true),
+            ("POST", "/api/v5/trade/cancel-order") => e("cancel", true),
+            ("GET", "/api/v5/trade/order") => e("get_order", true),
+            _ => None,
+        }
+    }
+
+    fn params(&self, req: &SimRequest) -> Result<Params, Reply> {
+        let mut p = Params::default();
+        p.add_query(&req.query).map_err(|m| envelope(400, "50014", &m, json!([])))?;
+        p.add_json(&req.body).map_err(|m| envelope(400, "50014", &m, json!([])))?;
+        Ok(p)
+    }
+
+    fn charges(&self, ep: Endpoint, params: &Params) -> Vec<Charge> {
+        let group = match ep.name {
+            "ticker" => "market-ticker",
+            "books" => "market-books",
+            "candles" => "market-candles",
+            "balance" => "account-balance",
+            "order" => "trade-order",
+            "cancel" => "trade-cancel",
+            "get_order" => "trade-get-order",
+            _ => return vec![],
+        };
+        vec![Charge { group: group.into(), cost: 1, partition: params.get("instId").map(str::to_owned) }]
+    }
+
+    fn authenticate(&self, req: &SimRequest, _params: &Params, keys: &Keys, _nonces: &mut NonceLog) -> Result<String, Reply> {
+        let api_key = req.header("ok-access-key").filter(|k| !k.is_empty()).ok_or_else(|| auth_fail("50103", "Request header OK-ACCESS-KEY cannot be empty."))?;
+        let ts = req.header("ok-access-timestamp").filter(|t| !t.is_empty()).ok_or_else(|| auth_fail("50107", "Request header OK-ACCESS-TIMESTAMP cannot be empty."))?;
+        let pass = req.header("ok-access-passphrase").filter(|p| !p.is_empty()).ok_or_else(|| auth_fail("50104", "Request header OK-ACCESS-PASSPHRASE cannot be empty."))?;
+        let sign = req.header("ok-access-sign").filter(|p| !p.is_empty()).ok_or_else(|| auth_fail("50106", "Request header OK-ACCESS-SIGN cannot be empty."))?;
+        let account = keys.get(api_key).ok_or_else(|| auth_fail("50111", "Invalid OK-ACCESS-KEY."))?;
+        let parsed = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).map_err(|_| auth_fail("50112", "Invalid OK-ACCESS-TIMESTAMP."))?;
+        let ts_ms = (parsed.unix_timestamp_nanos() / 1_000_000) as i128;
+        if (ts_ms - i128::from(req.now_ms)).abs() > 30_000 {
+            return Err(auth_fail("50102", "Timestamp request expired."));
+        }
+        if account.passphrase.as_deref() != Some(pass) {
+            return Err(auth_fail("50105", "Invalid OK-ACCESS-PASSPHRASE."));
+        }
+        let path = if req.query.is_empty() { req.path.clone() } else { format!("{}?{}", req.path, req.query) };
+        let mut prehash = format!("{ts}{}{path}", req.method).into_bytes();
+        prehash.extend_from_slice(&req.body);
+        let expected = STANDARD.encode(hmac_sha256(&account.secret, &prehash));
+        if !same(expected.as_bytes(), sign.as_bytes()) {
+            return Err(auth_fail("50113", "Invalid Sign."));
+        }
+        Ok(account.name.clone())
+    }
+
+    fn handle(&self, ep: Endpoint, mut ctx: Ctx<'_>) -> Reply {
+        let now = ctx.req.now_ms;
+        let inst_id = ctx.params.get("instId");
+        let inst = inst_id.and_then(|i| ctx.market.instrument(i));
+        let unknown = || envelope(400, "51001", "Instrument ID does not exist", json!([]));
+        match ep.name {
+            "time" => ok(json!([{ "ts": now.to_string() }])),
+            "ticker" => {
+                let Some(i) = inst else { return unknown() };
+                let (b, a) = (i.book.best_bid().unwrap_or_default(), i.book.best_ask().unwrap_or_default());
+                ok(json!([{
+                    "instType": "SPOT", "instId": i.native, "last": s(i.last_price()), "lastSz": s(i.trades.back().map_or(Decimal::ZERO, |t| t.qty)),
+                    "askPx": s(a.0), "askSz": s(a.1), "bidPx": s(b.0), "bidSz": s(b.1), "open24h": s(i.day_open()), "high24h": s(i.day_high()),
+                    "low24h": s(i.day_low()), "volCcy24h": s(i.day_quote_volume()), "vol24h": s(i.day_volume()), "ts": now.to_string(),
+                    "sodUtc0": s(i.day_open()), "sodUtc8": s(i.day_open()),
+                }]))
+            }
+            "books" => {
+                let Some(i) = inst else { return unknown() };
+                let n = ctx.params.get("sz").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).clamp(1, 400);
+                let (bids, asks) = i.book.top(n);
+                let side = |v: Vec<(Decimal, Decimal)>| v.into_iter().map(|(p, q)| json!([s(p), s(q), "0", "1"])).collect::<Vec<_>>();
+                ok(json!([{ "asks": side(asks), "bids": side(bids), "ts": now.to_string() }]))
+            }
+            "candles" => {
+                let Some(i) = inst else { return unknown() };
+                let n = ctx.params.get("limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).clamp(1, 300);
+                let last = i.candles.len().saturating_sub(1);
+                let list: Vec<Value> = i
+                    .candles
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .take(n)
+                    .map(|(k, c)| json!([c.open_ms.to_string(), s(c.open), s(c.high), s(c.low), s(c.close), s(c.volume), s(c.quote_volume), s(c.quote_volume), if k == last { "0" } else { "1" }]))
+                    .collect();
+                ok(Value::Array(list))
+            }
+            "balance" => {
+                let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
+                let filter: Option<Vec<&str>> = ctx.params.get("ccy").map(|c| c.split(',').collect());
+                let details: Vec<Value> = acct
+                    .balances
+                    .iter()
+                    .filter(|(c, _)| filter.as_ref().is_none_or(|f| f.contains(&c.as_str())))
+                    .map(|(c, b)| json!({ "ccy": c, "eq": s(b.free + b.locked), "cashBal": s(b.free + b.locked), "availBal": s(b.free), "frozenBal": s(b.locked), "uTime": now.to_string() }))
+                    .collect();
+                ok(json!([{ "totalEq": "", "uTime": now.to_string(), "details": details }]))
+            }
+            "order" => {
+                let p = ctx.params;
+                let cl = p.get("clOrdId").unwrap_or_default().to_owned();
+                let side = match p.get("side") {
+                    Some("buy") => Side::Buy,
+                    Some("sell") => Side::Sell,
+                    _ => return envelope(200, "1", "All operations failed", json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter side error" }])),
+                };
+                let kind = match p.get("ordType") {
+                    Some("limit") => OrderKind::Limit,
+                    Some("market") => OrderKind::Market,
+                    _ => return envelope(200, "1", "All operations failed", json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter ordType error" }])),
+                };
+                let (px, sz) = match (dec(p, "px"), dec(p, "sz")) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    _ => return envelope(200, "1", "All operations failed", json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter px or sz error" }])),
+                };
+                let Some(id) = inst_id else { return unknown() };
+                let ord_id = ctx.new_id().to_string();
+                let order = NewOrder { native: id.to_owned(), side, kind, price: px, qty: sz, quote_qty: None, client_id: Some(cl.clone()).filter(|c| !c.is_empty()) };
+                let m = ctx.market;
+                let Some(acct) = ctx.account.as_deref_mut() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
+                match acct.place(m, order, ord_id.clone(), now) {
+                    Ok(o) => ok(json!([{ "clOrdId": o.client_id.unwrap_or_default(), "ordId": o.id, "tag": "", "ts": now.to_string(), "sCode": "0", "sMsg": "Order placed" }])),
+                    Err(e) => op_fail(&e, "", &cl, now),
+                }
+            }
+            "cancel" => {
+                let Some(k) = key(ctx.params) else { return envelope(400, "50014", "Parameter ordId or clOrdId cannot be empty", json!([])) };
+                let m = ctx.market;
+                let Some(acct) = ctx.account.as_deref_mut() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
+                match acct.cancel(m, &k, now) {
+                    Ok(o) => ok(json!([{ "clOrdId": o.client_id.unwrap_or_default(), "ordId": o.id, "ts": now.to_string(), "sCode": "0", "sMsg": "" }])),
+                    Err(e) => op_fail(&e, "", "", now),
+                }
+            }
+            "get_order" => {
+                let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
+                match key(ctx.params).and_then(|k| acct.get(&k)) {
+                    Some(o) => ok(json!([order_json(o)])),
+                    None => envelope(200, "51603", "Order does not exist", json!([])),
+                }
+            }
+            _ => envelope(404, "404", "Not Found", json!([])),
+        }
+    }
+
+    fn throttled(&self, _group: &str, _scope: Scope, _retry_after: Duration, _usage: &[Usage], _now_ms: u64) -> Reply {
+        envelope(429, "50011", "Too Many Requests", json!([]))
+    }
+
+    fn banned(&self, _scope: Scope, _until_ms: u64, _now_ms: u64) -> Reply {
+        envelope(429, "50011", "Too Many Requests", json!([]))
+    }
+
+    fn not_found(&self, _req: &SimRequest) -> Reply {
+        envelope(404, "404", "Not Found", json!([]))
+    }
+
+    fn server_error(&self) -> Reply {
+        envelope(500, "50001", "Service temporarily unavailable. Try again later", json!([]))
+    }
+
+    fn usage_headers(&self, _ep: Endpoint, _usage: &[Usage], _now_ms: u64) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}

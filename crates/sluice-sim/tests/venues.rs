@@ -1,0 +1,180 @@
+//! The simulator over real HTTP: each exchange accepts requests signed by sluice's
+//! signer (an implementation independent of the simulator's verifier), refuses a
+//! wrong secret with that exchange's own error, enforces its limits, sends its
+//! usage headers and answers in its real shapes.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_domain::Exchange;
+use sluice_exchange::sign::{Credentials, SignContext, Unsigned, sign};
+use sluice_sim::{Fault, FaultKind, SimConfig, SimHandle};
+use tokio_util::sync::CancellationToken;
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    json: Value,
+}
+
+async fn sim() -> (SimHandle, CancellationToken) {
+    let stop = CancellationToken::new();
+    let h = sluice_sim::start(SimConfig::shipped(), stop.clone()).await.unwrap();
+    (h, stop)
+}
+
+fn creds(ex: Exchange, secret_ok: bool) -> Credentials {
+    let c = SimConfig::shipped();
+    let a = c.account(ex, "demo").unwrap();
+    let secret = if secret_ok { a.secret.clone() } else { "wrong-secret".into() };
+    Credentials::new(a.api_key.clone(), secret, a.passphrase.clone())
+}
+
+async fn call(h: &SimHandle, ex: Exchange, method: &str, path: &str, query: &str, body: &str, signed: Option<&Credentials>) -> Answer {
+    let mut query = query.to_owned();
+    let mut headers = Vec::new();
+    if let Some(c) = signed {
+        let ctx = SignContext { now_ms: sluice_exchange::feedback::unix_now_ms(), nonce: uuid::Uuid::new_v4().to_string(), recv_window_ms: 5000 };
+        let s = sign(ex, c, Unsigned { method, path, query: &query, body: body.as_bytes() }, &ctx).unwrap();
+        query = s.query;
+        headers = s.headers;
+    }
+    let url = if query.is_empty() { format!("{}{path}", h.base_url(ex)) } else { format!("{}{path}?{query}", h.base_url(ex)) };
+    let client = sluice_service::http_client::client();
+    let mut rb = client.request(method.parse().unwrap(), url);
+    for (k, v) in headers {
+        rb = rb.header(k, v);
+    }
+    if !body.is_empty() {
+        let ct = if ex == Exchange::Binance { "application/x-www-form-urlencoded" } else { "application/json" };
+        rb = rb.header("content-type", ct).body(body.to_owned());
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    Answer { status, headers, json: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+}
+
+#[tokio::test]
+async fn upbit_signed_accepted_wrong_secret_refused() {
+    let (h, _stop) = sim().await;
+    let ok = call(&h, Exchange::Upbit, "GET", "/v1/accounts", "", "", Some(&creds(Exchange::Upbit, true))).await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    assert!(ok.json.as_array().unwrap().iter().any(|a| a["currency"] == "KRW"));
+    assert!(ok.headers["remaining-req"].to_str().unwrap().starts_with("group=default; min=1800; sec=29"));
+    let body = r#"{"market":"KRW-BTC","side":"bid","volume":"0.001","price":"90000000","ord_type":"limit","identifier":"t-1"}"#;
+    let placed = call(&h, Exchange::Upbit, "POST", "/v1/orders", "", body, Some(&creds(Exchange::Upbit, true))).await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    assert_eq!(placed.json["state"], "wait");
+    let got = call(&h, Exchange::Upbit, "GET", "/v1/order", "identifier=t-1", "", Some(&creds(Exchange::Upbit, true))).await;
+    assert_eq!(got.json["uuid"], placed.json["uuid"]);
+    let dup = call(&h, Exchange::Upbit, "POST", "/v1/orders", "", body, Some(&creds(Exchange::Upbit, true))).await;
+    assert_eq!(dup.status, 400, "an identifier is unique per account");
+    let bad = call(&h, Exchange::Upbit, "GET", "/v1/accounts", "", "", Some(&creds(Exchange::Upbit, false))).await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.json["error"]["name"], "jwt_verification");
+    let anon = call(&h, Exchange::Upbit, "GET", "/v1/accounts", "", "", None).await;
+    assert_eq!(anon.status, 401);
+}
+
+#[tokio::test]
+async fn upbit_quotation_shapes_and_the_429_then_418_ladder() {
+    let (h, _stop) = sim().await;
+    let t = call(&h, Exchange::Upbit, "GET", "/v1/ticker", "markets=KRW-BTC", "", None).await;
+    assert_eq!(t.status, 200);
+    assert!(t.json[0]["trade_price"].is_number(), "Upbit prices are JSON numbers: {}", t.json);
+    let book = call(&h, Exchange::Upbit, "GET", "/v1/orderbook", "markets=KRW-BTC", "", None).await;
+    assert_eq!(book.json[0]["orderbook_units"].as_array().unwrap().len(), 15);
+    let candles = call(&h, Exchange::Upbit, "GET", "/v1/candles/minutes/1", "market=KRW-BTC&count=3", "", None).await;
+    assert_eq!(candles.json.as_array().unwrap().len(), 3);
+    let unknown = call(&h, Exchange::Upbit, "GET", "/v1/ticker", "markets=KRW-NOPE", "", None).await;
+    assert_eq!(unknown.status, 404);
+    // Burst past 10/s in the ticker group: 429s, then a 418 block.
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(call(&h, Exchange::Upbit, "GET", "/v1/ticker", "markets=KRW-BTC", "", None).await.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(*statuses.last().unwrap(), 418, "{statuses:?}");
+    let s = h.stats();
+    let up = s.exchange(Exchange::Upbit).unwrap();
+    assert!(up.rate_limited >= 9 && up.bans_imposed == 1, "{up:?}");
+    assert!(!s.violations().is_empty(), "the burst shows as a window over its limit");
+}
+
+#[tokio::test]
+async fn bybit_signed_accepted_wrong_secret_refused_and_limit_headers() {
+    let (h, _stop) = sim().await;
+    let ok = call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, true))).await;
+    assert_eq!(ok.json["retCode"], 0, "{}", ok.json);
+    assert_eq!(ok.headers["x-bapi-limit"], "50");
+    assert_eq!(ok.headers["x-bapi-limit-status"], "49");
+    let body = r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.01","price":"60000","orderLinkId":"b-1"}"#;
+    let placed = call(&h, Exchange::Bybit, "POST", "/v5/order/create", "", body, Some(&creds(Exchange::Bybit, true))).await;
+    assert_eq!(placed.json["retCode"], 0, "{}", placed.json);
+    assert_eq!(placed.json["result"]["orderLinkId"], "b-1");
+    let bad = call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, false))).await;
+    assert_eq!(bad.json["retCode"], 10004);
+    assert!(bad.json["retMsg"].as_str().unwrap().starts_with("error sign!"));
+    let tickers = call(&h, Exchange::Bybit, "GET", "/v5/market/tickers", "category=spot&symbol=BTCUSDT", "", None).await;
+    assert!(tickers.json["result"]["list"][0]["lastPrice"].is_string());
+}
+
+#[tokio::test]
+async fn binance_signed_accepted_wrong_secret_refused_and_weight_headers() {
+    let (h, _stop) = sim().await;
+    let ok = call(&h, Exchange::Binance, "GET", "/api/v3/account", "", "", Some(&creds(Exchange::Binance, true))).await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    assert!(ok.json["balances"].as_array().unwrap().iter().any(|b| b["asset"] == "USDT"));
+    assert_eq!(ok.headers["x-mbx-used-weight-1m"], "20");
+    let placed = call(&h, Exchange::Binance, "POST", "/api/v3/order", "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=60000&newClientOrderId=n-1", "", Some(&creds(Exchange::Binance, true))).await;
+    assert_eq!(placed.status, 200, "{}", placed.json);
+    assert_eq!(placed.json["status"], "NEW");
+    assert_eq!(placed.headers["x-mbx-order-count-10s"], "1");
+    let bad = call(&h, Exchange::Binance, "GET", "/api/v3/account", "", "", Some(&creds(Exchange::Binance, false))).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json["code"], -1022);
+    let depth = call(&h, Exchange::Binance, "GET", "/api/v3/depth", "symbol=BTCUSDT&limit=500", "", None).await;
+    assert_eq!(depth.headers["x-mbx-used-weight-1m"].to_str().unwrap().parse::<u64>().unwrap(), 20 + 1 + 20 + 25);
+}
+
+#[tokio::test]
+async fn okx_signed_accepted_wrong_secret_refused() {
+    let (h, _stop) = sim().await;
+    let ok = call(&h, Exchange::Okx, "GET", "/api/v5/account/balance", "ccy=USDT", "", Some(&creds(Exchange::Okx, true))).await;
+    assert_eq!(ok.json["code"], "0", "{}", ok.json);
+    assert_eq!(ok.json["data"][0]["details"][0]["ccy"], "USDT");
+    let body = r#"{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"60000","sz":"0.01","clOrdId":"o1"}"#;
+    let placed = call(&h, Exchange::Okx, "POST", "/api/v5/trade/order", "", body, Some(&creds(Exchange::Okx, true))).await;
+    assert_eq!(placed.json["data"][0]["sCode"], "0", "{}", placed.json);
+    let bad = call(&h, Exchange::Okx, "GET", "/api/v5/account/balance", "", "", Some(&creds(Exchange::Okx, false))).await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.json["code"], "50113");
+    for _ in 0..20 {
+        call(&h, Exchange::Okx, "GET", "/api/v5/market/ticker", "instId=BTC-USDT", "", None).await;
+    }
+    let over = call(&h, Exchange::Okx, "GET", "/api/v5/market/ticker", "instId=BTC-USDT", "", None).await;
+    assert_eq!(over.status, 429);
+    assert_eq!(over.json["code"], "50011");
+}
+
+#[tokio::test]
+async fn injected_faults_and_jitter() {
+    let (h, _stop) = sim().await;
+    h.inject(Exchange::Binance, Fault { kind: FaultKind::Ban { ms: 300 }, count: 1, group: None });
+    let banned = call(&h, Exchange::Binance, "GET", "/api/v3/time", "", "", None).await;
+    assert_eq!(banned.status, 418);
+    assert!(banned.headers.contains_key("retry-after"));
+    assert_eq!(call(&h, Exchange::Binance, "GET", "/api/v3/time", "", "", None).await.status, 418, "the ban holds");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(call(&h, Exchange::Binance, "GET", "/api/v3/time", "", "", None).await.status, 200, "and ends");
+    h.set_jitter(Duration::from_millis(30));
+    let t0 = std::time::Instant::now();
+    for _ in 0..5 {
+        call(&h, Exchange::Binance, "GET", "/api/v3/time", "", "", None).await;
+    }
+    assert!(t0.elapsed() > Duration::from_millis(5), "jitter delays requests");
+    let s = h.stats();
+    assert_eq!(s.exchange(Exchange::Binance).unwrap().injected, 1);
+}
