@@ -1,0 +1,174 @@
+//! The dispatcher: the one gate between sluice (and other systems) and the
+//! exchanges. It alone holds the API keys and every rate-limit budget; callers send
+//! exchange REST calls over gRPC and get the exchange's answer back verbatim.
+//!
+//! * [`config`]: typed configuration (file + environment).
+//! * [`keyring`]: credentials from mounted files or the environment.
+//! * `request`: validation of gRPC requests into runnable calls.
+//! * `shard`: one task per exchange owning its scheduler and buckets.
+//! * `upstream`: signing and sending, reporting when each answer came.
+//! * `idempotency`: a key is never sent twice.
+//! * `service`: the gRPC service.
+//!
+//! [`start`] runs everything in-process (tests bind port 0); [`run`] is what the
+//! binary calls.
+
+pub mod config;
+mod idempotency;
+pub mod keyring;
+mod metrics;
+mod request;
+mod service;
+mod shard;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_exchange::policy::{PolicyError, Policies};
+use sluice_proto::dispatcher::v1::dispatcher_server::DispatcherServer;
+use sluice_rate::MonotonicClock;
+use sluice_rate::scheduler::SchedulerSpec;
+use sluice_service::http::Readiness;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use config::DispatcherConfig;
+pub use keyring::Keyring;
+
+/// Why the dispatcher could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("cannot read policy file {path}: {source}")]
+    PolicyFile { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot build the HTTP client for {exchange}: {message}")]
+    Http { exchange: String, message: String },
+    #[error(transparent)]
+    Ops(#[from] sluice_service::http::OpsError),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    #[error("cannot read credentials: {0}")]
+    Credentials(std::io::Error),
+}
+
+/// A running dispatcher.
+pub struct Running {
+    /// Where gRPC is served.
+    pub grpc_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub ops_addr: SocketAddr,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    ops: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the dispatcher has stopped (after the shutdown token fired).
+    pub async fn wait(self) -> Result<(), DispatchError> {
+        let served = self.server.await.unwrap_or(Ok(()));
+        let _ = self.ops.await;
+        served.map_err(DispatchError::from)
+    }
+}
+
+/// Loads the shipped policies, the configured override files and base URLs.
+pub fn load_policies(config: &DispatcherConfig) -> Result<Policies, DispatchError> {
+    let mut texts = Vec::new();
+    for p in &config.policy_files {
+        texts.push(std::fs::read_to_string(p).map_err(|source| DispatchError::PolicyFile { path: p.display().to_string(), source })?);
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut policies = Policies::load(sluice_exchange::SHIPPED_POLICIES, &refs)?;
+    for (ex, url) in &config.base_urls {
+        policies.set_base_url(*ex, url.trim_end_matches('/').to_owned());
+    }
+    Ok(policies)
+}
+
+/// Starts the dispatcher; it runs until `shutdown` is cancelled.
+pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: CancellationToken) -> Result<Running, DispatchError> {
+    let policies = Arc::new(load_policies(&config)?);
+    let metrics = metrics::Metrics::new();
+    let clock = MonotonicClock::new();
+    let spec = SchedulerSpec {
+        capacity: config.queue_capacity,
+        lag: config.class_lag_ms.map(Duration::from_millis),
+        lost_hold: Duration::from_millis(config.lost_hold_ms),
+    };
+    let mut shards = BTreeMap::new();
+    for policy in policies.iter() {
+        let policy = Arc::new(policy.clone());
+        let up = upstream::Upstream::new(
+            policy.clone(),
+            config.egress.get(&policy.exchange).copied(),
+            Duration::from_millis(config.upstream_timeout_ms),
+            clock.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| DispatchError::Http { exchange: policy.exchange.to_string(), message: e.to_string() })?;
+        let handle = shard::spawn(policy.clone(), spec.clone(), Arc::new(up), clock.clone(), metrics.clone(), Duration::from_millis(config.idle_bucket_ms), shutdown.clone());
+        shards.insert(policy.exchange, handle);
+    }
+    tracing::info!(accounts = ?keyring.names(), exchanges = ?shards.keys().collect::<Vec<_>>(), "dispatcher configured");
+
+    let ready = Readiness::default();
+    let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, metrics.registry.clone(), ready.clone(), shutdown.clone()).await?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
+    let grpc_addr = listener.local_addr().map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
+
+    let max_message = config.max_body_bytes + 64 * 1024;
+    let drain_grace = Duration::from_millis(config.drain_grace_ms);
+    let idempotency = idempotency::Idempotency::new(Duration::from_millis(config.idempotency_ttl_ms), config.idempotency_capacity);
+    let inner = Arc::new(service::Inner { config, policies, keyring: Arc::new(keyring), shards, idempotency, metrics, clock, shutdown: shutdown.clone() });
+    let svc = DispatcherServer::new(service::DispatcherService { inner }).max_decoding_message_size(max_message);
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<DispatcherServer<service::DispatcherService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| DispatchError::Reflection(e.to_string()))?;
+
+    // Shutdown: report NOT_SERVING first, give load balancers the grace period,
+    // then stop accepting and drain what is in flight.
+    let stop_serving = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        let stop_serving = stop_serving.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            ready.set(false);
+            health.set_not_serving::<DispatcherServer<service::DispatcherService>>().await;
+            tokio::time::sleep(drain_grace).await;
+            stop_serving.cancel();
+        });
+    }
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_svc)
+            .add_service(reflection)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop_serving.cancelled().await }),
+    );
+    ready.set(true);
+    tracing::info!(%grpc_addr, %ops_addr, "dispatcher serving");
+    Ok(Running { grpc_addr, ops_addr, server, ops })
+}
+
+/// Runs the dispatcher with credentials from the configured directory and the
+/// process environment, until `shutdown`.
+pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> Result<(), DispatchError> {
+    let keyring = Keyring::load(config.credentials_dir.as_deref(), std::env::vars()).map_err(DispatchError::Credentials)?;
+    start(config, keyring, shutdown).await?.wait().await
+}

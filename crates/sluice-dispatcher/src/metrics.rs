@@ -1,0 +1,115 @@
+//! The dispatcher's Prometheus metrics: usage against limit per bucket and window,
+//! queue depth, queue wait, upstream latency, 429s and bans (each also logged).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BucketLabels {
+    pub(crate) exchange: String,
+    pub(crate) scope: String,
+    pub(crate) key: String,
+    pub(crate) group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WindowLabels {
+    pub(crate) exchange: String,
+    pub(crate) scope: String,
+    pub(crate) key: String,
+    pub(crate) group: String,
+    pub(crate) window_ms: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ExchangeLabels {
+    pub(crate) exchange: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ClassLabels {
+    pub(crate) exchange: String,
+    pub(crate) class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StatusLabels {
+    pub(crate) exchange: String,
+    pub(crate) status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) exchange: String,
+    pub(crate) reason: String,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter()
+}
+
+/// Every metric the dispatcher exports.
+pub(crate) struct Metrics {
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) window_used: Family<WindowLabels, Gauge>,
+    pub(crate) window_limit: Family<WindowLabels, Gauge>,
+    pub(crate) window_usage_ratio: Family<WindowLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) rate_factor: Family<BucketLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) frozen: Family<BucketLabels, Gauge>,
+    pub(crate) queue_depth: Family<ExchangeLabels, Gauge>,
+    pub(crate) in_flight: Family<ExchangeLabels, Gauge>,
+    pub(crate) queue_wait: Family<ClassLabels, Histogram>,
+    pub(crate) upstream: Family<ExchangeLabels, Histogram>,
+    pub(crate) responses: Family<StatusLabels, Counter>,
+    pub(crate) throttled: Family<BucketLabels, Counter>,
+    pub(crate) bans: Family<BucketLabels, Counter>,
+    pub(crate) rejected: Family<ReasonLabels, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Arc<Self> {
+        let mut r = Registry::with_prefix("sluice_dispatcher");
+        let m = Metrics {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            window_used: Family::default(),
+            window_limit: Family::default(),
+            window_usage_ratio: Family::default(),
+            rate_factor: Family::default(),
+            frozen: Family::default(),
+            queue_depth: Family::default(),
+            in_flight: Family::default(),
+            queue_wait: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            upstream: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            responses: Family::default(),
+            throttled: Family::default(),
+            bans: Family::default(),
+            rejected: Family::default(),
+        };
+        r.register("bucket_window_used", "Cost counting against a bucket window now, in flight included", m.window_used.clone());
+        r.register("bucket_window_limit", "Limit of a bucket window (configured, or lower if the exchange said so)", m.window_limit.clone());
+        r.register("bucket_window_usage_ratio", "Used over limit of a bucket window", m.window_usage_ratio.clone());
+        r.register("bucket_rate_factor", "Share of the configured rate allowed now (below 1 after a 429)", m.rate_factor.clone());
+        r.register("bucket_frozen", "1 while a bucket is paused or banned", m.frozen.clone());
+        r.register("queue_depth", "Calls waiting for budget", m.queue_depth.clone());
+        r.register("in_flight", "Calls sent and not yet answered", m.in_flight.clone());
+        r.register("queue_wait_seconds", "Time a call waited for budget", m.queue_wait.clone());
+        r.register("upstream_seconds", "Time from sending to an exchange until its whole answer was read", m.upstream.clone());
+        r.register("responses", "Exchange answers by HTTP status class", m.responses.clone());
+        r.register("http_429", "Rate-limit answers (429 and equivalents) per bucket", m.throttled.clone());
+        r.register("bans", "Bans (418, 403) per bucket", m.bans.clone());
+        r.register("rejected", "Calls refused before reaching an exchange, by reason", m.rejected.clone());
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
+        Arc::new(m)
+    }
+
+    pub(crate) fn reject(&self, exchange: &str, reason: &str) {
+        self.rejected.get_or_create(&ReasonLabels { exchange: exchange.to_owned(), reason: reason.to_owned() }).inc();
+    }
+}

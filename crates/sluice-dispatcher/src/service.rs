@@ -1,0 +1,241 @@
+//! The gRPC face of the dispatcher (`sluice.dispatcher.v1.Dispatcher`): validates,
+//! applies idempotency keys, hands calls to the exchange's shard and maps outcomes
+//! to responses. An exchange 4xx or 5xx is a normal response; gRPC errors mean the
+//! call got no answer from the exchange (see the proto for the codes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_domain::Exchange;
+use sluice_exchange::policy::Policies;
+use sluice_proto::dispatcher::v1::dispatcher_server::Dispatcher;
+use sluice_proto::dispatcher::v1::{
+    AcquireRequest, AcquireResponse, BucketStatus, CallRequest, CallResponse, GetBudgetsRequest, GetBudgetsResponse, Header, WatchBudgetsRequest, WindowStatus,
+};
+use sluice_proto::prost_types;
+use sluice_rate::{Clock, MonotonicClock};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::DispatcherConfig;
+use crate::idempotency::{self, Begin, Ending, Idempotency};
+use crate::keyring::Keyring;
+use crate::metrics::Metrics;
+use crate::request::{Context, parse_grpc_timeout, prepare_call, prepare_grant};
+use crate::shard::{Answer, BucketView, Command, Failure, ShardHandle};
+
+pub(crate) struct Inner {
+    pub(crate) config: DispatcherConfig,
+    pub(crate) policies: Arc<Policies>,
+    pub(crate) keyring: Arc<Keyring>,
+    pub(crate) shards: BTreeMap<Exchange, ShardHandle>,
+    pub(crate) idempotency: Arc<Idempotency>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: MonotonicClock,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The service implementation.
+#[derive(Clone)]
+pub(crate) struct DispatcherService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+fn response(a: &Answer) -> CallResponse {
+    CallResponse {
+        status: u32::from(a.status),
+        headers: a.headers.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }).collect(),
+        body: a.body.to_vec(),
+        queued: Some(duration(a.queued)),
+        upstream: Some(duration(a.upstream)),
+        replayed: false,
+        buckets: a.buckets.clone(),
+    }
+}
+
+fn replayed(shared: &idempotency::Shared) -> CallResponse {
+    let mut r = (**shared).clone();
+    r.replayed = true;
+    r
+}
+
+fn grpc_timeout<T>(req: &Request<T>) -> Option<Duration> {
+    req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)
+}
+
+pub(crate) fn bucket_status(v: &BucketView, now: sluice_rate::Time) -> BucketStatus {
+    BucketStatus {
+        exchange: v.key.exchange.to_string(),
+        scope: v.key.scope.as_str().to_owned(),
+        scope_key: v.key.scope_key.clone(),
+        group: v.key.group.clone(),
+        partition: v.key.partition.clone().unwrap_or_default(),
+        windows: v
+            .status
+            .windows
+            .iter()
+            .map(|w| WindowStatus { period: Some(duration(w.period)), effective_period: Some(duration(w.effective_period)), limit: w.limit, used: w.used })
+            .collect(),
+        rate_factor: v.status.rate_factor,
+        frozen_for: Some(duration(v.status.frozen_until.map_or(Duration::ZERO, |t| t.saturating_since(now)))),
+        queued: v.queued as u32,
+        in_flight: v.status.in_flight as u32,
+        admitted_total: v.status.admitted,
+        throttled_total: v.status.throttled,
+        bans_total: v.status.bans,
+        phantom_cost: v.status.phantom_cost,
+    }
+}
+
+impl Inner {
+    fn context(&self, grpc_timeout: Option<Duration>) -> Context<'_> {
+        Context { policies: &self.policies, keyring: &self.keyring, config: &self.config, now: self.clock.now(), grpc_timeout }
+    }
+
+    fn shard(&self, ex: Exchange) -> Result<&ShardHandle, Status> {
+        self.shards.get(&ex).ok_or_else(|| Status::invalid_argument(format!("exchange '{ex}' is not configured on this dispatcher")))
+    }
+
+    async fn dispatch(&self, call: crate::request::PreparedCall) -> Result<Answer, Failure> {
+        let exchange = call.exchange;
+        let shard = self.shard(exchange).map_err(Failure::NotSent)?;
+        let (reply, rx) = oneshot::channel();
+        if shard.try_send(Command::Call { call: Box::new(call), reply }).is_err() {
+            self.metrics.reject(exchange.as_str(), "shard_full");
+            return Err(Failure::NotSent(Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later"))));
+        }
+        rx.await.unwrap_or_else(|_| Err(Failure::Unknown(Status::unavailable("the dispatcher stopped before the call finished"))))
+    }
+
+    pub(crate) async fn budgets(&self, exchange: &str) -> Result<GetBudgetsResponse, Status> {
+        let filter: Option<Exchange> = if exchange.is_empty() {
+            None
+        } else {
+            Some(exchange.parse().map_err(|e: sluice_domain::UnknownExchange| Status::invalid_argument(e.to_string()))?)
+        };
+        let mut buckets = Vec::new();
+        for (ex, shard) in &self.shards {
+            if filter.is_some_and(|f| f != *ex) {
+                continue;
+            }
+            let views = shard.status().await.ok_or_else(|| Status::unavailable("the dispatcher is shutting down"))?;
+            let now = self.clock.now();
+            buckets.extend(views.iter().map(|v| bucket_status(v, now)));
+        }
+        Ok(GetBudgetsResponse { buckets, replica: self.config.replica.clone() })
+    }
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherService {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        let inner = &self.inner;
+        let timeout = grpc_timeout(&request);
+        let req = request.into_inner();
+        let call = prepare_call(&req, &inner.context(timeout)).inspect_err(|s| {
+            inner.metrics.reject(req.exchange.to_ascii_lowercase().as_str(), if s.code() == tonic::Code::InvalidArgument { "invalid" } else { "account" });
+        })?;
+        let Some(key) = call.idempotency_key.clone() else {
+            return inner.dispatch(call).await.map(|a| Response::new(response(&a))).map_err(Failure::into_status);
+        };
+        let fp = idempotency::fingerprint(call.method, &call.path, &call.query, &call.body);
+        let account = call.account.clone().unwrap_or_default();
+        let deadline = call.deadline;
+        match inner.idempotency.begin(call.exchange, &account, &key, fp) {
+            Begin::Fresh(guard) => match inner.dispatch(call).await {
+                Ok(answer) => {
+                    let r = response(&answer);
+                    guard.finish(Ending::Answered(Arc::new(r.clone())));
+                    Ok(Response::new(r))
+                }
+                Err(Failure::NotSent(s)) => {
+                    guard.finish(Ending::NotSent);
+                    Err(s)
+                }
+                Err(Failure::Unknown(s)) => {
+                    guard.finish(Ending::Unknown);
+                    Err(s)
+                }
+            },
+            Begin::Wait(mut rx) => {
+                let wait = deadline.saturating_since(inner.clock.now());
+                let waited = tokio::time::timeout(wait, async {
+                    loop {
+                        if let Some(a) = rx.borrow().clone() {
+                            return Some(a);
+                        }
+                        if rx.changed().await.is_err() {
+                            return rx.borrow().clone();
+                        }
+                    }
+                })
+                .await;
+                match waited {
+                    Ok(Some(a)) => Ok(Response::new(replayed(&a))),
+                    Ok(None) => Err(Status::aborted(format!(
+                        "the first call with idempotency key '{key}' ended without an answer; check the outcome before retrying"
+                    ))),
+                    Err(_) => Err(Status::deadline_exceeded(format!("the first call with idempotency key '{key}' is still in flight"))),
+                }
+            }
+            Begin::Replay(a) => Ok(Response::new(replayed(&a))),
+            Begin::Mismatch => Err(Status::invalid_argument(format!("idempotency key '{key}' was already used for a different request"))),
+            Begin::OutcomeUnknown => Err(Status::failed_precondition(format!(
+                "an earlier call with idempotency key '{key}' may have reached the exchange without an answer; query its outcome (e.g. by client order id) before retrying"
+            ))),
+            Begin::Full => Err(Status::resource_exhausted("too many idempotency keys are remembered; retry later")),
+        }
+    }
+
+    async fn acquire(&self, request: Request<AcquireRequest>) -> Result<Response<AcquireResponse>, Status> {
+        let inner = &self.inner;
+        let timeout = grpc_timeout(&request);
+        let grant = prepare_grant(request.get_ref(), &inner.context(timeout))?;
+        let exchange = grant.exchange;
+        let (reply, rx) = oneshot::channel();
+        if inner.shard(exchange)?.try_send(Command::Grant { grant: Box::new(grant), reply }).is_err() {
+            return Err(Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later")));
+        }
+        let g = rx.await.map_err(|_| Status::unavailable("the dispatcher stopped"))??;
+        Ok(Response::new(AcquireResponse { use_within: Some(duration(g.use_within)), queued: Some(duration(g.queued)), bucket: g.bucket }))
+    }
+
+    async fn get_budgets(&self, request: Request<GetBudgetsRequest>) -> Result<Response<GetBudgetsResponse>, Status> {
+        Ok(Response::new(self.inner.budgets(&request.get_ref().exchange).await?))
+    }
+
+    type WatchBudgetsStream = ReceiverStream<Result<GetBudgetsResponse, Status>>;
+
+    async fn watch_budgets(&self, request: Request<WatchBudgetsRequest>) -> Result<Response<Self::WatchBudgetsStream>, Status> {
+        let req = request.into_inner();
+        let every = req.interval.map_or(Duration::from_secs(1), |d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)).max(Duration::from_millis(100));
+        // Validate the filter before streaming, so a bad one is an error, not an empty stream.
+        self.inner.budgets(&req.exchange).await?;
+        let (tx, rx) = mpsc::channel(4);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = inner.shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    _ = tick.tick() => {
+                        let update = inner.budgets(&req.exchange).await;
+                        let stop = update.is_err();
+                        if tx.send(update).await.is_err() || stop {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,469 @@
+//! One dispatch shard per exchange: a single task owns the exchange's scheduler and
+//! buckets, so deciding who goes next never contends on a lock (seed 004's central
+//! queue with one dispatching task). Admitted calls are sent by their own tasks,
+//! which report back when the answer came (that is when the budget entry settles)
+//! together with what the answer said about the budget.
+//!
+//! Commands arrive on a bounded channel; when it is full the caller is refused with
+//! RESOURCE_EXHAUSTED rather than queued without bound.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_domain::Exchange;
+use sluice_exchange::feedback::Observation;
+use sluice_exchange::policy::{ExchangePolicy, Scope};
+use sluice_rate::bucket::BucketStatus;
+use sluice_rate::scheduler::{Admitted, BucketId, Dropped, Hold, Need, Refusal, Request, Scheduler, SchedulerSpec, Ticket};
+use sluice_rate::{Clock, MonotonicClock, Time};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::metrics::{BucketLabels, ClassLabels, ExchangeLabels, Metrics, WindowLabels};
+use crate::request::{BucketKey, PreparedCall, PreparedGrant};
+use crate::upstream::Upstream;
+
+/// The exchange's answer to a call.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: bytes::Bytes,
+    pub(crate) queued: Duration,
+    pub(crate) upstream: Duration,
+    pub(crate) buckets: Vec<String>,
+}
+
+/// Why a call got no answer, and whether it may have reached the exchange.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    NotSent(Status),
+    Unknown(Status),
+}
+
+impl Failure {
+    pub(crate) fn into_status(self) -> Status {
+        match self {
+            Failure::NotSent(s) | Failure::Unknown(s) => s,
+        }
+    }
+}
+
+/// A granted token.
+#[derive(Debug)]
+pub(crate) struct Granted {
+    pub(crate) use_within: Duration,
+    pub(crate) queued: Duration,
+    pub(crate) bucket: String,
+}
+
+/// A bucket as status and metrics see it.
+#[derive(Debug, Clone)]
+pub(crate) struct BucketView {
+    pub(crate) key: BucketKey,
+    pub(crate) status: BucketStatus,
+    pub(crate) queued: usize,
+}
+
+pub(crate) type CallReply = oneshot::Sender<Result<Answer, Failure>>;
+
+pub(crate) enum Command {
+    Call { call: Box<PreparedCall>, reply: CallReply },
+    Grant { grant: Box<PreparedGrant>, reply: oneshot::Sender<Result<Granted, Status>> },
+    Status { reply: oneshot::Sender<Vec<BucketView>> },
+}
+
+/// How a sent call ended, reported by its send task.
+pub(crate) enum Outcome {
+    /// The exchange answered at `at`.
+    Answered { at: Time, observations: Vec<Observation> },
+    /// It never left: give the budget back.
+    NotSent,
+    /// It may have reached the exchange; no answer came.
+    Unknown { at: Time },
+}
+
+pub(crate) struct Done {
+    pub(crate) ticket: Ticket,
+    pub(crate) admitted_at: Time,
+    pub(crate) needs: Vec<BucketId>,
+    pub(crate) route: String,
+    pub(crate) outcome: Outcome,
+}
+
+enum JobKind {
+    Call { call: Box<PreparedCall>, reply: CallReply },
+    Grant { grant: Box<PreparedGrant>, reply: oneshot::Sender<Result<Granted, Status>> },
+}
+
+struct Job {
+    kind: JobKind,
+    ids: Vec<BucketId>,
+}
+
+impl Job {
+    fn alive(&self) -> bool {
+        match &self.kind {
+            JobKind::Call { reply, .. } => !reply.is_closed(),
+            JobKind::Grant { reply, .. } => !reply.is_closed(),
+        }
+    }
+
+    fn fail(self, status: Status) {
+        match self.kind {
+            JobKind::Call { reply, .. } => {
+                let _ = reply.send(Err(Failure::NotSent(status)));
+            }
+            JobKind::Grant { reply, .. } => {
+                let _ = reply.send(Err(status));
+            }
+        }
+    }
+}
+
+/// The sending side of a shard.
+#[derive(Clone)]
+pub(crate) struct ShardHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ShardHandle {
+    /// Hands a command to the shard, or gives it back when the shard is saturated.
+    pub(crate) fn try_send(&self, cmd: Command) -> Result<(), Command> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+        })
+    }
+
+    pub(crate) async fn status(&self) -> Option<Vec<BucketView>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Status { reply }).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+struct Shard {
+    exchange: Exchange,
+    policy: Arc<ExchangePolicy>,
+    sched: Scheduler<Job>,
+    ids: HashMap<BucketKey, BucketId>,
+    keys: HashMap<BucketId, BucketKey>,
+    last_used: HashMap<BucketId, Time>,
+    /// Bans by scope, applied to buckets created while they last.
+    bans: HashMap<(Scope, String), Time>,
+    upstream: Arc<Upstream>,
+    clock: MonotonicClock,
+    metrics: Arc<Metrics>,
+    done_tx: mpsc::Sender<Done>,
+    next_wake: Option<Time>,
+    idle_bucket: Duration,
+    warned: HashSet<(String, String)>,
+}
+
+/// Starts the shard of one exchange.
+pub(crate) fn spawn(
+    policy: Arc<ExchangePolicy>,
+    spec: SchedulerSpec,
+    upstream: Arc<Upstream>,
+    clock: MonotonicClock,
+    metrics: Arc<Metrics>,
+    idle_bucket: Duration,
+    shutdown: CancellationToken,
+) -> ShardHandle {
+    // Commands are small; the scheduler's own capacity bounds what waits.
+    let (tx, rx) = mpsc::channel(4096);
+    let (done_tx, done_rx) = mpsc::channel(4096);
+    let shard = Shard {
+        exchange: policy.exchange,
+        policy,
+        sched: Scheduler::new(spec),
+        ids: HashMap::new(),
+        keys: HashMap::new(),
+        last_used: HashMap::new(),
+        bans: HashMap::new(),
+        upstream,
+        clock,
+        metrics,
+        done_tx,
+        next_wake: None,
+        idle_bucket,
+        warned: HashSet::new(),
+    };
+    tokio::spawn(shard.run(rx, done_rx, shutdown));
+    ShardHandle { tx }
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+impl Shard {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut done_rx: mpsc::Receiver<Done>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let wake = self.next_wake.map(|t| tokio::time::Instant::from_std(self.clock.instant_at(t)));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = done_rx.recv() => self.on_done(done),
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
+                _ = tick.tick() => self.housekeeping(),
+            }
+            self.pump();
+        }
+        // Whatever still waits will not be sent: say so.
+        let poll = self.sched.poll(Time::MAX, |_| false);
+        for (job, _) in poll.dropped {
+            job.fail(Status::unavailable("the dispatcher is shutting down; the call was not sent"));
+        }
+    }
+
+    fn bucket_for(&mut self, key: &BucketKey) -> Result<BucketId, Status> {
+        if let Some(id) = self.ids.get(key) {
+            return Ok(*id);
+        }
+        let spec = self.policy.bucket_spec(&key.group).ok_or_else(|| Status::internal(format!("no policy for group {}", key.group)))?;
+        let id = self.sched.add_bucket(spec).map_err(|e| Status::internal(format!("group {}: {e}", key.group)))?;
+        if let Some(until) = self.bans.get(&(key.scope, key.scope_key.clone())) {
+            if let Some(b) = self.sched.bucket_mut(id) {
+                b.on_banned(*until);
+            }
+        }
+        self.ids.insert(key.clone(), id);
+        self.keys.insert(id, key.clone());
+        Ok(id)
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.clock.now();
+        let (class, deadline, needs, hold, kind) = match cmd {
+            Command::Status { reply } => {
+                let _ = reply.send(self.views());
+                return;
+            }
+            Command::Call { call, reply } => (call.class, call.deadline, call.needs.clone(), Hold::UntilSettled, JobKind::Call { call, reply }),
+            Command::Grant { grant, reply } => (grant.class, grant.deadline, vec![grant.need.clone()], Hold::For(grant.hold), JobKind::Grant { grant, reply }),
+        };
+        let mut ids = Vec::with_capacity(needs.len());
+        let mut sched_needs = Vec::with_capacity(needs.len());
+        for (key, cost) in &needs {
+            match self.bucket_for(key) {
+                Ok(id) => {
+                    ids.push(id);
+                    sched_needs.push(Need { bucket: id, cost: *cost });
+                }
+                Err(s) => return Job { kind, ids }.fail(s),
+            }
+        }
+        let job = Job { kind, ids };
+        if let Err((refusal, job)) = self.sched.enqueue(now, Request { class, deadline, needs: sched_needs, hold, payload: job }) {
+            let (reason, status) = self.refusal_status(&refusal, now, deadline);
+            self.metrics.reject(self.exchange.as_str(), reason);
+            job.fail(status);
+        }
+    }
+
+    fn key_name(&self, id: BucketId) -> String {
+        self.keys.get(&id).map_or_else(|| format!("{id:?}"), ToString::to_string)
+    }
+
+    fn refusal_status(&self, r: &Refusal, now: Time, deadline: Time) -> (&'static str, Status) {
+        match r {
+            Refusal::QueueFull { capacity } => ("queue_full", Status::resource_exhausted(format!("the {} queue is full ({capacity} calls waiting); retry later", self.exchange))),
+            Refusal::CostAboveLimit { bucket, cost, limit } => (
+                "cost_above_limit",
+                Status::invalid_argument(format!("this call costs {cost} on {}, above its limit {limit}: it can never be sent", self.key_name(*bucket))),
+            ),
+            Refusal::DeadlinePassed => ("deadline", Status::deadline_exceeded("the deadline passed before the call was queued; not sent")),
+            Refusal::DeadlineUnreachable { bucket, earliest } => (
+                "deadline",
+                Status::deadline_exceeded(format!(
+                    "{} frees budget in {} ms, after the deadline in {} ms; not sent",
+                    self.key_name(*bucket),
+                    ms(earliest.saturating_since(now)),
+                    ms(deadline.saturating_since(now))
+                )),
+            ),
+            Refusal::UnknownBucket(b) => ("internal", Status::internal(format!("unknown bucket {b:?}"))),
+        }
+    }
+
+    /// Admits what may go, fails what cannot go in time, sets the next wake-up.
+    fn pump(&mut self) {
+        let now = self.clock.now();
+        let poll = self.sched.poll(now, Job::alive);
+        for a in poll.admitted {
+            self.start(a);
+        }
+        for (job, why) in poll.dropped {
+            let names: Vec<String> = job.ids.iter().map(|id| self.key_name(*id)).collect();
+            let status = match why {
+                Dropped::Abandoned => continue,
+                Dropped::DeadlineExceeded => Status::deadline_exceeded(format!("the deadline came while waiting for {}; not sent", names.join(", "))),
+                Dropped::DeadlineUnreachable { earliest } => Status::deadline_exceeded(format!(
+                    "{} frees budget only in {} ms, after the deadline; not sent",
+                    names.join(", "),
+                    ms(earliest.saturating_since(now))
+                )),
+                Dropped::CostAboveLimit { bucket, cost, limit } => {
+                    Status::invalid_argument(format!("{} now allows at most {limit}, below this call's cost {cost}; not sent", self.key_name(bucket)))
+                }
+            };
+            self.metrics.reject(self.exchange.as_str(), if status.code() == tonic::Code::DeadlineExceeded { "deadline" } else { "cost_above_limit" });
+            job.fail(status);
+        }
+        self.next_wake = poll.next_wake;
+    }
+
+    fn start(&mut self, a: Admitted<Job>) {
+        let queued = a.admitted_at.saturating_since(a.enqueued_at);
+        self.metrics
+            .queue_wait
+            .get_or_create(&ClassLabels { exchange: self.exchange.to_string(), class: a.class.as_str().to_owned() })
+            .observe(queued.as_secs_f64());
+        for id in &a.payload.ids {
+            self.last_used.insert(*id, a.admitted_at);
+        }
+        let buckets: Vec<String> = a.payload.ids.iter().map(|id| self.key_name(*id)).collect();
+        match a.payload.kind {
+            JobKind::Grant { grant, reply } => {
+                let _ = reply.send(Ok(Granted { use_within: grant.use_within, queued, bucket: buckets.join(",") }));
+            }
+            JobKind::Call { call, reply } => {
+                let upstream = self.upstream.clone();
+                let done = self.done_tx.clone();
+                let ids = a.payload.ids;
+                tokio::spawn(upstream.send(call, reply, a.ticket, a.admitted_at, queued, ids, buckets, done));
+            }
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let now = self.clock.now();
+        match d.outcome {
+            Outcome::NotSent => self.sched.release(d.ticket),
+            Outcome::Unknown { at } => self.sched.settle_unknown(now, d.ticket, at),
+            Outcome::Answered { at, observations } => {
+                self.sched.settle(now, d.ticket, at);
+                for obs in observations {
+                    self.apply(&d.needs, &d.route, d.admitted_at, at, now, obs);
+                }
+            }
+        }
+    }
+
+    /// The request's buckets of `scope` (all of them when the answer names none, or
+    /// when none of its buckets has that scope).
+    fn targets(&self, needs: &[BucketId], scope: Option<Scope>) -> Vec<BucketId> {
+        let matching: Vec<BucketId> = needs.iter().copied().filter(|id| scope.is_none_or(|s| self.keys.get(id).is_some_and(|k| k.scope == s))).collect();
+        if matching.is_empty() { needs.to_vec() } else { matching }
+    }
+
+    fn labels(key: &BucketKey) -> BucketLabels {
+        BucketLabels { exchange: key.exchange.to_string(), scope: key.scope.as_str().to_owned(), key: key.scope_key.clone(), group: key.group.clone() }
+    }
+
+    fn apply(&mut self, needs: &[BucketId], route: &str, admitted_at: Time, at: Time, now: Time, obs: Observation) {
+        match obs {
+            Observation::Usage { scope, period, used, remaining, limit, group } => {
+                for id in self.targets(needs, scope) {
+                    let Some(key) = self.keys.get(&id).cloned() else { continue };
+                    if let Some(g) = &group {
+                        if *g != key.group && self.warned.insert((route.to_owned(), g.clone())) {
+                            tracing::warn!(exchange = %self.exchange, %route, exchange_group = %g, policy_group = %key.group,
+                                "the exchange counts this route in another group than the policy says; fix the route table");
+                        }
+                    }
+                    let Some(b) = self.sched.bucket_mut(id) else { continue };
+                    let configured = b.window_specs().find(|w| w.period == period).map(|w| w.limit);
+                    let used = used.or_else(|| Some(limit.or(configured)?.saturating_sub(remaining?)));
+                    if let Some(u) = used {
+                        b.observe_usage(now, at, period, u, limit);
+                    }
+                }
+            }
+            Observation::Throttled { scope, retry_after } => {
+                let resume = at + retry_after.unwrap_or(self.policy.throttle_pause);
+                for id in self.targets(needs, scope) {
+                    let Some(key) = self.keys.get(&id).cloned() else { continue };
+                    let cut = self.sched.bucket_mut(id).is_some_and(|b| b.on_throttled(now, admitted_at, resume));
+                    self.metrics.throttled.get_or_create(&Self::labels(&key)).inc();
+                    tracing::warn!(bucket = %key, %route, retry_after_ms = retry_after.map(|d| d.as_millis() as u64), rate_cut = cut,
+                        "exchange answered with a rate-limit error");
+                }
+            }
+            Observation::Banned { scope, duration } => {
+                let until = at + duration.unwrap_or(self.policy.ban_default);
+                let scopes: HashSet<(Scope, String)> =
+                    self.targets(needs, scope).iter().filter_map(|id| self.keys.get(id)).map(|k| (k.scope, k.scope_key.clone())).collect();
+                for s in scopes {
+                    let frozen: Vec<BucketId> = self.keys.iter().filter(|(_, k)| k.scope == s.0 && k.scope_key == s.1).map(|(id, _)| *id).collect();
+                    for id in frozen {
+                        if let Some(b) = self.sched.bucket_mut(id) {
+                            b.on_banned(until);
+                        }
+                    }
+                    tracing::error!(exchange = %self.exchange, scope = s.0.as_str(), key = %s.1, %route, ban_ms = until.saturating_since(now).as_millis() as u64,
+                        "exchange banned this scope; nothing goes to it until the ban ends");
+                    self.metrics
+                        .bans
+                        .get_or_create(&BucketLabels { exchange: self.exchange.to_string(), scope: s.0.as_str().to_owned(), key: s.1.clone(), group: "*".into() })
+                        .inc();
+                    let entry = self.bans.entry(s).or_insert(until);
+                    *entry = (*entry).max(until);
+                }
+            }
+        }
+    }
+
+    fn views(&mut self) -> Vec<BucketView> {
+        let now = self.clock.now();
+        self.sched
+            .status(now)
+            .into_iter()
+            .filter_map(|(id, status, queued)| self.keys.get(&id).map(|key| BucketView { key: key.clone(), status, queued }))
+            .collect()
+    }
+
+    /// Publishes metrics and drops idle per-connection buckets.
+    fn housekeeping(&mut self) {
+        let now = self.clock.now();
+        let views = self.views();
+        let ex = self.exchange.to_string();
+        for v in &views {
+            let bl = Self::labels(&v.key);
+            for w in &v.status.windows {
+                let wl = WindowLabels { exchange: bl.exchange.clone(), scope: bl.scope.clone(), key: bl.key.clone(), group: bl.group.clone(), window_ms: w.period.as_millis() as u64 };
+                self.metrics.window_used.get_or_create(&wl).set(w.used as i64);
+                self.metrics.window_limit.get_or_create(&wl).set(w.limit as i64);
+                self.metrics.window_usage_ratio.get_or_create(&wl).set(w.used as f64 / w.limit.max(1) as f64);
+            }
+            self.metrics.rate_factor.get_or_create(&bl).set(v.status.rate_factor);
+            self.metrics.frozen.get_or_create(&bl).set(i64::from(v.status.frozen_until.is_some()));
+        }
+        let el = ExchangeLabels { exchange: ex };
+        self.metrics.queue_depth.get_or_create(&el).set(self.sched.len() as i64);
+        self.metrics.in_flight.get_or_create(&el).set(self.sched.in_flight() as i64);
+        let idle: Vec<BucketId> = views
+            .iter()
+            .filter(|v| v.key.scope == Scope::Connection && v.queued == 0 && v.status.in_flight == 0 && v.status.windows.iter().all(|w| w.used == 0))
+            .filter_map(|v| self.ids.get(&v.key).copied())
+            .filter(|id| self.last_used.get(id).is_none_or(|t| now.saturating_since(*t) > self.idle_bucket))
+            .collect();
+        for id in idle {
+            if self.sched.remove_bucket(id) {
+                if let Some(key) = self.keys.remove(&id) {
+                    self.ids.remove(&key);
+                }
+                self.last_used.remove(&id);
+            }
+        }
+    }
+}
