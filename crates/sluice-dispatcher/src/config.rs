@@ -177,7 +177,11 @@ mod tests {
             [base_urls]
             upbit = "http://127.0.0.1:18081"
         "#;
-        let cfg = DispatcherConfig::load(Some(file), &env(&[("SLUICE_DISPATCHER_REPLICA", "b"), ("SLUICE_DISPATCHER_BINANCE_EGRESS", "10.0.0.7")])).unwrap();
+        let cfg = DispatcherConfig::load(
+            Some(file),
+            &env(&[("SLUICE_DISPATCHER_REPLICA", "b"), ("SLUICE_DISPATCHER_BINANCE_EGRESS", "10.0.0.7")]),
+        )
+        .unwrap();
         assert_eq!(cfg.listen.port(), 7000);
         assert_eq!(cfg.replica, "b", "environment wins");
         assert_eq!(cfg.base_urls[&Exchange::Upbit], "http://127.0.0.1:18081");

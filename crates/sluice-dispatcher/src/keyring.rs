@@ -146,18 +146,24 @@ mod tests {
 
     #[test]
     fn environment_accounts() {
-        let k = Keyring::load(None, env(&[
-            ("SLUICE_UPBIT_MAIN_API_KEY", "ak"),
-            ("SLUICE_UPBIT_MAIN_SECRET", "sk"),
-            ("SLUICE_OKX_HEDGE_BOT_API_KEY", "ok"),
-            ("SLUICE_OKX_HEDGE_BOT_SECRET", "os"),
-            ("SLUICE_BYBIT_HALF_API_KEY", "bk"),
-            ("SLUICE_DISPATCHER_LISTEN", "x"),
-            ("PATH", "/bin"),
-        ]))
+        let k = Keyring::load(
+            None,
+            env(&[
+                ("SLUICE_UPBIT_MAIN_API_KEY", "ak"),
+                ("SLUICE_UPBIT_MAIN_SECRET", "sk"),
+                ("SLUICE_OKX_HEDGE_BOT_API_KEY", "ok"),
+                ("SLUICE_OKX_HEDGE_BOT_SECRET", "os"),
+                ("SLUICE_BYBIT_HALF_API_KEY", "bk"),
+                ("SLUICE_DISPATCHER_LISTEN", "x"),
+                ("PATH", "/bin"),
+            ]),
+        )
         .unwrap();
         assert!(k.get(Exchange::Upbit, "Main").is_ok());
-        assert_eq!(k.get(Exchange::Okx, "hedge-bot").unwrap_err(), KeyError::Incomplete { exchange: Exchange::Okx, account: "hedge-bot".into(), missing: "passphrase" });
+        assert_eq!(
+            k.get(Exchange::Okx, "hedge-bot").unwrap_err(),
+            KeyError::Incomplete { exchange: Exchange::Okx, account: "hedge-bot".into(), missing: "passphrase" }
+        );
         assert_eq!(k.get(Exchange::Bybit, "half").unwrap_err().to_string(), "account 'half' for bybit has no secret");
         let e = k.get(Exchange::Upbit, "other").unwrap_err();
         assert_eq!(e.to_string(), "no account 'other' for upbit (configured: main)");

@@ -27,14 +27,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_exchange::policy::{PolicyError, Policies};
+use sluice_exchange::policy::{Policies, PolicyError};
 use sluice_proto::dispatcher::v1::dispatcher_server::DispatcherServer;
 use sluice_rate::MonotonicClock;
 use sluice_rate::scheduler::SchedulerSpec;
 use sluice_service::http::Readiness;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::DispatcherConfig;
@@ -115,7 +114,15 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             metrics.clone(),
         )
         .map_err(|e| DispatchError::Http { exchange: policy.exchange.to_string(), message: e.to_string() })?;
-        let handle = shard::spawn(policy.clone(), spec.clone(), Arc::new(up), clock.clone(), metrics.clone(), Duration::from_millis(config.idle_bucket_ms), shutdown.clone());
+        let handle = shard::spawn(
+            policy.clone(),
+            spec.clone(),
+            Arc::new(up),
+            clock.clone(),
+            metrics.clone(),
+            Duration::from_millis(config.idle_bucket_ms),
+            shutdown.clone(),
+        );
         shards.insert(policy.exchange, handle);
     }
     tracing::info!(accounts = ?keyring.names(), exchanges = ?shards.keys().collect::<Vec<_>>(), "dispatcher configured");
@@ -128,7 +135,16 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
     let max_message = config.max_body_bytes + 64 * 1024;
     let drain_grace = Duration::from_millis(config.drain_grace_ms);
     let idempotency = idempotency::Idempotency::new(Duration::from_millis(config.idempotency_ttl_ms), config.idempotency_capacity);
-    let inner = Arc::new(service::Inner { config, policies, keyring: Arc::new(keyring), shards, idempotency, metrics, clock, shutdown: shutdown.clone() });
+    let inner = Arc::new(service::Inner {
+        config,
+        policies,
+        keyring: Arc::new(keyring),
+        shards,
+        idempotency,
+        metrics,
+        clock,
+        shutdown: shutdown.clone(),
+    });
     let svc = DispatcherServer::new(service::DispatcherService { inner }).max_decoding_message_size(max_message);
 
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -159,7 +175,10 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             .add_service(health_svc)
             .add_service(reflection)
             .add_service(svc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop_serving.cancelled().await }),
+            // Small gRPC frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+                stop_serving.cancelled().await
+            }),
     );
     ready.set(true);
     tracing::info!(%grpc_addr, %ops_addr, "dispatcher serving");

@@ -93,7 +93,11 @@ impl Metrics {
             rejected: Family::default(),
         };
         r.register("bucket_window_used", "Cost counting against a bucket window now, in flight included", m.window_used.clone());
-        r.register("bucket_window_limit", "Limit of a bucket window (configured, or lower if the exchange said so)", m.window_limit.clone());
+        r.register(
+            "bucket_window_limit",
+            "Limit of a bucket window (configured, or lower if the exchange said so)",
+            m.window_limit.clone(),
+        );
         r.register("bucket_window_usage_ratio", "Used over limit of a bucket window", m.window_usage_ratio.clone());
         r.register("bucket_rate_factor", "Share of the configured rate allowed now (below 1 after a 429)", m.rate_factor.clone());
         r.register("bucket_frozen", "1 while a bucket is paused or banned", m.frozen.clone());

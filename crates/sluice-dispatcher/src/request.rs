@@ -208,7 +208,9 @@ pub(crate) fn prepare_call(req: &CallRequest, ctx: &Context<'_>) -> Result<Prepa
                 Some(a) => a.clone(),
                 None => return Err(invalid(format!("{exchange} {} is counted per account: name an account", resolved.route))),
             },
-            Scope::Connection => return Err(invalid(format!("{exchange} {} charges a per-connection group; that is for Acquire", resolved.route))),
+            Scope::Connection => {
+                return Err(invalid(format!("{exchange} {} charges a per-connection group; that is for Acquire", resolved.route)));
+            }
         };
         needs.push((BucketKey { exchange, scope: c.scope, scope_key, group: c.group, partition: c.partition }, c.cost));
     }
@@ -251,7 +253,10 @@ pub(crate) fn prepare_grant(req: &AcquireRequest, ctx: &Context<'_>) -> Result<P
         }
         Scope::Connection => {
             if req.connection.is_empty() || req.connection.len() > 128 {
-                return Err(invalid(format!("{exchange} group '{}' is counted per connection: name the connection (1 to 128 characters)", req.group)));
+                return Err(invalid(format!(
+                    "{exchange} group '{}' is counted per connection: name the connection (1 to 128 characters)",
+                    req.group
+                )));
             }
             req.connection.clone()
         }
@@ -296,7 +301,15 @@ mod tests {
     }
 
     fn setup() -> (Policies, Keyring, DispatcherConfig) {
-        let keys = Keyring::load(None, vec![("SLUICE_UPBIT_DEMO_API_KEY".into(), "a".into()), ("SLUICE_UPBIT_DEMO_SECRET".into(), "s".into()), ("SLUICE_OKX_X_API_KEY".into(), "a".into())]).unwrap();
+        let keys = Keyring::load(
+            None,
+            vec![
+                ("SLUICE_UPBIT_DEMO_API_KEY".into(), "a".into()),
+                ("SLUICE_UPBIT_DEMO_SECRET".into(), "s".into()),
+                ("SLUICE_OKX_X_API_KEY".into(), "a".into()),
+            ],
+        )
+        .unwrap();
         (Policies::shipped().unwrap(), keys, DispatcherConfig::default())
     }
 
@@ -313,18 +326,46 @@ mod tests {
             (call("upbit", "GET", "/v1/../etc"), Code::InvalidArgument, "malformed"),
             (CallRequest { query: "a=%FF".into(), ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "query"),
             (CallRequest { query: "a b".into(), ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "query"),
-            (CallRequest { body: b"{}".to_vec(), ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "GET request carries no body"),
+            (
+                CallRequest { body: b"{}".to_vec(), ..call("upbit", "GET", "/v1/ticker") },
+                Code::InvalidArgument,
+                "GET request carries no body",
+            ),
             (CallRequest { body: vec![b'x'; 70_000], ..call("upbit", "POST", "/v1/orders") }, Code::InvalidArgument, "body is 70000 bytes"),
             (CallRequest { body: b"{not json".to_vec(), ..call("upbit", "POST", "/v1/orders") }, Code::InvalidArgument, "not valid JSON"),
             (call("upbit", "GET", "/v1/accounts"), Code::InvalidArgument, "private: name an account"),
-            (CallRequest { account: "ghost".into(), ..call("upbit", "GET", "/v1/accounts") }, Code::NotFound, "no account 'ghost' for upbit (configured: demo)"),
-            (CallRequest { account: "x".into(), ..call("okx", "GET", "/api/v5/account/balance") }, Code::FailedPrecondition, "has no secret"),
+            (
+                CallRequest { account: "ghost".into(), ..call("upbit", "GET", "/v1/accounts") },
+                Code::NotFound,
+                "no account 'ghost' for upbit (configured: demo)",
+            ),
+            (
+                CallRequest { account: "x".into(), ..call("okx", "GET", "/api/v5/account/balance") },
+                Code::FailedPrecondition,
+                "has no secret",
+            ),
             (CallRequest { account: "bad name!".into(), ..call("upbit", "GET", "/v1/accounts") }, Code::InvalidArgument, "account must be"),
             (CallRequest { priority: 9, ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "priority 9"),
-            (CallRequest { timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }), ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "timeout must be positive"),
-            (CallRequest { timeout: Some(prost_types::Duration { seconds: 3600, nanos: 0 }), ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "above the dispatcher's maximum"),
+            (
+                CallRequest { timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }), ..call("upbit", "GET", "/v1/ticker") },
+                Code::InvalidArgument,
+                "timeout must be positive",
+            ),
+            (
+                CallRequest { timeout: Some(prost_types::Duration { seconds: 3600, nanos: 0 }), ..call("upbit", "GET", "/v1/ticker") },
+                Code::InvalidArgument,
+                "above the dispatcher's maximum",
+            ),
             (CallRequest { idempotency_key: "a b".into(), ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "idempotency_key"),
-            (CallRequest { body: br#"{"symbol":"BTCUSDT"}"#.to_vec(), account: "demo".into(), ..call("bybit", "POST", "/v5/order/create") }, Code::InvalidArgument, "needs parameter 'category'"),
+            (
+                CallRequest {
+                    body: br#"{"symbol":"BTCUSDT"}"#.to_vec(),
+                    account: "demo".into(),
+                    ..call("bybit", "POST", "/v5/order/create")
+                },
+                Code::InvalidArgument,
+                "needs parameter 'category'",
+            ),
         ];
         for (req, code, needle) in cases {
             let e = match prepare_call(&req, &ctx(&p, &k, &c)) {
@@ -339,7 +380,11 @@ mod tests {
     #[test]
     fn a_good_call_resolves_its_budgets_and_deadline() {
         let (p, k, c) = setup();
-        let req = CallRequest { query: "market=KRW-BTC&count=5".into(), timeout: Some(prost_types::Duration { seconds: 2, nanos: 0 }), ..call("UPBIT", "get", "/v1/candles/minutes/1") };
+        let req = CallRequest {
+            query: "market=KRW-BTC&count=5".into(),
+            timeout: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+            ..call("UPBIT", "get", "/v1/candles/minutes/1")
+        };
         let mut cx = ctx(&p, &k, &c);
         cx.grpc_timeout = Some(Duration::from_millis(500));
         let pc = prepare_call(&req, &cx).unwrap();
@@ -359,12 +404,24 @@ mod tests {
     fn grants_check_group_scope_and_names() {
         let (p, k, c) = setup();
         let cx = ctx(&p, &k, &c);
-        let g = prepare_grant(&AcquireRequest { exchange: "upbit".into(), group: "ws-message".into(), connection: "c1".into(), cost: 0, ..AcquireRequest::default() }, &cx).unwrap();
+        let g = prepare_grant(
+            &AcquireRequest {
+                exchange: "upbit".into(),
+                group: "ws-message".into(),
+                connection: "c1".into(),
+                cost: 0,
+                ..AcquireRequest::default()
+            },
+            &cx,
+        )
+        .unwrap();
         assert_eq!(g.need.0.to_string(), "upbit/connection:c1/ws-message");
         assert_eq!(g.need.1, 1);
-        let e = prepare_grant(&AcquireRequest { exchange: "upbit".into(), group: "ws-message".into(), ..AcquireRequest::default() }, &cx).unwrap_err();
+        let e = prepare_grant(&AcquireRequest { exchange: "upbit".into(), group: "ws-message".into(), ..AcquireRequest::default() }, &cx)
+            .unwrap_err();
         assert!(e.message().contains("per connection"), "{}", e.message());
-        let e = prepare_grant(&AcquireRequest { exchange: "upbit".into(), group: "ws-foo".into(), ..AcquireRequest::default() }, &cx).unwrap_err();
+        let e = prepare_grant(&AcquireRequest { exchange: "upbit".into(), group: "ws-foo".into(), ..AcquireRequest::default() }, &cx)
+            .unwrap_err();
         assert!(e.message().contains("no group 'ws-foo'"), "{}", e.message());
     }
 

@@ -11,7 +11,8 @@ use sluice_domain::Exchange;
 use sluice_exchange::policy::Policies;
 use sluice_proto::dispatcher::v1::dispatcher_server::Dispatcher;
 use sluice_proto::dispatcher::v1::{
-    AcquireRequest, AcquireResponse, BucketStatus, CallRequest, CallResponse, GetBudgetsRequest, GetBudgetsResponse, Header, WatchBudgetsRequest, WindowStatus,
+    AcquireRequest, AcquireResponse, BucketStatus, CallRequest, CallResponse, GetBudgetsRequest, GetBudgetsResponse, Header,
+    WatchBudgetsRequest, WindowStatus,
 };
 use sluice_proto::prost_types;
 use sluice_rate::{Clock, MonotonicClock};
@@ -81,7 +82,12 @@ pub(crate) fn bucket_status(v: &BucketView, now: sluice_rate::Time) -> BucketSta
             .status
             .windows
             .iter()
-            .map(|w| WindowStatus { period: Some(duration(w.period)), effective_period: Some(duration(w.effective_period)), limit: w.limit, used: w.used })
+            .map(|w| WindowStatus {
+                period: Some(duration(w.period)),
+                effective_period: Some(duration(w.effective_period)),
+                limit: w.limit,
+                used: w.used,
+            })
             .collect(),
         rate_factor: v.status.rate_factor,
         frozen_for: Some(duration(v.status.frozen_until.map_or(Duration::ZERO, |t| t.saturating_since(now)))),
@@ -140,57 +146,73 @@ impl Dispatcher for DispatcherService {
         let timeout = grpc_timeout(&request);
         let req = request.into_inner();
         let call = prepare_call(&req, &inner.context(timeout)).inspect_err(|s| {
-            inner.metrics.reject(req.exchange.to_ascii_lowercase().as_str(), if s.code() == tonic::Code::InvalidArgument { "invalid" } else { "account" });
+            inner.metrics.reject(
+                req.exchange.to_ascii_lowercase().as_str(),
+                if s.code() == tonic::Code::InvalidArgument { "invalid" } else { "account" },
+            );
         })?;
         let Some(key) = call.idempotency_key.clone() else {
             return inner.dispatch(call).await.map(|a| Response::new(response(&a))).map_err(Failure::into_status);
         };
         let fp = idempotency::fingerprint(call.method, &call.path, &call.query, &call.body);
-        let account = call.account.clone().unwrap_or_default();
-        let deadline = call.deadline;
-        match inner.idempotency.begin(call.exchange, &account, &key, fp) {
-            Begin::Fresh(guard) => match inner.dispatch(call).await {
-                Ok(answer) => {
-                    let r = response(&answer);
-                    guard.finish(Ending::Answered(Arc::new(r.clone())));
-                    Ok(Response::new(r))
-                }
-                Err(Failure::NotSent(s)) => {
-                    guard.finish(Ending::NotSent);
-                    Err(s)
-                }
-                Err(Failure::Unknown(s)) => {
-                    guard.finish(Ending::Unknown);
-                    Err(s)
-                }
-            },
-            Begin::Wait(mut rx) => {
-                let wait = deadline.saturating_since(inner.clock.now());
-                let waited = tokio::time::timeout(wait, async {
-                    loop {
-                        if let Some(a) = rx.borrow().clone() {
-                            return Some(a);
+        let (exchange, account, deadline) = (call.exchange, call.account.clone().unwrap_or_default(), call.deadline);
+        let mut call = Some(call);
+        loop {
+            match inner.idempotency.begin(exchange, &account, &key, fp) {
+                Begin::Fresh(guard) => {
+                    let Some(call) = call.take() else { return Err(Status::internal("call already dispatched")) };
+                    return match inner.dispatch(call).await {
+                        Ok(answer) => {
+                            let r = response(&answer);
+                            guard.finish(Ending::Answered(Arc::new(r.clone())));
+                            Ok(Response::new(r))
                         }
-                        if rx.changed().await.is_err() {
-                            return rx.borrow().clone();
+                        Err(Failure::NotSent(s)) => {
+                            guard.finish(Ending::NotSent);
+                            Err(s)
+                        }
+                        Err(Failure::Unknown(s)) => {
+                            guard.finish(Ending::Unknown);
+                            Err(s)
+                        }
+                    };
+                }
+                Begin::Wait(mut rx) => {
+                    let wait = deadline.saturating_since(inner.clock.now());
+                    let waited = tokio::time::timeout(wait, async {
+                        loop {
+                            if let Some(a) = rx.borrow().clone() {
+                                return Some(a);
+                            }
+                            if rx.changed().await.is_err() {
+                                return rx.borrow().clone();
+                            }
+                        }
+                    })
+                    .await;
+                    match waited {
+                        Ok(Some(a)) => return Ok(Response::new(replayed(&a))),
+                        // The first call ended without an answer: look at the key again
+                        // (free if it was never sent, "unknown" if it may have been).
+                        Ok(None) => continue,
+                        Err(_) => {
+                            return Err(Status::deadline_exceeded(format!(
+                                "the first call with idempotency key '{key}' is still in flight"
+                            )));
                         }
                     }
-                })
-                .await;
-                match waited {
-                    Ok(Some(a)) => Ok(Response::new(replayed(&a))),
-                    Ok(None) => Err(Status::aborted(format!(
-                        "the first call with idempotency key '{key}' ended without an answer; check the outcome before retrying"
-                    ))),
-                    Err(_) => Err(Status::deadline_exceeded(format!("the first call with idempotency key '{key}' is still in flight"))),
                 }
+                Begin::Replay(a) => return Ok(Response::new(replayed(&a))),
+                Begin::Mismatch => {
+                    return Err(Status::invalid_argument(format!("idempotency key '{key}' was already used for a different request")));
+                }
+                Begin::OutcomeUnknown => {
+                    return Err(Status::failed_precondition(format!(
+                        "an earlier call with idempotency key '{key}' may have reached the exchange without an answer; query its outcome (e.g. by client order id) before retrying"
+                    )));
+                }
+                Begin::Full => return Err(Status::resource_exhausted("too many idempotency keys are remembered; retry later")),
             }
-            Begin::Replay(a) => Ok(Response::new(replayed(&a))),
-            Begin::Mismatch => Err(Status::invalid_argument(format!("idempotency key '{key}' was already used for a different request"))),
-            Begin::OutcomeUnknown => Err(Status::failed_precondition(format!(
-                "an earlier call with idempotency key '{key}' may have reached the exchange without an answer; query its outcome (e.g. by client order id) before retrying"
-            ))),
-            Begin::Full => Err(Status::resource_exhausted("too many idempotency keys are remembered; retry later")),
         }
     }
 
@@ -215,7 +237,10 @@ impl Dispatcher for DispatcherService {
 
     async fn watch_budgets(&self, request: Request<WatchBudgetsRequest>) -> Result<Response<Self::WatchBudgetsStream>, Status> {
         let req = request.into_inner();
-        let every = req.interval.map_or(Duration::from_secs(1), |d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)).max(Duration::from_millis(100));
+        let every = req
+            .interval
+            .map_or(Duration::from_secs(1), |d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+            .max(Duration::from_millis(100));
         // Validate the filter before streaming, so a bad one is an error, not an empty stream.
         self.inner.budgets(&req.exchange).await?;
         let (tx, rx) = mpsc::channel(4);

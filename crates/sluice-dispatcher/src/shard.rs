@@ -231,10 +231,10 @@ impl Shard {
         }
         let spec = self.policy.bucket_spec(&key.group).ok_or_else(|| Status::internal(format!("no policy for group {}", key.group)))?;
         let id = self.sched.add_bucket(spec).map_err(|e| Status::internal(format!("group {}: {e}", key.group)))?;
-        if let Some(until) = self.bans.get(&(key.scope, key.scope_key.clone())) {
-            if let Some(b) = self.sched.bucket_mut(id) {
-                b.on_banned(*until);
-            }
+        if let Some(until) = self.bans.get(&(key.scope, key.scope_key.clone()))
+            && let Some(b) = self.sched.bucket_mut(id)
+        {
+            b.on_banned(*until);
         }
         self.ids.insert(key.clone(), id);
         self.keys.insert(id, key.clone());
@@ -248,8 +248,12 @@ impl Shard {
                 let _ = reply.send(self.views());
                 return;
             }
-            Command::Call { call, reply } => (call.class, call.deadline, call.needs.clone(), Hold::UntilSettled, JobKind::Call { call, reply }),
-            Command::Grant { grant, reply } => (grant.class, grant.deadline, vec![grant.need.clone()], Hold::For(grant.hold), JobKind::Grant { grant, reply }),
+            Command::Call { call, reply } => {
+                (call.class, call.deadline, call.needs.clone(), Hold::UntilSettled, JobKind::Call { call, reply })
+            }
+            Command::Grant { grant, reply } => {
+                (grant.class, grant.deadline, vec![grant.need.clone()], Hold::For(grant.hold), JobKind::Grant { grant, reply })
+            }
         };
         let mut ids = Vec::with_capacity(needs.len());
         let mut sched_needs = Vec::with_capacity(needs.len());
@@ -276,10 +280,16 @@ impl Shard {
 
     fn refusal_status(&self, r: &Refusal, now: Time, deadline: Time) -> (&'static str, Status) {
         match r {
-            Refusal::QueueFull { capacity } => ("queue_full", Status::resource_exhausted(format!("the {} queue is full ({capacity} calls waiting); retry later", self.exchange))),
+            Refusal::QueueFull { capacity } => (
+                "queue_full",
+                Status::resource_exhausted(format!("the {} queue is full ({capacity} calls waiting); retry later", self.exchange)),
+            ),
             Refusal::CostAboveLimit { bucket, cost, limit } => (
                 "cost_above_limit",
-                Status::invalid_argument(format!("this call costs {cost} on {}, above its limit {limit}: it can never be sent", self.key_name(*bucket))),
+                Status::invalid_argument(format!(
+                    "this call costs {cost} on {}, above its limit {limit}: it can never be sent",
+                    self.key_name(*bucket)
+                )),
             ),
             Refusal::DeadlinePassed => ("deadline", Status::deadline_exceeded("the deadline passed before the call was queued; not sent")),
             Refusal::DeadlineUnreachable { bucket, earliest } => (
@@ -306,17 +316,23 @@ impl Shard {
             let names: Vec<String> = job.ids.iter().map(|id| self.key_name(*id)).collect();
             let status = match why {
                 Dropped::Abandoned => continue,
-                Dropped::DeadlineExceeded => Status::deadline_exceeded(format!("the deadline came while waiting for {}; not sent", names.join(", "))),
+                Dropped::DeadlineExceeded => {
+                    Status::deadline_exceeded(format!("the deadline came while waiting for {}; not sent", names.join(", ")))
+                }
                 Dropped::DeadlineUnreachable { earliest } => Status::deadline_exceeded(format!(
                     "{} frees budget only in {} ms, after the deadline; not sent",
                     names.join(", "),
                     ms(earliest.saturating_since(now))
                 )),
-                Dropped::CostAboveLimit { bucket, cost, limit } => {
-                    Status::invalid_argument(format!("{} now allows at most {limit}, below this call's cost {cost}; not sent", self.key_name(bucket)))
-                }
+                Dropped::CostAboveLimit { bucket, cost, limit } => Status::invalid_argument(format!(
+                    "{} now allows at most {limit}, below this call's cost {cost}; not sent",
+                    self.key_name(bucket)
+                )),
             };
-            self.metrics.reject(self.exchange.as_str(), if status.code() == tonic::Code::DeadlineExceeded { "deadline" } else { "cost_above_limit" });
+            self.metrics.reject(
+                self.exchange.as_str(),
+                if status.code() == tonic::Code::DeadlineExceeded { "deadline" } else { "cost_above_limit" },
+            );
             job.fail(status);
         }
         self.next_wake = poll.next_wake;
@@ -362,12 +378,18 @@ impl Shard {
     /// The request's buckets of `scope` (all of them when the answer names none, or
     /// when none of its buckets has that scope).
     fn targets(&self, needs: &[BucketId], scope: Option<Scope>) -> Vec<BucketId> {
-        let matching: Vec<BucketId> = needs.iter().copied().filter(|id| scope.is_none_or(|s| self.keys.get(id).is_some_and(|k| k.scope == s))).collect();
+        let matching: Vec<BucketId> =
+            needs.iter().copied().filter(|id| scope.is_none_or(|s| self.keys.get(id).is_some_and(|k| k.scope == s))).collect();
         if matching.is_empty() { needs.to_vec() } else { matching }
     }
 
     fn labels(key: &BucketKey) -> BucketLabels {
-        BucketLabels { exchange: key.exchange.to_string(), scope: key.scope.as_str().to_owned(), key: key.scope_key.clone(), group: key.group.clone() }
+        BucketLabels {
+            exchange: key.exchange.to_string(),
+            scope: key.scope.as_str().to_owned(),
+            key: key.scope_key.clone(),
+            group: key.group.clone(),
+        }
     }
 
     fn apply(&mut self, needs: &[BucketId], route: &str, admitted_at: Time, at: Time, now: Time, obs: Observation) {
@@ -375,17 +397,18 @@ impl Shard {
             Observation::Usage { scope, period, used, remaining, limit, group } => {
                 for id in self.targets(needs, scope) {
                     let Some(key) = self.keys.get(&id).cloned() else { continue };
-                    if let Some(g) = &group {
-                        if *g != key.group && self.warned.insert((route.to_owned(), g.clone())) {
-                            tracing::warn!(exchange = %self.exchange, %route, exchange_group = %g, policy_group = %key.group,
+                    if let Some(g) = &group
+                        && *g != key.group
+                        && self.warned.insert((route.to_owned(), g.clone()))
+                    {
+                        tracing::warn!(exchange = %self.exchange, %route, exchange_group = %g, policy_group = %key.group,
                                 "the exchange counts this route in another group than the policy says; fix the route table");
-                        }
                     }
                     let Some(b) = self.sched.bucket_mut(id) else { continue };
                     let configured = b.window_specs().find(|w| w.period == period).map(|w| w.limit);
                     let used = used.or_else(|| Some(limit.or(configured)?.saturating_sub(remaining?)));
                     if let Some(u) = used {
-                        b.observe_usage(now, at, period, u, limit);
+                        b.observe_usage(now, at, admitted_at, period, u, limit);
                     }
                 }
             }
@@ -404,7 +427,8 @@ impl Shard {
                 let scopes: HashSet<(Scope, String)> =
                     self.targets(needs, scope).iter().filter_map(|id| self.keys.get(id)).map(|k| (k.scope, k.scope_key.clone())).collect();
                 for s in scopes {
-                    let frozen: Vec<BucketId> = self.keys.iter().filter(|(_, k)| k.scope == s.0 && k.scope_key == s.1).map(|(id, _)| *id).collect();
+                    let frozen: Vec<BucketId> =
+                        self.keys.iter().filter(|(_, k)| k.scope == s.0 && k.scope_key == s.1).map(|(id, _)| *id).collect();
                     for id in frozen {
                         if let Some(b) = self.sched.bucket_mut(id) {
                             b.on_banned(until);
@@ -414,7 +438,12 @@ impl Shard {
                         "exchange banned this scope; nothing goes to it until the ban ends");
                     self.metrics
                         .bans
-                        .get_or_create(&BucketLabels { exchange: self.exchange.to_string(), scope: s.0.as_str().to_owned(), key: s.1.clone(), group: "*".into() })
+                        .get_or_create(&BucketLabels {
+                            exchange: self.exchange.to_string(),
+                            scope: s.0.as_str().to_owned(),
+                            key: s.1.clone(),
+                            group: "*".into(),
+                        })
                         .inc();
                     let entry = self.bans.entry(s).or_insert(until);
                     *entry = (*entry).max(until);
@@ -437,10 +466,18 @@ impl Shard {
         let now = self.clock.now();
         let views = self.views();
         let ex = self.exchange.to_string();
-        for v in &views {
+        // Per-connection budgets come and go with sockets: as metric labels they
+        // would pile up forever, so they are left out (GetBudgets still shows them).
+        for v in views.iter().filter(|v| v.key.scope != Scope::Connection) {
             let bl = Self::labels(&v.key);
             for w in &v.status.windows {
-                let wl = WindowLabels { exchange: bl.exchange.clone(), scope: bl.scope.clone(), key: bl.key.clone(), group: bl.group.clone(), window_ms: w.period.as_millis() as u64 };
+                let wl = WindowLabels {
+                    exchange: bl.exchange.clone(),
+                    scope: bl.scope.clone(),
+                    key: bl.key.clone(),
+                    group: bl.group.clone(),
+                    window_ms: w.period.as_millis() as u64,
+                };
                 self.metrics.window_used.get_or_create(&wl).set(w.used as i64);
                 self.metrics.window_limit.get_or_create(&wl).set(w.limit as i64);
                 self.metrics.window_usage_ratio.get_or_create(&wl).set(w.used as f64 / w.limit.max(1) as f64);
@@ -453,7 +490,9 @@ impl Shard {
         self.metrics.in_flight.get_or_create(&el).set(self.sched.in_flight() as i64);
         let idle: Vec<BucketId> = views
             .iter()
-            .filter(|v| v.key.scope == Scope::Connection && v.queued == 0 && v.status.in_flight == 0 && v.status.windows.iter().all(|w| w.used == 0))
+            .filter(|v| {
+                v.key.scope == Scope::Connection && v.queued == 0 && v.status.in_flight == 0 && v.status.windows.iter().all(|w| w.used == 0)
+            })
             .filter_map(|v| self.ids.get(&v.key).copied())
             .filter(|id| self.last_used.get(id).is_none_or(|t| now.saturating_since(*t) > self.idle_bucket))
             .collect();

@@ -56,7 +56,7 @@ impl Upstream {
     }
 
     fn unavailable(&self, what: &str, e: &reqwest::Error) -> Status {
-        Status::unavailable(format!("{what} {}: {}", self.exchange, e.to_string()))
+        Status::unavailable(format!("{what} {}: {}", self.exchange, e))
     }
 
     /// Builds the signed request and the time it may take.
@@ -125,8 +125,11 @@ impl Upstream {
         let (outcome, result) = match request.timeout(timeout).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let headers: Vec<(String, String)> =
-                    resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+                let headers: Vec<(String, String)> = resp
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
                 match resp.bytes().await {
                     Ok(body) => {
                         let at = self.clock.now();

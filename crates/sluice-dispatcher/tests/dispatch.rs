@@ -1,5 +1,8 @@
 //! The dispatcher over real gRPC against the simulator as a strict server.
 
+// Printing what the exchange saw makes a failure readable.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::sync::Arc;
@@ -162,13 +165,25 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
         (req("kraken", "GET", "/v1/ticker", ""), Code::InvalidArgument, "unknown exchange 'kraken'"),
         (req("upbit", "GET", "/v1/nothing/here", ""), Code::InvalidArgument, "no route for GET /v1/nothing/here"),
         (CallRequest { account: "ghost".into(), ..req("upbit", "GET", "/v1/accounts", "") }, Code::NotFound, "no account 'ghost'"),
-        (CallRequest { account: "half".into(), ..req("okx", "GET", "/api/v5/account/balance", "") }, Code::FailedPrecondition, "has no secret"),
+        (
+            CallRequest { account: "half".into(), ..req("okx", "GET", "/api/v5/account/balance", "") },
+            Code::FailedPrecondition,
+            "has no secret",
+        ),
         (req("upbit", "GET", "/v1/accounts", ""), Code::InvalidArgument, "name an account"),
-        (CallRequest { body: vec![b'{'; 100_000], account: "demo".into(), ..req("upbit", "POST", "/v1/orders", "") }, Code::InvalidArgument, "body is 100000 bytes"),
+        (
+            CallRequest { body: vec![b'{'; 100_000], account: "demo".into(), ..req("upbit", "POST", "/v1/orders", "") },
+            Code::InvalidArgument,
+            "body is 100000 bytes",
+        ),
         (req("upbit", "FETCH", "/v1/ticker", ""), Code::InvalidArgument, "method 'FETCH'"),
         (CallRequest { priority: 42, ..req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC") }, Code::InvalidArgument, "priority 42"),
         (req("upbit", "GET", "/v1/ticker", "markets=%E0%A4%A"), Code::InvalidArgument, "query"),
-        (CallRequest { body: b"[]".to_vec(), account: "demo".into(), ..req("okx", "POST", "/api/v5/trade/order", "") }, Code::InvalidArgument, "JSON object"),
+        (
+            CallRequest { body: b"[]".to_vec(), account: "demo".into(), ..req("okx", "POST", "/api/v5/trade/order", "") },
+            Code::InvalidArgument,
+            "JSON object",
+        ),
     ];
     for (r, code, needle) in cases {
         let e = h.client.call(r.clone()).await.expect_err(&format!("{} {} accepted", r.method, r.path));
@@ -178,7 +193,8 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
     // Beyond the gRPC message limit: refused by the transport with a clear code.
     let e = h.client.call(CallRequest { body: vec![b'x'; 2 * 1024 * 1024], ..req("upbit", "POST", "/v1/orders", "") }).await.unwrap_err();
     assert!(matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument), "{e:?}");
-    let e = h.client.acquire(AcquireRequest { exchange: "upbit".into(), group: "nope".into(), ..AcquireRequest::default() }).await.unwrap_err();
+    let e =
+        h.client.acquire(AcquireRequest { exchange: "upbit".into(), group: "nope".into(), ..AcquireRequest::default() }).await.unwrap_err();
     assert!(e.message().contains("no group 'nope'"), "{}", e.message());
     // The dispatcher still serves.
     let r = h.client.call(req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC")).await.unwrap().into_inner();
@@ -237,7 +253,8 @@ async fn an_idempotency_key_is_never_sent_twice() {
     let order = CallRequest {
         account: "demo".into(),
         idempotency_key: "order-7".into(),
-        body: br#"{"market":"KRW-BTC","side":"bid","volume":"0.001","price":"90000000","ord_type":"limit","identifier":"order-7"}"#.to_vec(),
+        body: br#"{"market":"KRW-BTC","side":"bid","volume":"0.001","price":"90000000","ord_type":"limit","identifier":"order-7"}"#
+            .to_vec(),
         ..req("upbit", "POST", "/v1/orders", "")
     };
     let mut tasks = Vec::new();
@@ -259,7 +276,11 @@ async fn an_idempotency_key_is_never_sent_twice() {
     let e = c.call(CallRequest { body: b"{}".to_vec(), ..order.clone() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("different request"));
-    let open = c.call(CallRequest { account: "demo".into(), ..req("upbit", "GET", "/v1/orders/open", "market=KRW-BTC") }).await.unwrap().into_inner();
+    let open = c
+        .call(CallRequest { account: "demo".into(), ..req("upbit", "GET", "/v1/orders/open", "market=KRW-BTC") })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(json(&open).as_array().unwrap().len(), 1, "exactly one order reached the exchange");
     let up = h.sim.stats();
     let orders = up.exchange(Exchange::Upbit).unwrap().buckets.iter().find(|b| b.group == "order").unwrap().accepted;
@@ -280,7 +301,11 @@ async fn a_call_that_cannot_go_before_its_deadline_fails_fast_and_is_never_sent_
     }
     let before = h.sim.stats().exchange(Exchange::Upbit).unwrap().requests;
     let t0 = Instant::now();
-    let e = h.client.call(CallRequest { timeout: timeout(Duration::from_millis(200)), ..req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC") }).await.unwrap_err();
+    let e = h
+        .client
+        .call(CallRequest { timeout: timeout(Duration::from_millis(200)), ..req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC") })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
     assert!(e.message().contains("upbit/ip:default/ticker"), "{}", e.message());
     assert!(t0.elapsed() < Duration::from_millis(150), "failed fast: {:?}", t0.elapsed());
@@ -315,7 +340,10 @@ async fn acquire_grants_websocket_tokens_from_the_same_budgets() {
     for _ in 0..7 {
         let mut c = h.client.clone();
         tasks.push(tokio::spawn(async move {
-            c.acquire(AcquireRequest { exchange: "upbit".into(), group: "ws-connect".into(), ..AcquireRequest::default() }).await.unwrap().into_inner()
+            c.acquire(AcquireRequest { exchange: "upbit".into(), group: "ws-connect".into(), ..AcquireRequest::default() })
+                .await
+                .unwrap()
+                .into_inner()
         }));
     }
     let mut queued: Vec<Duration> = Vec::new();
@@ -331,13 +359,25 @@ async fn acquire_grants_websocket_tokens_from_the_same_budgets() {
     assert!(queued[5] >= Duration::from_millis(1200), "{queued:?}");
     let mut c = h.client.clone();
     let g = c
-        .acquire(AcquireRequest { exchange: "upbit".into(), group: "ws-message".into(), connection: "conn-1".into(), cost: 5, ..AcquireRequest::default() })
+        .acquire(AcquireRequest {
+            exchange: "upbit".into(),
+            group: "ws-message".into(),
+            connection: "conn-1".into(),
+            cost: 5,
+            ..AcquireRequest::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(g.bucket, "upbit/connection:conn-1/ws-message");
     let e = c
-        .acquire(AcquireRequest { exchange: "upbit".into(), group: "ws-message".into(), connection: "conn-1".into(), cost: 6, ..AcquireRequest::default() })
+        .acquire(AcquireRequest {
+            exchange: "upbit".into(),
+            group: "ws-message".into(),
+            connection: "conn-1".into(),
+            cost: 6,
+            ..AcquireRequest::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "6 can never fit in 5 per second: {}", e.message());
@@ -346,7 +386,10 @@ async fn acquire_grants_websocket_tokens_from_the_same_budgets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_status_stream_metrics_health_and_reflection() {
     let mut h = harness(Setup::default()).await;
-    h.client.call(CallRequest { priority: Priority::MarketData as i32, ..req("binance", "GET", "/api/v3/depth", "symbol=BTCUSDT&limit=500") }).await.unwrap();
+    h.client
+        .call(CallRequest { priority: Priority::MarketData as i32, ..req("binance", "GET", "/api/v3/depth", "symbol=BTCUSDT&limit=500") })
+        .await
+        .unwrap();
     let b = h.client.get_budgets(GetBudgetsRequest::default()).await.unwrap().into_inner();
     assert_eq!(b.replica, "dispatcher-0");
     let weight = b.buckets.iter().find(|b| b.exchange == "binance" && b.group == "weight").unwrap();
@@ -368,7 +411,14 @@ async fn budgets_status_stream_metrics_health_and_reflection() {
     }
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = sluice_service::http_client::client().get(format!("http://{}/metrics", h.dispatcher.ops_addr)).send().await.unwrap().text().await.unwrap();
+    let metrics = sluice_service::http_client::client()
+        .get(format!("http://{}/metrics", h.dispatcher.ops_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "sluice_dispatcher_bucket_window_used",
         "sluice_dispatcher_bucket_window_limit",
@@ -390,16 +440,63 @@ async fn budgets_status_stream_metrics_health_and_reflection() {
         .status;
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut refl = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.message().await.unwrap().unwrap().message_response else { panic!("no service list") };
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message().await.unwrap().unwrap().message_response else {
+        panic!("no service list")
+    };
     assert!(list.service.iter().any(|s| s.name == "sluice.dispatcher.v1.Dispatcher"), "{:?}", list.service);
 
     h.stop.cancel();
     h.dispatcher.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_failure_is_unavailable_and_an_unknown_outcome_blocks_a_blind_retry() {
+    use tokio::io::AsyncReadExt;
+    // An "exchange" that reads the request and hangs up without answering.
+    let hangup = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hangup_addr = hangup.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = hangup.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    // And one where nothing listens.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let mut h = harness(Setup {
+        tweak: Box::new(move |c| {
+            c.base_urls.insert(Exchange::Okx, format!("http://{hangup_addr}"));
+            c.base_urls.insert(Exchange::Bybit, format!("http://{closed}"));
+        }),
+        ..Setup::default()
+    })
+    .await;
+    let order = CallRequest {
+        account: "demo".into(),
+        idempotency_key: "hangup-1".into(),
+        body: br#"{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"60000","sz":"0.01","clOrdId":"hangup1"}"#
+            .to_vec(),
+        ..req("okx", "POST", "/api/v5/trade/order", "")
+    };
+    let e = h.client.call(order.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(e.message().contains("outcome unknown"), "{}", e.message());
+    let e = h.client.call(order).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "never blindly re-sent: {}", e.message());
+
+    let refused = CallRequest { idempotency_key: "refused-1".into(), ..req("bybit", "GET", "/v5/market/time", "") };
+    for _ in 0..2 {
+        let e = h.client.call(refused.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+        assert!(e.message().contains("cannot connect"), "nothing was sent, so the key stays free: {}", e.message());
+    }
 }

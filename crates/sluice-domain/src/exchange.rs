@@ -46,10 +46,7 @@ impl FromStr for Exchange {
     type Err = UnknownExchange;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Exchange::ALL
-            .into_iter()
-            .find(|e| e.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| UnknownExchange(s.to_owned()))
+        Exchange::ALL.into_iter().find(|e| e.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| UnknownExchange(s.to_owned()))
     }
 }
 

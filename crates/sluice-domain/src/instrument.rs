@@ -27,11 +27,7 @@ impl Asset {
     /// An asset code, uppercased; refused unless 1 to 20 ASCII letters or digits.
     pub fn new(code: &str) -> Result<Self, InstrumentError> {
         let ok = (1..=20).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric());
-        if ok {
-            Ok(Asset(code.to_ascii_uppercase()))
-        } else {
-            Err(InstrumentError::BadAsset(code.to_owned()))
-        }
+        if ok { Ok(Asset(code.to_ascii_uppercase())) } else { Err(InstrumentError::BadAsset(code.to_owned())) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -70,8 +66,7 @@ pub struct Symbol {
 
 /// Quote assets recognised when splitting a concatenated symbol such as
 /// `ETHBTC`. Longest first so `FDUSD` wins over `USD`.
-const CONCAT_QUOTES: [&str; 12] =
-    ["FDUSD", "USDT", "USDC", "TUSD", "BUSD", "USDE", "EUR", "TRY", "BTC", "ETH", "BNB", "DAI"];
+const CONCAT_QUOTES: [&str; 12] = ["FDUSD", "USDT", "USDC", "TUSD", "BUSD", "USDE", "EUR", "TRY", "BTC", "ETH", "BNB", "DAI"];
 
 impl Symbol {
     pub fn new(base: Asset, quote: Asset) -> Self {

@@ -26,11 +26,7 @@ pub struct Price(Decimal);
 impl Price {
     /// A price, refused unless strictly positive.
     pub fn new(value: Decimal) -> Result<Self, MoneyError> {
-        if value > Decimal::ZERO {
-            Ok(Price(value.normalize()))
-        } else {
-            Err(MoneyError::NonPositivePrice(value))
-        }
+        if value > Decimal::ZERO { Ok(Price(value.normalize())) } else { Err(MoneyError::NonPositivePrice(value)) }
     }
 
     /// The exact value.
@@ -75,11 +71,7 @@ impl Qty {
 
     /// A quantity, refused when negative.
     pub fn new(value: Decimal) -> Result<Self, MoneyError> {
-        if value >= Decimal::ZERO {
-            Ok(Qty(value.normalize()))
-        } else {
-            Err(MoneyError::NegativeQty(value))
-        }
+        if value >= Decimal::ZERO { Ok(Qty(value.normalize())) } else { Err(MoneyError::NegativeQty(value)) }
     }
 
     /// The exact value.
@@ -122,9 +114,7 @@ impl fmt::Display for Qty {
 /// Parses plain and scientific notation ("1e-8" appears in some exchange payloads).
 fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
     let t = s.trim();
-    Decimal::from_str_exact(t)
-        .or_else(|_| Decimal::from_scientific(t))
-        .map_err(|_| MoneyError::NotDecimal(s.to_owned()))
+    Decimal::from_str_exact(t).or_else(|_| Decimal::from_scientific(t)).map_err(|_| MoneyError::NotDecimal(s.to_owned()))
 }
 
 #[cfg(test)]

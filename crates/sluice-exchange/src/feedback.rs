@@ -116,7 +116,14 @@ pub fn observe(exchange: Exchange, status: u16, headers: &[(String, String)], bo
             let remaining = header(headers, "x-bapi-limit-status").and_then(|v| v.parse().ok());
             let reset_ms: Option<u64> = header(headers, "x-bapi-limit-reset-timestamp").and_then(|v| v.parse().ok());
             if remaining.is_some() {
-                out.push(Observation::Usage { scope: Some(Scope::Account), period: Duration::from_secs(1), used: None, remaining, limit, group: None });
+                out.push(Observation::Usage {
+                    scope: Some(Scope::Account),
+                    period: Duration::from_secs(1),
+                    used: None,
+                    remaining,
+                    limit,
+                    group: None,
+                });
             }
             let until_reset = reset_ms.map(|r| Duration::from_millis(r.saturating_sub(now_ms)));
             if status == 403 {
@@ -142,7 +149,14 @@ pub fn observe(exchange: Exchange, status: u16, headers: &[(String, String)], bo
                     continue;
                 };
                 if let (Some(period), Ok(used)) = (binance_interval(suffix), value.trim().parse()) {
-                    out.push(Observation::Usage { scope: Some(scope), period, used: Some(used), remaining: None, limit: None, group: None });
+                    out.push(Observation::Usage {
+                        scope: Some(scope),
+                        period,
+                        used: Some(used),
+                        remaining: None,
+                        limit: None,
+                        group: None,
+                    });
                 }
             }
             let code = json_field(body, "code").and_then(|v| v.as_i64());
@@ -152,7 +166,9 @@ pub fn observe(exchange: Exchange, status: u16, headers: &[(String, String)], bo
                     out.push(Observation::Throttled { scope: Some(scope), retry_after: ra });
                 }
                 418 => {
-                    let from_msg = json_field(body, "msg").and_then(|m| banned_until(m.as_str()?)).map(|until| Duration::from_millis(until.saturating_sub(now_ms)));
+                    let from_msg = json_field(body, "msg")
+                        .and_then(|m| banned_until(m.as_str()?))
+                        .map(|until| Duration::from_millis(until.saturating_sub(now_ms)));
                     out.push(Observation::Banned { scope: Some(Scope::Ip), duration: ra.or(from_msg) });
                 }
                 _ => {}
@@ -193,7 +209,14 @@ mod tests {
         assert_eq!(
             obs,
             vec![
-                Observation::Usage { scope: None, period: Duration::from_secs(1), used: None, remaining: Some(0), limit: None, group: Some("ticker".into()) },
+                Observation::Usage {
+                    scope: None,
+                    period: Duration::from_secs(1),
+                    used: None,
+                    remaining: Some(0),
+                    limit: None,
+                    group: Some("ticker".into())
+                },
                 Observation::Throttled { scope: None, retry_after: None },
             ]
         );
@@ -205,7 +228,17 @@ mod tests {
     fn bybit_headers_and_ret_codes() {
         let headers = h(&[("X-Bapi-Limit", "20"), ("X-Bapi-Limit-Status", "3"), ("X-Bapi-Limit-Reset-Timestamp", "1000500")]);
         let obs = observe(Exchange::Bybit, 200, &headers, br#"{"retCode":10006,"retMsg":"Too many visits!"}"#, 1_000_000);
-        assert_eq!(obs[0], Observation::Usage { scope: Some(Scope::Account), period: Duration::from_secs(1), used: None, remaining: Some(3), limit: Some(20), group: None });
+        assert_eq!(
+            obs[0],
+            Observation::Usage {
+                scope: Some(Scope::Account),
+                period: Duration::from_secs(1),
+                used: None,
+                remaining: Some(3),
+                limit: Some(20),
+                group: None
+            }
+        );
         assert_eq!(obs[1], Observation::Throttled { scope: Some(Scope::Account), retry_after: Some(Duration::from_millis(500)) });
         let obs = observe(Exchange::Bybit, 200, &[], br#"{"retCode":10018}"#, 0);
         assert_eq!(obs, vec![Observation::Throttled { scope: Some(Scope::Ip), retry_after: None }]);
@@ -219,13 +252,29 @@ mod tests {
         let headers = h(&[("X-MBX-USED-WEIGHT-1M", "1200"), ("x-mbx-order-count-10s", "7"), ("X-MBX-ORDER-COUNT-1D", "70")]);
         let obs = observe(Exchange::Binance, 200, &headers, b"{}", 0);
         assert_eq!(obs.len(), 3);
-        assert!(obs.contains(&Observation::Usage { scope: Some(Scope::Ip), period: Duration::from_secs(60), used: Some(1200), remaining: None, limit: None, group: None }));
-        assert!(obs.contains(&Observation::Usage { scope: Some(Scope::Account), period: Duration::from_secs(86_400), used: Some(70), remaining: None, limit: None, group: None }));
-        let obs = observe(Exchange::Binance, 429, &h(&[("Retry-After", "7")]), br#"{"code":-1003,"msg":"Too much request weight used"}"#, 0);
+        assert!(obs.contains(&Observation::Usage {
+            scope: Some(Scope::Ip),
+            period: Duration::from_secs(60),
+            used: Some(1200),
+            remaining: None,
+            limit: None,
+            group: None
+        }));
+        assert!(obs.contains(&Observation::Usage {
+            scope: Some(Scope::Account),
+            period: Duration::from_secs(86_400),
+            used: Some(70),
+            remaining: None,
+            limit: None,
+            group: None
+        }));
+        let obs =
+            observe(Exchange::Binance, 429, &h(&[("Retry-After", "7")]), br#"{"code":-1003,"msg":"Too much request weight used"}"#, 0);
         assert_eq!(obs, vec![Observation::Throttled { scope: Some(Scope::Ip), retry_after: Some(Duration::from_secs(7)) }]);
         let obs = observe(Exchange::Binance, 429, &[], br#"{"code":-1015,"msg":"Too many new orders"}"#, 0);
         assert_eq!(obs, vec![Observation::Throttled { scope: Some(Scope::Account), retry_after: None }]);
-        let body = br#"{"code":-1003,"msg":"Way too much request weight used; IP banned until 1659146400000. Please use WebSocket Streams."}"#;
+        let body =
+            br#"{"code":-1003,"msg":"Way too much request weight used; IP banned until 1659146400000. Please use WebSocket Streams."}"#;
         let obs = observe(Exchange::Binance, 418, &[], body, 1_659_146_280_000);
         assert_eq!(obs, vec![Observation::Banned { scope: Some(Scope::Ip), duration: Some(Duration::from_secs(120)) }]);
     }

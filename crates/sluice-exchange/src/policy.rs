@@ -316,10 +316,10 @@ fn build(exchange: Exchange, f: ExchangeFile, default_adaptive: &AdaptiveSpec) -
         }
         groups.insert(name, GroupPolicy { scope: g.scope, windows });
     }
-    if let Some(d) = &f.default_group {
-        if !groups.contains_key(d) {
-            return Err(invalid(exchange, format!("default_group '{d}' is not a group")));
-        }
+    if let Some(d) = &f.default_group
+        && !groups.contains_key(d)
+    {
+        return Err(invalid(exchange, format!("default_group '{d}' is not a group")));
     }
     let mut route_files = f.routes;
     route_files.extend(f.extra_routes);
@@ -342,8 +342,9 @@ fn build(exchange: Exchange, f: ExchangeFile, default_adaptive: &AdaptiveSpec) -
     })
 }
 
-/// Merges `over` into `base`: tables recursively, anything else replaced.
-fn merge(base: &mut toml::Table, over: toml::Table) {
+/// Merges `over` into `base`: tables recursively, anything else replaced. Every
+/// sluice configuration file layers this way over its shipped defaults.
+pub fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),

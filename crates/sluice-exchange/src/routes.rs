@@ -72,17 +72,17 @@ impl Charge {
                 return self.absent_cost.unwrap_or(self.cost);
             }
         }
-        if let Some(p) = &self.count_param {
-            if let Some(v) = params.get(p) {
-                let n = serde_json::from_str::<Vec<serde_json::Value>>(v).map(|a| a.len()).unwrap_or_else(|_| v.split(',').count());
-                return self.tier(n as u64);
-            }
+        if let Some(p) = &self.count_param
+            && let Some(v) = params.get(p)
+        {
+            let n = serde_json::from_str::<Vec<serde_json::Value>>(v).map(|a| a.len()).unwrap_or_else(|_| v.split(',').count());
+            return self.tier(n as u64);
         }
-        if let Some(p) = &self.tiers_param {
-            if let Some(v) = params.get(p) {
-                // An unparsable value costs the most: the exchange may still count it.
-                return v.trim().parse::<u64>().map_or_else(|_| self.tier(u64::MAX), |n| self.tier(n));
-            }
+        if let Some(p) = &self.tiers_param
+            && let Some(v) = params.get(p)
+        {
+            // An unparsable value costs the most: the exchange may still count it.
+            return v.trim().parse::<u64>().map_or_else(|_| self.tier(u64::MAX), |n| self.tier(n));
         }
         self.cost
     }
@@ -130,13 +130,7 @@ fn template_params(t: &str) -> impl Iterator<Item = &str> {
     t.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(name, _)| name))
 }
 
-fn fill(
-    exchange: Exchange,
-    route: &str,
-    template: &str,
-    params: &Params,
-    purpose: &'static str,
-) -> Result<String, RouteError> {
+fn fill(exchange: Exchange, route: &str, template: &str, params: &Params, purpose: &'static str) -> Result<String, RouteError> {
     let mut out = template.to_owned();
     for name in template_params(template) {
         let value = params.get(name).ok_or_else(|| RouteError::MissingParam {
@@ -195,10 +189,8 @@ impl RouteTable {
                 if templated && !groups.keys().any(|g| could_fill(&c.group, g)) {
                     return Err(config(format!("{method} {}: no group can match template '{}'", f.path, c.group)));
                 }
-                if c.tiers_param.is_some() || c.count_param.is_some() {
-                    if c.tiers.is_empty() {
-                        return Err(config(format!("{method} {}: tiers_param or count_param needs tiers", f.path)));
-                    }
+                if (c.tiers_param.is_some() || c.count_param.is_some()) && c.tiers.is_empty() {
+                    return Err(config(format!("{method} {}: tiers_param or count_param needs tiers", f.path)));
                 }
             }
             let index = table.routes.len();
@@ -248,10 +240,10 @@ impl ExchangePolicy {
             return Ok(path);
         }
         for p in &self.version_prefixes {
-            if let Some(rest) = path.strip_prefix(p.as_str()) {
-                if rest.starts_with('/') {
-                    return Ok(rest);
-                }
+            if let Some(rest) = path.strip_prefix(p.as_str())
+                && rest.starts_with('/')
+            {
+                return Ok(rest);
             }
         }
         Err(RouteError::NoVersionPrefix { exchange: self.exchange, path: path.to_owned(), prefixes: self.version_prefixes.join(" or ") })
@@ -334,21 +326,91 @@ mod tests {
             want: &'static [(&'static str, u64)],
         }
         let cases = [
-            Case { ex: Exchange::Upbit, method: "GET", path: "/v1/candles/minutes/5", query: "market=KRW-BTC", body: "", want: &[("candle", 1)] },
+            Case {
+                ex: Exchange::Upbit,
+                method: "GET",
+                path: "/v1/candles/minutes/5",
+                query: "market=KRW-BTC",
+                body: "",
+                want: &[("candle", 1)],
+            },
             Case { ex: Exchange::Upbit, method: "get", path: "/v1/ticker", query: "markets=KRW-BTC", body: "", want: &[("ticker", 1)] },
-            Case { ex: Exchange::Upbit, method: "POST", path: "/v1/orders", query: "", body: r#"{"market":"KRW-BTC"}"#, want: &[("order", 1)] },
+            Case {
+                ex: Exchange::Upbit,
+                method: "POST",
+                path: "/v1/orders",
+                query: "",
+                body: r#"{"market":"KRW-BTC"}"#,
+                want: &[("order", 1)],
+            },
             Case { ex: Exchange::Upbit, method: "DELETE", path: "/v1/orders/open", query: "", body: "", want: &[("order-cancel-all", 1)] },
             Case { ex: Exchange::Upbit, method: "DELETE", path: "/v1/order", query: "uuid=x", body: "", want: &[("default", 1)] },
             Case { ex: Exchange::Binance, method: "GET", path: "/api/v3/depth", query: "symbol=BTCUSDT", body: "", want: &[("weight", 5)] },
-            Case { ex: Exchange::Binance, method: "GET", path: "/api/v3/depth", query: "symbol=BTCUSDT&limit=500", body: "", want: &[("weight", 25)] },
-            Case { ex: Exchange::Binance, method: "GET", path: "/api/v3/depth", query: "symbol=BTCUSDT&limit=5000", body: "", want: &[("weight", 250)] },
+            Case {
+                ex: Exchange::Binance,
+                method: "GET",
+                path: "/api/v3/depth",
+                query: "symbol=BTCUSDT&limit=500",
+                body: "",
+                want: &[("weight", 25)],
+            },
+            Case {
+                ex: Exchange::Binance,
+                method: "GET",
+                path: "/api/v3/depth",
+                query: "symbol=BTCUSDT&limit=5000",
+                body: "",
+                want: &[("weight", 250)],
+            },
             Case { ex: Exchange::Binance, method: "GET", path: "/api/v3/ticker/24hr", query: "", body: "", want: &[("weight", 80)] },
-            Case { ex: Exchange::Binance, method: "GET", path: "/api/v3/ticker/24hr", query: "symbol=BTCUSDT", body: "", want: &[("weight", 2)] },
-            Case { ex: Exchange::Binance, method: "GET", path: "/api/v3/ticker/24hr", query: r#"symbols=["A","B"]"#, body: "", want: &[("weight", 2)] },
-            Case { ex: Exchange::Binance, method: "POST", path: "/api/v3/order", query: "symbol=BTCUSDT", body: "", want: &[("weight", 1), ("orders", 1)] },
-            Case { ex: Exchange::Bybit, method: "POST", path: "/v5/order/create", query: "", body: r#"{"category":"spot"}"#, want: &[("ip", 1), ("create-spot", 1)] },
-            Case { ex: Exchange::Bybit, method: "POST", path: "/v5/order/create", query: "", body: r#"{"category":"linear"}"#, want: &[("ip", 1), ("create-linear", 1)] },
-            Case { ex: Exchange::Okx, method: "GET", path: "/api/v5/market/ticker", query: "instId=BTC-USDT", body: "", want: &[("market-ticker", 1)] },
+            Case {
+                ex: Exchange::Binance,
+                method: "GET",
+                path: "/api/v3/ticker/24hr",
+                query: "symbol=BTCUSDT",
+                body: "",
+                want: &[("weight", 2)],
+            },
+            Case {
+                ex: Exchange::Binance,
+                method: "GET",
+                path: "/api/v3/ticker/24hr",
+                query: r#"symbols=["A","B"]"#,
+                body: "",
+                want: &[("weight", 2)],
+            },
+            Case {
+                ex: Exchange::Binance,
+                method: "POST",
+                path: "/api/v3/order",
+                query: "symbol=BTCUSDT",
+                body: "",
+                want: &[("weight", 1), ("orders", 1)],
+            },
+            Case {
+                ex: Exchange::Bybit,
+                method: "POST",
+                path: "/v5/order/create",
+                query: "",
+                body: r#"{"category":"spot"}"#,
+                want: &[("ip", 1), ("create-spot", 1)],
+            },
+            Case {
+                ex: Exchange::Bybit,
+                method: "POST",
+                path: "/v5/order/create",
+                query: "",
+                body: r#"{"category":"linear"}"#,
+                want: &[("ip", 1), ("create-linear", 1)],
+            },
+            Case {
+                ex: Exchange::Okx,
+                method: "GET",
+                path: "/api/v5/market/ticker",
+                query: "instId=BTC-USDT",
+                body: "",
+                want: &[("market-ticker", 1)],
+            },
         ];
         for c in cases {
             let r = resolve(c.ex, c.method, c.path, c.query, c.body).unwrap_or_else(|e| panic!("{} {}: {e}", c.method, c.path));

@@ -135,11 +135,17 @@ pub fn upbit_param_string(query: &str, body: &[u8]) -> Result<String, SignError>
             match v {
                 serde_json::Value::Array(items) => {
                     for item in items {
-                        parts.push(format!("{k}={}", scalar(item).ok_or_else(|| SignError::UpbitBody(format!("field '{k}' holds a nested value")))?));
+                        parts.push(format!(
+                            "{k}={}",
+                            scalar(item).ok_or_else(|| SignError::UpbitBody(format!("field '{k}' holds a nested value")))?
+                        ));
                     }
                 }
                 serde_json::Value::Null => {}
-                other => parts.push(format!("{k}={}", scalar(other).ok_or_else(|| SignError::UpbitBody(format!("field '{k}' holds a nested object")))?)),
+                other => parts.push(format!(
+                    "{k}={}",
+                    scalar(other).ok_or_else(|| SignError::UpbitBody(format!("field '{k}' holds a nested object")))?
+                )),
             }
         }
         return Ok(parts.join("&"));
@@ -282,7 +288,13 @@ mod tests {
     #[test]
     fn bybit_signs_query_for_get_and_body_for_post() {
         let creds = Credentials::new("XXXXXXXXXX", "YYYYYYYYYY", None);
-        let get = sign(Exchange::Bybit, &creds, Unsigned { method: "GET", path: "/v5/order/realtime", query: "category=spot&symbol=BTCUSDT", body: b"" }, &ctx()).unwrap();
+        let get = sign(
+            Exchange::Bybit,
+            &creds,
+            Unsigned { method: "GET", path: "/v5/order/realtime", query: "category=spot&symbol=BTCUSDT", body: b"" },
+            &ctx(),
+        )
+        .unwrap();
         assert_eq!(header(&get, "x-bapi-sign"), "0a036aaabdd8a710e6156bde5420e3e1c030446dfd0baf95ecbe702ded4b5040");
         let body = br#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.1","price":"15600"}"#;
         let post = sign(Exchange::Bybit, &creds, Unsigned { method: "POST", path: "/v5/order/create", query: "", body }, &ctx()).unwrap();
@@ -300,13 +312,22 @@ mod tests {
         assert_eq!(header(&s, "ok-access-sign"), "Qu6ViauDqg7S2sAFQvZlrILyF8VXtb9rDFAEz5bKeEE=");
         assert_eq!(header(&s, "ok-access-passphrase"), "pass");
         let no_pass = Credentials::new("key", "secret", None);
-        assert_eq!(sign(Exchange::Okx, &no_pass, Unsigned { method: "GET", path: "/x", query: "", body: b"" }, &ctx()).unwrap_err(), SignError::MissingPassphrase);
+        assert_eq!(
+            sign(Exchange::Okx, &no_pass, Unsigned { method: "GET", path: "/x", query: "", body: b"" }, &ctx()).unwrap_err(),
+            SignError::MissingPassphrase
+        );
     }
 
     #[test]
     fn upbit_jwt_carries_the_query_hash_and_verifies() {
         let creds = Credentials::new("access", "secret", None);
-        let s = sign(Exchange::Upbit, &creds, Unsigned { method: "GET", path: "/v1/order", query: "uuid=abc&states%5B%5D=wait", body: b"" }, &ctx()).unwrap();
+        let s = sign(
+            Exchange::Upbit,
+            &creds,
+            Unsigned { method: "GET", path: "/v1/order", query: "uuid=abc&states%5B%5D=wait", body: b"" },
+            &ctx(),
+        )
+        .unwrap();
         let token = header(&s, "authorization").strip_prefix("Bearer ").unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
@@ -322,7 +343,10 @@ mod tests {
     #[test]
     fn upbit_body_fields_become_the_param_string() {
         let body = br#"{"market":"KRW-BTC","side":"bid","volume":"0.01","price":"100","ord_type":"limit","identifiers":["a","b"]}"#;
-        assert_eq!(upbit_param_string("", body).unwrap(), "market=KRW-BTC&side=bid&volume=0.01&price=100&ord_type=limit&identifiers=a&identifiers=b");
+        assert_eq!(
+            upbit_param_string("", body).unwrap(),
+            "market=KRW-BTC&side=bid&volume=0.01&price=100&ord_type=limit&identifiers=a&identifiers=b"
+        );
         assert!(upbit_param_string("", b"[1]").unwrap_err().to_string().contains("JSON object"));
         assert!(upbit_param_string("", br#"{"a":{"b":1}}"#).is_err());
         let creds = Credentials::new("access", "secret", None);

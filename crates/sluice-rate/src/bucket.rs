@@ -171,11 +171,7 @@ impl Bucket {
         spec.validate()?;
         let longest = spec.windows.iter().map(|w| w.period).max().unwrap_or_default();
         let retain = stretch(longest, spec.adaptive.floor) + Duration::from_millis(1);
-        let windows = spec
-            .windows
-            .iter()
-            .map(|&w| Window { spec: w, limit: w.limit, period: w.period, sum: 0, cursor: None })
-            .collect();
+        let windows = spec.windows.iter().map(|&w| Window { spec: w, limit: w.limit, period: w.period, sum: 0, cursor: None }).collect();
         Ok(Bucket {
             windows,
             held: BTreeMap::new(),
@@ -381,20 +377,25 @@ impl Bucket {
         self.insert_held((at.max(now), id), cost);
     }
 
-    /// The exchange reported `used` cost in its window of `period` at `at` (and,
-    /// optionally, its limit). Only ever tightens: used cost above what sluice knows
-    /// it sent is someone else's, and a lower announced limit replaces ours.
+    /// The exchange reported `used` cost in its window of `period` that ended when
+    /// a request admitted at `admitted_at` arrived (its answer came at `at`), and
+    /// optionally its limit. Only ever tightens: a lower announced limit replaces
+    /// ours, and used cost above everything sluice could have had in that window is
+    /// someone else's (another program on the key or IP), held until `at`.
     /// Returns false when the bucket has no window of that period.
-    pub fn observe_usage(&mut self, now: Time, at: Time, period: Duration, used: u64, limit: Option<u64>) -> bool {
+    pub fn observe_usage(&mut self, now: Time, at: Time, admitted_at: Time, period: Duration, used: u64, limit: Option<u64>) -> bool {
         self.refresh(now);
         let Some(i) = self.windows.iter().position(|w| w.spec.period == period) else { return false };
         if let Some(l) = limit.filter(|&l| l > 0) {
             let w = &mut self.windows[i];
             w.limit = w.limit.min(l);
         }
-        let known = self.windows[i].sum;
-        if used > known {
-            self.add_phantom(now, at, used - known);
+        // The server's window lies within [admitted_at - period, at]; anything of ours
+        // in it is held until admitted_at - period or later.
+        let since = admitted_at - period;
+        let ours = self.open_cost + self.held.range((since, 0)..).map(|(_, c)| *c).sum::<u64>();
+        if used > ours {
+            self.add_phantom(now, at, used - ours);
         }
         true
     }
@@ -514,20 +515,40 @@ mod tests {
         for id in 0..3 {
             b.charge(t0, id, 1, t0);
         }
+        let second = Duration::from_secs(1);
         // The server saw only 2 of ours so far: nothing to learn.
-        b.observe_usage(t0, t0, Duration::from_secs(1), 2, None);
+        b.observe_usage(t0, t0, t0, second, 2, None);
         assert_eq!(b.status(t0).windows[0].used, 3);
         // The server counts 8: 5 are someone else's.
-        b.observe_usage(t0, t0, Duration::from_secs(1), 8, None);
+        b.observe_usage(t0, t0, t0, second, 8, None);
         let s = b.status(t0);
         assert_eq!(s.windows[0].used, 8);
         assert_eq!(s.phantom_cost, 5);
         // A lower announced limit replaces ours; a higher one does not.
-        b.observe_usage(t0, t0, Duration::from_secs(1), 0, Some(20));
+        b.observe_usage(t0, t0, t0, second, 0, Some(20));
         assert_eq!(b.status(t0).windows[0].limit, 10);
-        b.observe_usage(t0, t0, Duration::from_secs(1), 0, Some(9));
+        b.observe_usage(t0, t0, t0, second, 0, Some(9));
         assert_eq!(b.status(t0).windows[0].limit, 9);
-        assert!(!b.observe_usage(t0, t0, Duration::from_secs(60), 1, None), "no such window");
+        assert!(!b.observe_usage(t0, t0, t0, Duration::from_secs(60), 1, None), "no such window");
+    }
+
+    #[test]
+    fn usage_counted_at_arrival_is_compared_with_what_could_have_been_in_that_window() {
+        let mut b = bucket(&[(10, 1000)]);
+        let t0 = ms(50_000);
+        for id in 0..10 {
+            b.charge(t0, id, 1, t0);
+        }
+        // A request admitted at t0 + 999 ms arrives at once (the server counts our
+        // ten), but its answer is processed at t0 + 1005 ms, when our ten have left
+        // our own window. They are not someone else's.
+        let admitted = t0 + Duration::from_millis(999);
+        let later = t0 + Duration::from_millis(1005);
+        b.charge(admitted, 99, 1, later);
+        b.observe_usage(later, later, admitted, Duration::from_secs(1), 11, None);
+        assert_eq!(b.status(later).phantom_cost, 0);
+        b.observe_usage(later, later, admitted, Duration::from_secs(1), 13, None);
+        assert_eq!(b.status(later).phantom_cost, 2);
     }
 
     #[test]

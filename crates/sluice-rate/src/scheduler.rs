@@ -218,8 +218,7 @@ impl<T> Scheduler<T> {
     /// Removes a bucket nobody waits on (per-connection buckets of closed sockets).
     /// Returns false, and keeps it, while a request waits on it or holds it open.
     pub fn remove_bucket(&mut self, id: BucketId) -> bool {
-        let busy = self.waiting.values().any(|w| w.needs.iter().any(|n| n.bucket == id))
-            || self.open.values().any(|bs| bs.contains(&id));
+        let busy = self.waiting.values().any(|w| w.needs.iter().any(|n| n.bucket == id)) || self.open.values().any(|bs| bs.contains(&id));
         if !busy {
             self.buckets.remove(&id);
         }
@@ -264,10 +263,10 @@ impl<T> Scheduler<T> {
         }
         for n in &req.needs {
             let b = self.buckets.get_mut(&n.bucket).expect("checked above");
-            if let Earliest::At(earliest) = b.earliest_optimistic(now, n.cost) {
-                if earliest >= req.deadline {
-                    return Err((Refusal::DeadlineUnreachable { bucket: n.bucket, earliest }, req.payload));
-                }
+            if let Earliest::At(earliest) = b.earliest_optimistic(now, n.cost)
+                && earliest >= req.deadline
+            {
+                return Err((Refusal::DeadlineUnreachable { bucket: n.bucket, earliest }, req.payload));
             }
         }
         if self.waiting.len() >= self.spec.capacity {
@@ -434,11 +433,7 @@ impl<T> Scheduler<T> {
                 *queued.entry(n.bucket).or_default() += 1;
             }
         }
-        let mut v: Vec<_> = self
-            .buckets
-            .iter_mut()
-            .map(|(&id, b)| (id, b.status(now), queued.get(&id).copied().unwrap_or(0)))
-            .collect();
+        let mut v: Vec<_> = self.buckets.iter_mut().map(|(&id, b)| (id, b.status(now), queued.get(&id).copied().unwrap_or(0))).collect();
         v.sort_by_key(|(id, _, _)| *id);
         v
     }
@@ -463,10 +458,7 @@ mod tests {
     }
 
     fn spec(limit: u64, period_ms: u64) -> BucketSpec {
-        BucketSpec {
-            windows: vec![WindowSpec { limit, period: Duration::from_millis(period_ms) }],
-            adaptive: AdaptiveSpec::default(),
-        }
+        BucketSpec { windows: vec![WindowSpec { limit, period: Duration::from_millis(period_ms) }], adaptive: AdaptiveSpec::default() }
     }
 
     fn req(class: Class, deadline: Time, needs: Vec<Need>, payload: &'static str) -> Request<&'static str> {
@@ -620,7 +612,13 @@ mod tests {
         let mut s = Scheduler::new(SchedulerSpec::default());
         let b = s.add_bucket(spec(1, 1000)).unwrap();
         let far = ms(1_000_000);
-        let r = |p| Request { class: Class::MarketData, deadline: far, needs: vec![Need { bucket: b, cost: 1 }], hold: Hold::For(Duration::from_millis(200)), payload: p };
+        let r = |p| Request {
+            class: Class::MarketData,
+            deadline: far,
+            needs: vec![Need { bucket: b, cost: 1 }],
+            hold: Hold::For(Duration::from_millis(200)),
+            payload: p,
+        };
         s.enqueue(ms(0), r("g1")).unwrap();
         assert_eq!(s.poll(ms(0), |_| true).admitted.len(), 1);
         assert_eq!(s.in_flight(), 0, "grants need no settlement");

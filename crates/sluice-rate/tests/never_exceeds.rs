@@ -152,13 +152,14 @@ fn run(sc: &Scenario) -> ([Vec<(Time, u64)>; 2], usize) {
                 }
             }
         }
-        if let Some(wake) = poll.next_wake {
-            if last_wake != Some(wake) && wake > now {
-                last_wake = Some(wake);
-                // Real timers fire late, never early.
-                let late = Duration::from_micros((wake.as_nanos() / 7919) % (sc.late_ms * 1000 + 1));
-                push(&mut events, wake + late, Event::Poll);
-            }
+        if let Some(wake) = poll.next_wake
+            && last_wake != Some(wake)
+            && wake > now
+        {
+            last_wake = Some(wake);
+            // Real timers fire late, never early.
+            let late = Duration::from_micros((wake.as_nanos() / 7919) % (sc.late_ms * 1000 + 1));
+            push(&mut events, wake + late, Event::Poll);
         }
     }
     (arrivals, admitted)
@@ -241,7 +242,13 @@ fn saturated_throughput_is_at_least_99_percent() {
                 events.push(Reverse((now, n, Ev::Issue)));
             }
             Ev::Issue => {
-                let req = Request { class: Class::MarketData, deadline: now + Duration::from_secs(30), needs: vec![Need { bucket: b, cost: 1 }], hold: Hold::UntilSettled, payload: n };
+                let req = Request {
+                    class: Class::MarketData,
+                    deadline: now + Duration::from_secs(30),
+                    needs: vec![Need { bucket: b, cost: 1 }],
+                    hold: Hold::UntilSettled,
+                    payload: n,
+                };
                 sched.enqueue(now, req).unwrap();
             }
             Ev::Wake => {}

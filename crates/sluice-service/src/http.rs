@@ -101,7 +101,8 @@ mod tests {
         c.inc();
         let ready = Readiness::default();
         let stop = CancellationToken::new();
-        let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(registry)), ready.clone(), stop.clone()).await.unwrap();
+        let (addr, task) =
+            serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(registry)), ready.clone(), stop.clone()).await.unwrap();
         let client = crate::http_client::client();
         let text = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(text.contains("demo_events_total 1"), "{text}");

@@ -147,17 +147,17 @@ impl Account {
     /// Places an order under `id`.
     pub(crate) fn place(&mut self, market: &Market, o: NewOrder, id: String, now_ms: u64) -> Result<SimOrder, OrderError> {
         let inst = market.instrument(&o.native).ok_or_else(|| OrderError::UnknownSymbol(o.native.clone()))?;
-        if let Some(c) = &o.client_id {
-            if self.by_client.contains_key(c) {
-                return Err(OrderError::Duplicate(c.clone()));
-            }
+        if let Some(c) = &o.client_id
+            && self.by_client.contains_key(c)
+        {
+            return Err(OrderError::Duplicate(c.clone()));
         }
         let (base, quote) = (inst.symbol.base.to_string(), inst.symbol.quote.to_string());
         let (best_bid, best_ask) = (inst.book.best_bid().map(|l| l.0), inst.book.best_ask().map(|l| l.0));
-        if let Some(p) = o.price {
-            if p <= Decimal::ZERO || !on_step(p, inst.tick) {
-                return Err(OrderError::InvalidPrice(format!("{p} is not a positive multiple of the tick {}", inst.tick)));
-            }
+        if let Some(p) = o.price
+            && (p <= Decimal::ZERO || !on_step(p, inst.tick))
+        {
+            return Err(OrderError::InvalidPrice(format!("{p} is not a positive multiple of the tick {}", inst.tick)));
         }
         // Quantity: given, or (market buy by amount) what the amount buys at the best ask.
         let qty = match (o.qty, o.quote_qty, o.kind, o.side) {
@@ -281,7 +281,10 @@ mod tests {
     fn duplicates_bad_steps_and_insufficient_funds_are_refused() {
         let (m, mut a) = setup();
         a.place(&m, limit(Side::Buy, "60000", "0.1", Some("dup")), "1".into(), 0).unwrap();
-        assert_eq!(a.place(&m, limit(Side::Buy, "60000", "0.1", Some("dup")), "2".into(), 0).unwrap_err(), OrderError::Duplicate("dup".into()));
+        assert_eq!(
+            a.place(&m, limit(Side::Buy, "60000", "0.1", Some("dup")), "2".into(), 0).unwrap_err(),
+            OrderError::Duplicate("dup".into())
+        );
         assert!(matches!(a.place(&m, limit(Side::Buy, "60000.05", "0.1", None), "3".into(), 0), Err(OrderError::InvalidPrice(_))));
         assert!(matches!(a.place(&m, limit(Side::Buy, "60000", "0.0000001", None), "4".into(), 0), Err(OrderError::InvalidQty(_))));
         assert!(matches!(a.place(&m, limit(Side::Buy, "60000", "100", None), "5".into(), 0), Err(OrderError::Insufficient { .. })));
@@ -291,7 +294,15 @@ mod tests {
     fn market_orders_fill_at_the_touch() {
         let (m, mut a) = setup();
         let ask = m.instrument("BTCUSDT").unwrap().book.best_ask().unwrap().0;
-        let o = NewOrder { native: "BTCUSDT".into(), side: Side::Buy, kind: OrderKind::Market, price: None, qty: Some("0.01".parse().unwrap()), quote_qty: None, client_id: None };
+        let o = NewOrder {
+            native: "BTCUSDT".into(),
+            side: Side::Buy,
+            kind: OrderKind::Market,
+            price: None,
+            qty: Some("0.01".parse().unwrap()),
+            quote_qty: None,
+            client_id: None,
+        };
         let o = a.place(&m, o, "9".into(), 0).unwrap();
         assert_eq!(o.status, OrderStatus::Filled);
         assert_eq!(o.avg_price(), ask);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use sluice_domain::{Exchange, Symbol};
+use sluice_exchange::policy::merge;
 use sluice_rate::server::Counting;
 
 /// The simulator configuration shipped with sluice.
@@ -122,17 +123,6 @@ pub struct SimConfig {
     /// The control endpoint (stats, faults, jitter); unset means a free port.
     #[serde(default)]
     pub admin: Option<SocketAddr>,
-}
-
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
 }
 
 impl SimConfig {

@@ -27,6 +27,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use sluice_domain::Exchange;
 use sluice_rate::MonotonicClock;
@@ -71,7 +72,10 @@ impl SimStats {
             for b in &v.buckets {
                 for w in &b.windows {
                     if w.max_seen > w.limit {
-                        out.push(format!("{} {} {}: {} in {} ms, limit {}", v.exchange, b.scope, b.group, w.max_seen, w.period_ms, w.limit));
+                        out.push(format!(
+                            "{} {} {}: {} in {} ms, limit {}",
+                            v.exchange, b.scope, b.group, w.max_seen, w.period_ms, w.limit
+                        ));
                     }
                 }
             }
@@ -163,6 +167,10 @@ pub async fn start(cfg: SimConfig, shutdown: CancellationToken) -> Result<SimHan
         let bound = listener.local_addr().map_err(|source| SimError::Bind { what: ex.to_string(), addr, source })?;
         let app = Router::new().fallback(server::handle).with_state(server.clone());
         let stop = shutdown.clone();
+        // Answers go out at once, as an exchange's edge sends them (no Nagle delay).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move { stop.cancelled().await })

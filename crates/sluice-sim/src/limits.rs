@@ -62,9 +62,18 @@ pub(crate) struct Usage {
 pub(crate) enum Decision {
     Admitted(Vec<Usage>),
     /// Over a limit: the exchange's rate-limit answer.
-    Throttled { group: String, scope: Scope, retry_after: Duration, usage: Vec<Usage> },
+    Throttled {
+        group: String,
+        scope: Scope,
+        retry_after: Duration,
+        usage: Vec<Usage>,
+    },
     /// The scope is banned until `until`; `fresh` when this request caused it.
-    Banned { scope: Scope, until: Time, fresh: bool },
+    Banned {
+        scope: Scope,
+        until: Time,
+        fresh: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -219,7 +228,14 @@ impl Limits {
             b.limited += 1;
             b.windows
                 .iter_mut()
-                .map(|w| Usage { group: key.group.clone(), scope: g.scope, period: w.period(), limit: w.limit(), used: w.used(at), resets_at: w.resets_at(at) })
+                .map(|w| Usage {
+                    group: key.group.clone(),
+                    scope: g.scope,
+                    period: w.period(),
+                    limit: w.limit(),
+                    used: w.used(at),
+                    resets_at: w.resets_at(at),
+                })
                 .collect()
         };
         let retry_after = usage[wi].resets_at.saturating_since(at);
@@ -333,7 +349,11 @@ mod tests {
         let Decision::Throttled { retry_after, .. } = l.admit(ms(170_000), ip, None, &heavy) else { panic!() };
         assert_eq!(retry_after, Duration::from_secs(10), "until the next calendar minute");
         assert!(matches!(l.admit(ms(180_000), ip, None, &heavy), Decision::Admitted(_)));
-        assert_eq!(l.stats()[0].windows[0].max_seen, 12_000, "the sliding maximum sees every arrival in [120 s, 180 s], the refused one too");
+        assert_eq!(
+            l.stats()[0].windows[0].max_seen,
+            12_000,
+            "the sliding maximum sees every arrival in [120 s, 180 s], the refused one too"
+        );
     }
 
     #[test]

@@ -24,17 +24,33 @@ struct Args {
     /// Arrival jitter bound in milliseconds.
     #[arg(long)]
     jitter_ms: Option<u64>,
+    /// Write the simulated accounts' credentials into this directory in the
+    /// dispatcher's mounted-secret layout (<dir>/<exchange>/<account>/…), then exit.
+    #[arg(long)]
+    write_credentials: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    sluice_service::telemetry::init("sluice-sim");
     let text = match &args.config {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
     let mut cfg = sluice_sim::SimConfig::load(&text.iter().map(String::as_str).collect::<Vec<_>>())?;
+    if let Some(dir) = &args.write_credentials {
+        for a in &cfg.accounts {
+            let d = dir.join(a.exchange.as_str()).join(&a.name);
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            std::fs::write(d.join("api_key"), &a.api_key)?;
+            std::fs::write(d.join("secret"), &a.secret)?;
+            if let Some(p) = &a.passphrase {
+                std::fs::write(d.join("passphrase"), p)?;
+            }
+        }
+        return Ok(());
+    }
+    sluice_service::telemetry::init("sluice-sim");
     if let Some(j) = args.jitter_ms {
         cfg.jitter_ms = j;
     }

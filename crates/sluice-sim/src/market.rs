@@ -17,6 +17,9 @@ const KEEP_TRADES: usize = 1000;
 const KEEP_CANDLES: usize = 1000;
 const MINUTE_MS: u64 = 60_000;
 
+/// Price and quantity levels, best first.
+pub type Levels = Vec<(Decimal, Decimal)>;
+
 /// An order book: price to quantity on each side.
 #[derive(Debug, Clone, Default)]
 pub struct Book {
@@ -36,7 +39,7 @@ impl Book {
     }
 
     /// The best `n` levels: bids high to low, asks low to high.
-    pub fn top(&self, n: usize) -> (Vec<(Decimal, Decimal)>, Vec<(Decimal, Decimal)>) {
+    pub fn top(&self, n: usize) -> (Levels, Levels) {
         let bids = self.bids.iter().rev().take(n).map(|(p, q)| (*p, *q)).collect();
         let asks = self.asks.iter().take(n).map(|(p, q)| (*p, *q)).collect();
         (bids, asks)
@@ -199,7 +202,11 @@ impl Market {
                 let price = *side.keys().nth(i).expect("index in range");
                 let qty = random_qty(&mut self.rng, inst.lot);
                 inst.book.update_id += 1;
-                if bid { inst.book.bids.insert(price, qty) } else { inst.book.asks.insert(price, qty) };
+                if bid {
+                    inst.book.bids.insert(price, qty)
+                } else {
+                    inst.book.asks.insert(price, qty)
+                };
                 changes.push(LevelChange { bid, price, qty, update_id: inst.book.update_id });
             }
             if !changes.is_empty() {
@@ -254,9 +261,9 @@ fn rebuild_book(rng: &mut StdRng, inst: &mut Instrument) -> Vec<LevelChange> {
                 continue;
             }
             let side = if bid { &mut book.bids } else { &mut book.asks };
-            if !side.contains_key(&price) {
+            if let std::collections::btree_map::Entry::Vacant(e) = side.entry(price) {
                 let qty = random_qty(rng, inst.lot);
-                side.insert(price, qty);
+                e.insert(qty);
                 book.update_id += 1;
                 changes.push(LevelChange { bid, price, qty, update_id: book.update_id });
             }
@@ -278,7 +285,16 @@ fn record_trade(inst: &mut Instrument, t: &Trade) {
             c.trades += 1;
         }
         _ => {
-            inst.candles.push_back(Candle { open_ms, open: t.price, high: t.price, low: t.price, close: t.price, volume: t.qty, quote_volume: quote, trades: 1 });
+            inst.candles.push_back(Candle {
+                open_ms,
+                open: t.price,
+                high: t.price,
+                low: t.price,
+                close: t.price,
+                volume: t.qty,
+                quote_volume: quote,
+                trades: 1,
+            });
             if inst.candles.len() > KEEP_CANDLES {
                 inst.candles.pop_front();
             }

@@ -34,7 +34,8 @@ async fn call(h: &SimHandle, ex: Exchange, method: &str, path: &str, query: &str
     let mut query = query.to_owned();
     let mut headers = Vec::new();
     if let Some(c) = signed {
-        let ctx = SignContext { now_ms: sluice_exchange::feedback::unix_now_ms(), nonce: uuid::Uuid::new_v4().to_string(), recv_window_ms: 5000 };
+        let ctx =
+            SignContext { now_ms: sluice_exchange::feedback::unix_now_ms(), nonce: uuid::Uuid::new_v4().to_string(), recv_window_ms: 5000 };
         let s = sign(ex, c, Unsigned { method, path, query: &query, body: body.as_bytes() }, &ctx).unwrap();
         query = s.query;
         headers = s.headers;
@@ -79,6 +80,30 @@ async fn upbit_signed_accepted_wrong_secret_refused() {
 }
 
 #[tokio::test]
+async fn upbit_accepts_hs256_tokens_and_refuses_a_reused_nonce() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::{Hmac, KeyInit, Mac};
+    let (h, _stop) = sim().await;
+    let cfg = SimConfig::shipped();
+    let a = cfg.account(Exchange::Upbit, "demo").unwrap();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = serde_json::json!({ "access_key": a.api_key, "nonce": uuid::Uuid::new_v4().to_string() });
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(a.secret.as_bytes()).unwrap();
+    mac.update(format!("{header}.{payload}").as_bytes());
+    let token = format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+    let client = sluice_service::http_client::client();
+    let get =
+        || client.get(format!("{}/v1/accounts", h.base_url(Exchange::Upbit))).header("authorization", format!("Bearer {token}")).send();
+    assert_eq!(get().await.unwrap().status(), 200);
+    let again = get().await.unwrap();
+    assert_eq!(again.status(), 401);
+    let body: Value = serde_json::from_str(&again.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["name"], "nonce_used");
+}
+
+#[tokio::test]
 async fn upbit_quotation_shapes_and_the_429_then_418_ladder() {
     let (h, _stop) = sim().await;
     let t = call(&h, Exchange::Upbit, "GET", "/v1/ticker", "markets=KRW-BTC", "", None).await;
@@ -106,15 +131,19 @@ async fn upbit_quotation_shapes_and_the_429_then_418_ladder() {
 #[tokio::test]
 async fn bybit_signed_accepted_wrong_secret_refused_and_limit_headers() {
     let (h, _stop) = sim().await;
-    let ok = call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, true))).await;
+    let ok = call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, true)))
+        .await;
     assert_eq!(ok.json["retCode"], 0, "{}", ok.json);
     assert_eq!(ok.headers["x-bapi-limit"], "50");
     assert_eq!(ok.headers["x-bapi-limit-status"], "49");
-    let body = r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.01","price":"60000","orderLinkId":"b-1"}"#;
+    let body =
+        r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.01","price":"60000","orderLinkId":"b-1"}"#;
     let placed = call(&h, Exchange::Bybit, "POST", "/v5/order/create", "", body, Some(&creds(Exchange::Bybit, true))).await;
     assert_eq!(placed.json["retCode"], 0, "{}", placed.json);
     assert_eq!(placed.json["result"]["orderLinkId"], "b-1");
-    let bad = call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, false))).await;
+    let bad =
+        call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, false)))
+            .await;
     assert_eq!(bad.json["retCode"], 10004);
     assert!(bad.json["retMsg"].as_str().unwrap().starts_with("error sign!"));
     let tickers = call(&h, Exchange::Bybit, "GET", "/v5/market/tickers", "category=spot&symbol=BTCUSDT", "", None).await;
@@ -128,7 +157,16 @@ async fn binance_signed_accepted_wrong_secret_refused_and_weight_headers() {
     assert_eq!(ok.status, 200, "{}", ok.json);
     assert!(ok.json["balances"].as_array().unwrap().iter().any(|b| b["asset"] == "USDT"));
     assert_eq!(ok.headers["x-mbx-used-weight-1m"], "20");
-    let placed = call(&h, Exchange::Binance, "POST", "/api/v3/order", "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=60000&newClientOrderId=n-1", "", Some(&creds(Exchange::Binance, true))).await;
+    let placed = call(
+        &h,
+        Exchange::Binance,
+        "POST",
+        "/api/v3/order",
+        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=60000&newClientOrderId=n-1",
+        "",
+        Some(&creds(Exchange::Binance, true)),
+    )
+    .await;
     assert_eq!(placed.status, 200, "{}", placed.json);
     assert_eq!(placed.json["status"], "NEW");
     assert_eq!(placed.headers["x-mbx-order-count-10s"], "1");

@@ -223,7 +223,9 @@ impl Venue for Binance {
         let (query, q_sig) = strip(&req.query);
         let body = String::from_utf8_lossy(&req.body).into_owned();
         let (body, b_sig) = strip(body.trim());
-        let sig = q_sig.or(b_sig).ok_or_else(|| err(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed."))?;
+        let sig = q_sig
+            .or(b_sig)
+            .ok_or_else(|| err(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed."))?;
         let expected = hex::encode(hmac_sha256(&account.secret, format!("{query}{body}").as_bytes()));
         if !same(expected.as_bytes(), sig.to_ascii_lowercase().as_bytes()) {
             return Err(err(400, -1022, "Signature for this request is not valid."));
@@ -248,10 +250,13 @@ impl Venue for Binance {
                                 "filters": [{ "filterType": "PRICE_FILTER", "tickSize": f8(i.tick) }, { "filterType": "LOT_SIZE", "stepSize": f8(i.lot) }] })
                     })
                     .collect();
-                Reply::json(200, &json!({ "timezone": "UTC", "serverTime": now, "rateLimits": [
+                Reply::json(
+                    200,
+                    &json!({ "timezone": "UTC", "serverTime": now, "rateLimits": [
                     { "rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000 },
                     { "rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100 },
-                    { "rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000 }], "symbols": symbols }))
+                    { "rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000 }], "symbols": symbols }),
+                )
             }
             "depth" => {
                 let Some(i) = inst else { return need_inst() };
@@ -281,14 +286,31 @@ impl Venue for Binance {
                     .candles
                     .iter()
                     .skip(skip)
-                    .map(|c| json!([c.open_ms, f8(c.open), f8(c.high), f8(c.low), f8(c.close), f8(c.volume), c.open_ms + 59_999, f8(c.quote_volume), c.trades, f8(c.volume / Decimal::TWO), f8(c.quote_volume / Decimal::TWO), "0"]))
+                    .map(|c| {
+                        json!([
+                            c.open_ms,
+                            f8(c.open),
+                            f8(c.high),
+                            f8(c.low),
+                            f8(c.close),
+                            f8(c.volume),
+                            c.open_ms + 59_999,
+                            f8(c.quote_volume),
+                            c.trades,
+                            f8(c.volume / Decimal::TWO),
+                            f8(c.quote_volume / Decimal::TWO),
+                            "0"
+                        ])
+                    })
                     .collect();
                 Reply::json(200, &Value::Array(list))
             }
             "ticker_24hr" => match (symbol, ctx.params.get("symbols")) {
                 (Some(_), _) => inst.map_or_else(need_inst, |i| Reply::json(200, &ticker24(i, now))),
                 (None, Some(list)) => {
-                    let Ok(names) = serde_json::from_str::<Vec<String>>(list) else { return err(400, -1100, "Illegal characters found in parameter 'symbols'.") };
+                    let Ok(names) = serde_json::from_str::<Vec<String>>(list) else {
+                        return err(400, -1100, "Illegal characters found in parameter 'symbols'.");
+                    };
                     let mut out = Vec::new();
                     for n in names {
                         match ctx.market.instrument(&n) {
@@ -302,7 +324,10 @@ impl Venue for Binance {
             },
             "ticker_price" => match symbol {
                 Some(_) => inst.map_or_else(need_inst, |i| Reply::json(200, &json!({ "symbol": i.native, "price": f8(i.last_price()) }))),
-                None => Reply::json(200, &Value::Array(ctx.market.instruments().map(|i| json!({ "symbol": i.native, "price": f8(i.last_price()) })).collect())),
+                None => Reply::json(
+                    200,
+                    &Value::Array(ctx.market.instruments().map(|i| json!({ "symbol": i.native, "price": f8(i.last_price()) })).collect()),
+                ),
             },
             "book_ticker" => {
                 let bt = |i: &Instrument| {
@@ -316,13 +341,17 @@ impl Venue for Binance {
             }
             "account" => {
                 let Some(acct) = ctx.account.as_deref() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };
-                let balances: Vec<Value> = acct.balances.iter().map(|(a, b)| json!({ "asset": a, "free": f8(b.free), "locked": f8(b.locked) })).collect();
-                Reply::json(200, &json!({
-                    "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
-                    "commissionRates": { "maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000", "seller": "0.00000000" },
-                    "canTrade": true, "canWithdraw": true, "canDeposit": true, "brokered": false, "requireSelfTradePrevention": false,
-                    "preventSor": false, "updateTime": now, "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"], "uid": 1_000_001,
-                }))
+                let balances: Vec<Value> =
+                    acct.balances.iter().map(|(a, b)| json!({ "asset": a, "free": f8(b.free), "locked": f8(b.locked) })).collect();
+                Reply::json(
+                    200,
+                    &json!({
+                        "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+                        "commissionRates": { "maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000", "seller": "0.00000000" },
+                        "canTrade": true, "canWithdraw": true, "canDeposit": true, "brokered": false, "requireSelfTradePrevention": false,
+                        "preventSor": false, "updateTime": now, "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"], "uid": 1_000_001,
+                    }),
+                )
             }
             "order_post" => {
                 let p = ctx.params;
@@ -343,12 +372,16 @@ impl Venue for Binance {
                 if kind == OrderKind::Limit && (price.is_none() || p.get("timeInForce").is_none()) {
                     return err(400, -1102, "Mandatory parameter 'price' or 'timeInForce' was not sent, was empty/null, or malformed.");
                 }
-                let Some(sym) = symbol else { return err(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.") };
+                let Some(sym) = symbol else {
+                    return err(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.");
+                };
                 let id = ctx.new_id().to_string();
                 let client = p.get("newClientOrderId").map(str::to_owned).unwrap_or_else(|| format!("sim{id}"));
                 let order = NewOrder { native: sym.to_owned(), side, kind, price, qty, quote_qty, client_id: Some(client) };
                 let m = ctx.market;
-                let Some(acct) = ctx.account.as_deref_mut() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };
+                let Some(acct) = ctx.account.as_deref_mut() else {
+                    return err(401, -2015, "Invalid API-key, IP, or permissions for action.");
+                };
                 match acct.place(m, order, id, now) {
                     Ok(o) => {
                         let mut v = order_json(&o);
@@ -371,9 +404,13 @@ impl Venue for Binance {
                 }
             }
             "order_delete" => {
-                let Some(k) = order_key(ctx.params) else { return err(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!") };
+                let Some(k) = order_key(ctx.params) else {
+                    return err(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!");
+                };
                 let m = ctx.market;
-                let Some(acct) = ctx.account.as_deref_mut() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };
+                let Some(acct) = ctx.account.as_deref_mut() else {
+                    return err(401, -2015, "Invalid API-key, IP, or permissions for action.");
+                };
                 match acct.cancel(m, &k, now) {
                     Ok(o) => {
                         let mut v = order_json(&o);
@@ -386,14 +423,25 @@ impl Venue for Binance {
             }
             "open_orders" => {
                 let Some(acct) = ctx.account.as_deref() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };
-                let list: Vec<Value> = acct.orders().filter(|o| o.status == OrderStatus::Open && symbol.is_none_or(|s| s == o.native)).map(order_json).collect();
+                let list: Vec<Value> = acct
+                    .orders()
+                    .filter(|o| o.status == OrderStatus::Open && symbol.is_none_or(|s| s == o.native))
+                    .map(order_json)
+                    .collect();
                 Reply::json(200, &Value::Array(list))
             }
             "open_orders_delete" => {
                 let m = ctx.market;
-                let Some(acct) = ctx.account.as_deref_mut() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };
-                let ids: Vec<String> = acct.orders().filter(|o| o.status == OrderStatus::Open && symbol.is_none_or(|s| s == o.native)).map(|o| o.id.clone()).collect();
-                let done: Vec<Value> = ids.into_iter().filter_map(|id| acct.cancel(m, &OrderKey::Id(id), now).ok()).map(|o| order_json(&o)).collect();
+                let Some(acct) = ctx.account.as_deref_mut() else {
+                    return err(401, -2015, "Invalid API-key, IP, or permissions for action.");
+                };
+                let ids: Vec<String> = acct
+                    .orders()
+                    .filter(|o| o.status == OrderStatus::Open && symbol.is_none_or(|s| s == o.native))
+                    .map(|o| o.id.clone())
+                    .collect();
+                let done: Vec<Value> =
+                    ids.into_iter().filter_map(|id| acct.cancel(m, &OrderKey::Id(id), now).ok()).map(|o| order_json(&o)).collect();
                 Reply::json(200, &Value::Array(done))
             }
             _ => err(404, -1000, "An unknown error occurred while processing the request."),
@@ -405,15 +453,25 @@ impl Venue for Binance {
         let r = if group == "orders" {
             err(429, -1015, "Too many new orders; current limit is 100 orders per 10 SECOND.")
         } else {
-            err(429, -1003, "Too much request weight used; current limit is 6000 request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.")
+            err(
+                429,
+                -1003,
+                "Too much request weight used; current limit is 6000 request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
+            )
         };
         r.with_header("retry-after", secs.to_string())
     }
 
     fn banned(&self, _scope: Scope, until_ms: u64, now_ms: u64) -> Reply {
         let secs = until_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
-        err(418, -1003, &format!("Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."))
-            .with_header("retry-after", secs.to_string())
+        err(
+            418,
+            -1003,
+            &format!(
+                "Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."
+            ),
+        )
+        .with_header("retry-after", secs.to_string())
     }
 
     fn not_found(&self, _req: &SimRequest) -> Reply {

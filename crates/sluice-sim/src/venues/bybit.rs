@@ -69,7 +69,10 @@ fn order_error(e: &OrderError, now_ms: u64) -> Reply {
 }
 
 fn key(p: &Params) -> Option<OrderKey> {
-    p.get("orderId").filter(|v| !v.is_empty()).map(|v| OrderKey::Id(v.to_owned())).or_else(|| p.get("orderLinkId").filter(|v| !v.is_empty()).map(|v| OrderKey::Client(v.to_owned())))
+    p.get("orderId")
+        .filter(|v| !v.is_empty())
+        .map(|v| OrderKey::Id(v.to_owned()))
+        .or_else(|| p.get("orderLinkId").filter(|v| !v.is_empty()).map(|v| OrderKey::Client(v.to_owned())))
 }
 
 impl Venue for Bybit {
@@ -120,11 +123,20 @@ impl Venue for Bybit {
         let now = req.now_ms;
         let api_key = req.header("x-bapi-api-key").ok_or_else(|| fail(10003, "API key is invalid.", now))?;
         let account = keys.get(api_key).ok_or_else(|| fail(10003, "API key is invalid.", now))?;
-        let ts: u64 = req.header("x-bapi-timestamp").and_then(|t| t.parse().ok()).ok_or_else(|| fail(10002, "invalid request, please check your timestamp and recv_window param", now))?;
+        let ts: u64 = req
+            .header("x-bapi-timestamp")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| fail(10002, "invalid request, please check your timestamp and recv_window param", now))?;
         let window: u64 = req.header("x-bapi-recv-window").and_then(|w| w.parse().ok()).unwrap_or(5000);
         // Bybit: server_time - recv_window <= timestamp < server_time + 1000
         if ts + window < now || ts >= now + 1000 {
-            return Err(fail(10002, &format!("invalid request, please check your server timestamp or recv_window param. req_timestamp[{ts}],server_timestamp[{now}],recv_window[{window}]"), now));
+            return Err(fail(
+                10002,
+                &format!(
+                    "invalid request, please check your server timestamp or recv_window param. req_timestamp[{ts}],server_timestamp[{now}],recv_window[{window}]"
+                ),
+                now,
+            ));
         }
         let payload = if req.method == "GET" { req.query.as_bytes() } else { req.body.as_slice() };
         let mut prehash = format!("{ts}{api_key}{window}").into_bytes();
@@ -150,7 +162,11 @@ impl Venue for Bybit {
                     .filter(|i| symbol.is_none_or(|s| s == i.native))
                     .map(|i| {
                         let (bid, ask) = (i.book.best_bid().unwrap_or_default(), i.book.best_ask().unwrap_or_default());
-                        let pct = if i.prev_close.is_zero() { Decimal::ZERO } else { ((i.last_price() - i.prev_close) / i.prev_close).round_dp(4) };
+                        let pct = if i.prev_close.is_zero() {
+                            Decimal::ZERO
+                        } else {
+                            ((i.last_price() - i.prev_close) / i.prev_close).round_dp(4)
+                        };
                         json!({
                             "symbol": i.native, "bid1Price": s(bid.0), "bid1Size": s(bid.1), "ask1Price": s(ask.0), "ask1Size": s(ask.1),
                             "lastPrice": s(i.last_price()), "prevPrice24h": s(i.prev_close), "price24hPcnt": s(pct),
@@ -165,14 +181,21 @@ impl Venue for Bybit {
                 ok(json!({ "category": category, "list": list }), now)
             }
             "orderbook" => {
-                let Some(inst) = symbol.and_then(|s| ctx.market.instrument(s)) else { return fail(10001, "params error: symbol invalid", now) };
+                let Some(inst) = symbol.and_then(|s| ctx.market.instrument(s)) else {
+                    return fail(10001, "params error: symbol invalid", now);
+                };
                 let depth = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(1).clamp(1, 200);
                 let (bids, asks) = inst.book.top(depth);
                 let side = |v: Vec<(Decimal, Decimal)>| v.into_iter().map(|(p, q)| json!([s(p), s(q)])).collect::<Vec<_>>();
-                ok(json!({ "s": inst.native, "b": side(bids), "a": side(asks), "ts": now, "u": inst.book.update_id, "seq": inst.book.update_id, "cts": now }), now)
+                ok(
+                    json!({ "s": inst.native, "b": side(bids), "a": side(asks), "ts": now, "u": inst.book.update_id, "seq": inst.book.update_id, "cts": now }),
+                    now,
+                )
             }
             "kline" => {
-                let Some(inst) = symbol.and_then(|s| ctx.market.instrument(s)) else { return fail(10001, "params error: symbol invalid", now) };
+                let Some(inst) = symbol.and_then(|s| ctx.market.instrument(s)) else {
+                    return fail(10001, "params error: symbol invalid", now);
+                };
                 let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(200).clamp(1, 1000);
                 let list: Vec<Value> = inst
                     .candles
@@ -184,7 +207,9 @@ impl Venue for Bybit {
                 ok(json!({ "category": category, "symbol": inst.native, "list": list }), now)
             }
             "recent_trade" => {
-                let Some(inst) = symbol.and_then(|s| ctx.market.instrument(s)) else { return fail(10001, "params error: symbol invalid", now) };
+                let Some(inst) = symbol.and_then(|s| ctx.market.instrument(s)) else {
+                    return fail(10001, "params error: symbol invalid", now);
+                };
                 let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(60).clamp(1, 1000);
                 let list: Vec<Value> = inst
                     .trades
@@ -202,13 +227,20 @@ impl Venue for Bybit {
                     .iter()
                     .map(|(c, b)| json!({ "coin": c, "walletBalance": s(b.free + b.locked), "equity": s(b.free + b.locked), "locked": s(b.locked), "usdValue": "", "free": s(b.free) }))
                     .collect();
-                ok(json!({ "list": [{ "accountType": ctx.params.get("accountType").unwrap_or("UNIFIED"), "totalEquity": "", "coin": coins }] }), now)
+                ok(
+                    json!({ "list": [{ "accountType": ctx.params.get("accountType").unwrap_or("UNIFIED"), "totalEquity": "", "coin": coins }] }),
+                    now,
+                )
             }
             "order_realtime" => {
                 let Some(acct) = ctx.account.as_deref() else { return fail(10003, "API key is invalid.", now) };
                 let list: Vec<Value> = match key(ctx.params) {
                     Some(k) => acct.get(&k).into_iter().map(|o| order_json(o, &category)).collect(),
-                    None => acct.orders().filter(|o| o.status == OrderStatus::Open && symbol.is_none_or(|s| s == o.native)).map(|o| order_json(o, &category)).collect(),
+                    None => acct
+                        .orders()
+                        .filter(|o| o.status == OrderStatus::Open && symbol.is_none_or(|s| s == o.native))
+                        .map(|o| order_json(o, &category))
+                        .collect(),
                 };
                 ok(json!({ "list": list, "nextPageCursor": "", "category": category }), now)
             }
@@ -228,13 +260,21 @@ impl Venue for Bybit {
                     (Ok(a), Ok(b)) => (a, b),
                     (Err(e), _) | (_, Err(e)) => return fail(10001, &format!("params error: {e}"), now),
                 };
-                if let Some(link) = p.get("orderLinkId") {
-                    if link.len() > 36 {
-                        return fail(10001, "params error: orderLinkId is longer than 36 characters", now);
-                    }
+                if let Some(link) = p.get("orderLinkId")
+                    && link.len() > 36
+                {
+                    return fail(10001, "params error: orderLinkId is longer than 36 characters", now);
                 }
                 let Some(sym) = symbol else { return fail(10001, "params error: symbol invalid", now) };
-                let order = NewOrder { native: sym.to_owned(), side, kind, price: if kind == OrderKind::Limit { price } else { None }, qty, quote_qty: None, client_id: p.get("orderLinkId").map(str::to_owned) };
+                let order = NewOrder {
+                    native: sym.to_owned(),
+                    side,
+                    kind,
+                    price: if kind == OrderKind::Limit { price } else { None },
+                    qty,
+                    quote_qty: None,
+                    client_id: p.get("orderLinkId").map(str::to_owned),
+                };
                 let id = uuid::Uuid::new_v4().to_string();
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else { return fail(10003, "API key is invalid.", now) };

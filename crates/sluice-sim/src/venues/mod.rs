@@ -76,7 +76,12 @@ impl Params {
     pub(crate) fn add_query(&mut self, q: &str) -> Result<(), String> {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let dec = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned()).map_err(|_| format!("bad encoding in '{pair}'"));
+            let dec = |s: &str| {
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| format!("bad encoding in '{pair}'"))
+            };
             self.0.push((dec(k)?, dec(v)?));
         }
         Ok(())
@@ -138,10 +143,10 @@ impl NonceLog {
             return false;
         }
         self.order.push_back(nonce.to_owned());
-        if self.order.len() > Self::CAP {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.order.len() > Self::CAP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         true
     }

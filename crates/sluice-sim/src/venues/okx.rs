@@ -60,11 +60,19 @@ fn op_fail(e: &OrderError, ord_id: &str, cl: &str, now: u64) -> Reply {
         OrderError::NotFound => ("51603", "Order does not exist"),
         OrderError::NotOpen => ("51400", "Order cancellation failed as the order has been filled, canceled or does not exist"),
     };
-    envelope(200, "1", "All operations failed", json!([{ "ordId": ord_id, "clOrdId": cl, "tag": "", "ts": now.to_string(), "sCode": code, "sMsg": msg }]))
+    envelope(
+        200,
+        "1",
+        "All operations failed",
+        json!([{ "ordId": ord_id, "clOrdId": cl, "tag": "", "ts": now.to_string(), "sCode": code, "sMsg": msg }]),
+    )
 }
 
 fn key(p: &Params) -> Option<OrderKey> {
-    p.get("ordId").filter(|v| !v.is_empty()).map(|v| OrderKey::Id(v.to_owned())).or_else(|| p.get("clOrdId").filter(|v| !v.is_empty()).map(|v| OrderKey::Client(v.to_owned())))
+    p.get("ordId")
+        .filter(|v| !v.is_empty())
+        .map(|v| OrderKey::Id(v.to_owned()))
+        .or_else(|| p.get("clOrdId").filter(|v| !v.is_empty()).map(|v| OrderKey::Client(v.to_owned())))
 }
 
 impl Venue for Okx {
@@ -109,13 +117,26 @@ impl Venue for Okx {
     }
 
     fn authenticate(&self, req: &SimRequest, _params: &Params, keys: &Keys, _nonces: &mut NonceLog) -> Result<String, Reply> {
-        let api_key = req.header("ok-access-key").filter(|k| !k.is_empty()).ok_or_else(|| auth_fail("50103", "Request header OK-ACCESS-KEY cannot be empty."))?;
-        let ts = req.header("ok-access-timestamp").filter(|t| !t.is_empty()).ok_or_else(|| auth_fail("50107", "Request header OK-ACCESS-TIMESTAMP cannot be empty."))?;
-        let pass = req.header("ok-access-passphrase").filter(|p| !p.is_empty()).ok_or_else(|| auth_fail("50104", "Request header OK-ACCESS-PASSPHRASE cannot be empty."))?;
-        let sign = req.header("ok-access-sign").filter(|p| !p.is_empty()).ok_or_else(|| auth_fail("50106", "Request header OK-ACCESS-SIGN cannot be empty."))?;
+        let api_key = req
+            .header("ok-access-key")
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| auth_fail("50103", "Request header OK-ACCESS-KEY cannot be empty."))?;
+        let ts = req
+            .header("ok-access-timestamp")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| auth_fail("50107", "Request header OK-ACCESS-TIMESTAMP cannot be empty."))?;
+        let pass = req
+            .header("ok-access-passphrase")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| auth_fail("50104", "Request header OK-ACCESS-PASSPHRASE cannot be empty."))?;
+        let sign = req
+            .header("ok-access-sign")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| auth_fail("50106", "Request header OK-ACCESS-SIGN cannot be empty."))?;
         let account = keys.get(api_key).ok_or_else(|| auth_fail("50111", "Invalid OK-ACCESS-KEY."))?;
-        let parsed = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).map_err(|_| auth_fail("50112", "Invalid OK-ACCESS-TIMESTAMP."))?;
-        let ts_ms = (parsed.unix_timestamp_nanos() / 1_000_000) as i128;
+        let parsed = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| auth_fail("50112", "Invalid OK-ACCESS-TIMESTAMP."))?;
+        let ts_ms = parsed.unix_timestamp_nanos() / 1_000_000;
         if (ts_ms - i128::from(req.now_ms)).abs() > 30_000 {
             return Err(auth_fail("50102", "Timestamp request expired."));
         }
@@ -166,7 +187,19 @@ impl Venue for Okx {
                     .enumerate()
                     .rev()
                     .take(n)
-                    .map(|(k, c)| json!([c.open_ms.to_string(), s(c.open), s(c.high), s(c.low), s(c.close), s(c.volume), s(c.quote_volume), s(c.quote_volume), if k == last { "0" } else { "1" }]))
+                    .map(|(k, c)| {
+                        json!([
+                            c.open_ms.to_string(),
+                            s(c.open),
+                            s(c.high),
+                            s(c.low),
+                            s(c.close),
+                            s(c.volume),
+                            s(c.quote_volume),
+                            s(c.quote_volume),
+                            if k == last { "0" } else { "1" }
+                        ])
+                    })
                     .collect();
                 ok(Value::Array(list))
             }
@@ -187,33 +220,68 @@ impl Venue for Okx {
                 let side = match p.get("side") {
                     Some("buy") => Side::Buy,
                     Some("sell") => Side::Sell,
-                    _ => return envelope(200, "1", "All operations failed", json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter side error" }])),
+                    _ => {
+                        return envelope(
+                            200,
+                            "1",
+                            "All operations failed",
+                            json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter side error" }]),
+                        );
+                    }
                 };
                 let kind = match p.get("ordType") {
                     Some("limit") => OrderKind::Limit,
                     Some("market") => OrderKind::Market,
-                    _ => return envelope(200, "1", "All operations failed", json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter ordType error" }])),
+                    _ => {
+                        return envelope(
+                            200,
+                            "1",
+                            "All operations failed",
+                            json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter ordType error" }]),
+                        );
+                    }
                 };
                 let (px, sz) = match (dec(p, "px"), dec(p, "sz")) {
                     (Ok(a), Ok(b)) => (a, b),
-                    _ => return envelope(200, "1", "All operations failed", json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter px or sz error" }])),
+                    _ => {
+                        return envelope(
+                            200,
+                            "1",
+                            "All operations failed",
+                            json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter px or sz error" }]),
+                        );
+                    }
                 };
                 let Some(id) = inst_id else { return unknown() };
                 let ord_id = ctx.new_id().to_string();
-                let order = NewOrder { native: id.to_owned(), side, kind, price: px, qty: sz, quote_qty: None, client_id: Some(cl.clone()).filter(|c| !c.is_empty()) };
+                let order = NewOrder {
+                    native: id.to_owned(),
+                    side,
+                    kind,
+                    price: px,
+                    qty: sz,
+                    quote_qty: None,
+                    client_id: Some(cl.clone()).filter(|c| !c.is_empty()),
+                };
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
                 match acct.place(m, order, ord_id.clone(), now) {
-                    Ok(o) => ok(json!([{ "clOrdId": o.client_id.unwrap_or_default(), "ordId": o.id, "tag": "", "ts": now.to_string(), "sCode": "0", "sMsg": "Order placed" }])),
+                    Ok(o) => ok(
+                        json!([{ "clOrdId": o.client_id.unwrap_or_default(), "ordId": o.id, "tag": "", "ts": now.to_string(), "sCode": "0", "sMsg": "Order placed" }]),
+                    ),
                     Err(e) => op_fail(&e, "", &cl, now),
                 }
             }
             "cancel" => {
-                let Some(k) = key(ctx.params) else { return envelope(400, "50014", "Parameter ordId or clOrdId cannot be empty", json!([])) };
+                let Some(k) = key(ctx.params) else {
+                    return envelope(400, "50014", "Parameter ordId or clOrdId cannot be empty", json!([]));
+                };
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
                 match acct.cancel(m, &k, now) {
-                    Ok(o) => ok(json!([{ "clOrdId": o.client_id.unwrap_or_default(), "ordId": o.id, "ts": now.to_string(), "sCode": "0", "sMsg": "" }])),
+                    Ok(o) => ok(
+                        json!([{ "clOrdId": o.client_id.unwrap_or_default(), "ordId": o.id, "ts": now.to_string(), "sCode": "0", "sMsg": "" }]),
+                    ),
                     Err(e) => op_fail(&e, "", "", now),
                 }
             }

@@ -119,7 +119,16 @@ fn markets<'a>(ctx: &'a Ctx<'_>, key: &str) -> Result<Vec<&'a Instrument>, Reply
 
 fn change(inst: &Instrument) -> (&'static str, Decimal) {
     let d = inst.last_price() - inst.prev_close;
-    (if d > Decimal::ZERO { "RISE" } else if d < Decimal::ZERO { "FALL" } else { "EVEN" }, d)
+    (
+        if d > Decimal::ZERO {
+            "RISE"
+        } else if d < Decimal::ZERO {
+            "FALL"
+        } else {
+            "EVEN"
+        },
+        d,
+    )
 }
 
 fn ticker(inst: &Instrument, now_ms: u64) -> Value {
@@ -227,9 +236,15 @@ fn create_order(mut ctx: Ctx<'_>) -> Reply {
         (Err(e), _) | (_, Err(e)) => return error(400, "validation_error", &e),
     };
     let order = match p.get("ord_type") {
-        Some("limit") => NewOrder { native: String::new(), side, kind: OrderKind::Limit, price, qty: volume, quote_qty: None, client_id: None },
-        Some("price") if side == Side::Buy => NewOrder { native: String::new(), side, kind: OrderKind::Market, price: None, qty: None, quote_qty: price, client_id: None },
-        Some("market") if side == Side::Sell => NewOrder { native: String::new(), side, kind: OrderKind::Market, price: None, qty: volume, quote_qty: None, client_id: None },
+        Some("limit") => {
+            NewOrder { native: String::new(), side, kind: OrderKind::Limit, price, qty: volume, quote_qty: None, client_id: None }
+        }
+        Some("price") if side == Side::Buy => {
+            NewOrder { native: String::new(), side, kind: OrderKind::Market, price: None, qty: None, quote_qty: price, client_id: None }
+        }
+        Some("market") if side == Side::Sell => {
+            NewOrder { native: String::new(), side, kind: OrderKind::Market, price: None, qty: volume, quote_qty: None, client_id: None }
+        }
         _ => return error(400, "validation_error", "ord_type must be limit, price (market bid) or market (market ask)"),
     };
     let Some(market) = p.get("market") else { return error(400, "validation_error", "market is required") };
@@ -283,7 +298,10 @@ impl Venue for Upbit {
             .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| error(401, "jwt_verification", "malformed JWT"))?;
-        let access = unverified.get("access_key").and_then(Value::as_str).ok_or_else(|| error(401, "jwt_verification", "access_key claim missing"))?;
+        let access = unverified
+            .get("access_key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| error(401, "jwt_verification", "access_key claim missing"))?;
         let account = keys.get(access).ok_or_else(|| error(401, "invalid_access_key", "잘못된 엑세스 키입니다."))?;
         let claims = verify_jwt(token, &account.secret).map_err(|m| error(401, "jwt_verification", m))?;
         let nonce = claims.get("nonce").and_then(Value::as_str).ok_or_else(|| error(401, "jwt_verification", "nonce claim missing"))?;

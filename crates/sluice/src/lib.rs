@@ -1,0 +1,34 @@
+//! The `sluice` command line, as a library so tests can run each command in-process:
+//!
+//! * [`bench`]: `sluice bench dispatch`, the dispatcher against the simulator.
+//! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
+//! * [`call`]: `sluice call`, one exchange request through the dispatcher.
+//! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
+
+pub mod bench;
+pub mod call;
+pub mod load;
+pub mod top;
+
+/// Percentile of a sorted slice (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    // Nearest rank returns an element of the slice itself, so equality is exact.
+    #[allow(clippy::float_cmp)]
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::percentile(&v, 50.0), 50.0);
+        assert_eq!(super::percentile(&v, 99.0), 99.0);
+        assert_eq!(super::percentile(&v, 100.0), 100.0);
+        assert_eq!(super::percentile(&[], 99.0), 0.0);
+    }
+}

@@ -1,0 +1,46 @@
+//! `sluice`: parse the command line and hand it to the library.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "sluice: benchmarks, the live summary, and calls through the dispatcher")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+    /// Live summary of budgets, queues and 429s.
+    Top(sluice::top::TopArgs),
+    /// One exchange request through the dispatcher.
+    Call(sluice::call::CallArgs),
+    /// Steady market-data traffic through the dispatcher.
+    Load(sluice::load::LoadArgs),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The dispatcher against the simulator: achieved/allowed, 429s, added latency.
+    Dispatch(sluice::bench::DispatchArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout();
+    match cli.command {
+        Command::Bench { which: Bench::Dispatch(a) } => {
+            sluice::bench::dispatch(a, &mut out).await?;
+        }
+        Command::Top(a) => sluice::top::run(a, &mut out).await?,
+        Command::Call(a) => sluice::call::run(a, &mut out).await?,
+        Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,
+    }
+    Ok(())
+}
