@@ -14,7 +14,7 @@ use std::time::Duration;
 use sluice_domain::Exchange;
 use sluice_exchange::feedback::observe;
 use sluice_exchange::policy::ExchangePolicy;
-use sluice_exchange::sign::{SignContext, Unsigned, sign};
+use sluice_exchange::sign::{Credentials, SignContext, Unsigned, sign};
 use sluice_rate::scheduler::{BucketId, Ticket};
 use sluice_rate::{Clock, MonotonicClock, Time};
 use tokio::sync::mpsc;
@@ -23,6 +23,20 @@ use tonic::Status;
 use crate::metrics::{ExchangeLabels, Metrics, StatusLabels};
 use crate::request::PreparedCall;
 use crate::shard::{Answer, CallReply, Done, Failure, Outcome};
+
+/// Removes the account's credential material from an answer (exchanges sometimes
+/// echo it in error messages); nothing the dispatcher returns may carry a key.
+fn redact(c: &Credentials, body: bytes::Bytes, headers: Vec<(String, String)>) -> (bytes::Bytes, Vec<(String, String)>) {
+    let body = c.redact(&body).map_or(body, bytes::Bytes::from);
+    let headers = headers
+        .into_iter()
+        .map(|(k, v)| match c.redact(v.as_bytes()) {
+            Some(r) => (k, String::from_utf8_lossy(&r).into_owned()),
+            None => (k, v),
+        })
+        .collect();
+    (body, headers)
+}
 
 /// How one exchange is reached.
 pub(crate) struct Upstream {
@@ -133,6 +147,10 @@ impl Upstream {
                 match resp.bytes().await {
                     Ok(body) => {
                         let at = self.clock.now();
+                        let (body, headers) = match &call.signer {
+                            Some(c) => redact(c, body, headers),
+                            None => (body, headers),
+                        };
                         let observations = observe(self.exchange, status, &headers, &body, at.as_millis());
                         let upstream = at.saturating_since(started);
                         let labels = ExchangeLabels { exchange: self.exchange.to_string() };

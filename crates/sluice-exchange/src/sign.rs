@@ -45,6 +45,38 @@ impl Credentials {
         self.passphrase.is_some()
     }
 
+    /// Replaces every occurrence of this account's key, secret or passphrase in
+    /// `bytes` with `[REDACTED]`. Exchanges sometimes echo credential material
+    /// (Bybit's signature error quotes the signed string, API key included), and
+    /// nothing the dispatcher returns may carry it.
+    pub fn redact(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let needles: Vec<&[u8]> = [Some(&self.api_key), Some(&self.secret), self.passphrase.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose_secret().as_bytes())
+            .filter(|n| n.len() >= 4)
+            .collect();
+        let found = |at: usize| needles.iter().find(|n| bytes[at..].starts_with(n)).map(|n| n.len());
+        if !(0..bytes.len()).any(|i| found(i).is_some()) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match found(i) {
+                Some(len) => {
+                    out.extend_from_slice(b"[REDACTED]");
+                    i += len;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// The public key id (the API key), for the few places an exchange wants it in a
     /// payload that the dispatcher builds itself.
     pub fn expose_api_key(&self) -> &str {
@@ -354,6 +386,15 @@ mod tests {
         let token = header(&s, "authorization").strip_prefix("Bearer ").unwrap();
         let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
         assert!(claims.get("query_hash").is_none(), "no parameters, no hash");
+    }
+
+    #[test]
+    fn redaction_removes_every_credential_echo() {
+        let creds = Credentials::new("my-api-key", "my-secret", Some("my-pass".into()));
+        let body = br#"{"retMsg":"error sign! origin_string[1499827319559my-api-key5000]","p":"my-pass"}"#;
+        let out = String::from_utf8(creds.redact(body).unwrap()).unwrap();
+        assert_eq!(out, r#"{"retMsg":"error sign! origin_string[1499827319559[REDACTED]5000]","p":"[REDACTED]"}"#);
+        assert!(creds.redact(b"nothing to hide").is_none());
     }
 
     #[test]
