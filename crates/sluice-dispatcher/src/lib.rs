@@ -103,6 +103,11 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
         lag: config.class_lag_ms.map(Duration::from_millis),
         lost_hold: Duration::from_millis(config.lost_hold_ms),
     };
+    // Shards and the ops endpoint stop only after the gRPC server has drained, so
+    // calls queued when shutdown begins are still sent and /readyz still answers
+    // during the grace period. Dropping the guard (start failed) stops them too.
+    let workers = CancellationToken::new();
+    let workers_guard = workers.clone().drop_guard();
     let mut shards = BTreeMap::new();
     for policy in policies.iter() {
         let policy = Arc::new(policy.clone());
@@ -121,14 +126,14 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             clock.clone(),
             metrics.clone(),
             Duration::from_millis(config.idle_bucket_ms),
-            shutdown.clone(),
+            workers.clone(),
         );
         shards.insert(policy.exchange, handle);
     }
     tracing::info!(accounts = ?keyring.names(), exchanges = ?shards.keys().collect::<Vec<_>>(), "dispatcher configured");
 
     let ready = Readiness::default();
-    let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, metrics.registry.clone(), ready.clone(), shutdown.clone()).await?;
+    let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, metrics.registry.clone(), ready.clone(), workers.clone()).await?;
     let listener = TcpListener::bind(config.listen).await.map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
     let grpc_addr = listener.local_addr().map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
 
@@ -170,16 +175,19 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             stop_serving.cancel();
         });
     }
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_svc)
-            .add_service(reflection)
-            .add_service(svc)
-            // Small gRPC frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-                stop_serving.cancelled().await
-            }),
-    );
+    let serving = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(reflection)
+        .add_service(svc)
+        // Small gRPC frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+            stop_serving.cancelled().await
+        });
+    let server = tokio::spawn(async move {
+        let served = serving.await;
+        drop(workers_guard);
+        served
+    });
     ready.set(true);
     tracing::info!(%grpc_addr, %ops_addr, "dispatcher serving");
     Ok(Running { grpc_addr, ops_addr, server, ops })

@@ -21,10 +21,8 @@ pub(crate) struct BucketLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct WindowLabels {
-    pub(crate) exchange: String,
-    pub(crate) scope: String,
-    pub(crate) key: String,
-    pub(crate) group: String,
+    #[prometheus(flatten)]
+    pub(crate) bucket: BucketLabels,
     pub(crate) window_ms: u64,
 }
 
@@ -75,42 +73,49 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Arc<Self> {
+        let window_used = Family::<WindowLabels, Gauge>::default();
+        let window_limit = Family::<WindowLabels, Gauge>::default();
+        let window_usage_ratio = Family::<WindowLabels, Gauge<f64, AtomicU64>>::default();
+        let rate_factor = Family::<BucketLabels, Gauge<f64, AtomicU64>>::default();
+        let frozen = Family::<BucketLabels, Gauge>::default();
+        let queue_depth = Family::<ExchangeLabels, Gauge>::default();
+        let in_flight = Family::<ExchangeLabels, Gauge>::default();
+        let queue_wait = Family::<ClassLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let upstream = Family::<ExchangeLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let responses = Family::<StatusLabels, Counter>::default();
+        let throttled = Family::<BucketLabels, Counter>::default();
+        let bans = Family::<BucketLabels, Counter>::default();
+        let rejected = Family::<ReasonLabels, Counter>::default();
         let mut r = Registry::with_prefix("sluice_dispatcher");
-        let m = Metrics {
-            registry: Arc::new(Mutex::new(Registry::default())),
-            window_used: Family::default(),
-            window_limit: Family::default(),
-            window_usage_ratio: Family::default(),
-            rate_factor: Family::default(),
-            frozen: Family::default(),
-            queue_depth: Family::default(),
-            in_flight: Family::default(),
-            queue_wait: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
-            upstream: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
-            responses: Family::default(),
-            throttled: Family::default(),
-            bans: Family::default(),
-            rejected: Family::default(),
-        };
-        r.register("bucket_window_used", "Cost counting against a bucket window now, in flight included", m.window_used.clone());
-        r.register(
-            "bucket_window_limit",
-            "Limit of a bucket window (configured, or lower if the exchange said so)",
-            m.window_limit.clone(),
-        );
-        r.register("bucket_window_usage_ratio", "Used over limit of a bucket window", m.window_usage_ratio.clone());
-        r.register("bucket_rate_factor", "Share of the configured rate allowed now (below 1 after a 429)", m.rate_factor.clone());
-        r.register("bucket_frozen", "1 while a bucket is paused or banned", m.frozen.clone());
-        r.register("queue_depth", "Calls waiting for budget", m.queue_depth.clone());
-        r.register("in_flight", "Calls sent and not yet answered", m.in_flight.clone());
-        r.register("queue_wait_seconds", "Time a call waited for budget", m.queue_wait.clone());
-        r.register("upstream_seconds", "Time from sending to an exchange until its whole answer was read", m.upstream.clone());
-        r.register("responses", "Exchange answers by HTTP status class", m.responses.clone());
-        r.register("http_429", "Rate-limit answers (429 and equivalents) per bucket", m.throttled.clone());
-        r.register("bans", "Bans (418, 403) per bucket", m.bans.clone());
-        r.register("rejected", "Calls refused before reaching an exchange, by reason", m.rejected.clone());
-        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
-        Arc::new(m)
+        r.register("bucket_window_used", "Cost counting against a bucket window now, in flight included", window_used.clone());
+        r.register("bucket_window_limit", "Limit of a bucket window (configured, or lower if the exchange said so)", window_limit.clone());
+        r.register("bucket_window_usage_ratio", "Used over limit of a bucket window", window_usage_ratio.clone());
+        r.register("bucket_rate_factor", "Share of the configured rate allowed now (below 1 after a 429)", rate_factor.clone());
+        r.register("bucket_frozen", "1 while a bucket is paused or banned", frozen.clone());
+        r.register("queue_depth", "Calls waiting for budget", queue_depth.clone());
+        r.register("in_flight", "Calls sent and not yet answered", in_flight.clone());
+        r.register("queue_wait_seconds", "Time a call waited for budget", queue_wait.clone());
+        r.register("upstream_seconds", "Time from sending to an exchange until its whole answer was read", upstream.clone());
+        r.register("responses", "Exchange answers by HTTP status class", responses.clone());
+        r.register("http_429", "Rate-limit answers (429 and equivalents) per bucket", throttled.clone());
+        r.register("bans", "Bans (418, 403) per bucket", bans.clone());
+        r.register("rejected", "Calls refused before reaching an exchange, by reason", rejected.clone());
+        Arc::new(Metrics {
+            registry: Arc::new(Mutex::new(r)),
+            window_used,
+            window_limit,
+            window_usage_ratio,
+            rate_factor,
+            frozen,
+            queue_depth,
+            in_flight,
+            queue_wait,
+            upstream,
+            responses,
+            throttled,
+            bans,
+            rejected,
+        })
     }
 
     pub(crate) fn reject(&self, exchange: &str, reason: &str) {

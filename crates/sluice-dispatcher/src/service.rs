@@ -26,7 +26,7 @@ use crate::idempotency::{self, Begin, Ending, Idempotency};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::request::{Context, parse_grpc_timeout, prepare_call, prepare_grant};
-use crate::shard::{Answer, BucketView, Command, Failure, ShardHandle};
+use crate::shard::{Answer, BucketView, Command, Failure, ShardHandle, Unsent};
 
 pub(crate) struct Inner {
     pub(crate) config: DispatcherConfig,
@@ -113,11 +113,18 @@ impl Inner {
         let exchange = call.exchange;
         let shard = self.shard(exchange).map_err(Failure::NotSent)?;
         let (reply, rx) = oneshot::channel();
-        if shard.try_send(Command::Call { call: Box::new(call), reply }).is_err() {
-            self.metrics.reject(exchange.as_str(), "shard_full");
-            return Err(Failure::NotSent(Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later"))));
-        }
+        shard.try_send(Command::Call { call: Box::new(call), reply }).map_err(|e| Failure::NotSent(self.unsent(exchange, e)))?;
         rx.await.unwrap_or_else(|_| Err(Failure::Unknown(Status::unavailable("the dispatcher stopped before the call finished"))))
+    }
+
+    fn unsent(&self, exchange: Exchange, e: Unsent) -> Status {
+        match e {
+            Unsent::Saturated => {
+                self.metrics.reject(exchange.as_str(), "shard_full");
+                Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later"))
+            }
+            Unsent::Stopped => Status::unavailable("the dispatcher is shutting down; the call was not sent"),
+        }
     }
 
     pub(crate) async fn budgets(&self, exchange: &str) -> Result<GetBudgetsResponse, Status> {
@@ -146,10 +153,9 @@ impl Dispatcher for DispatcherService {
         let timeout = grpc_timeout(&request);
         let req = request.into_inner();
         let call = prepare_call(&req, &inner.context(timeout)).inspect_err(|s| {
-            inner.metrics.reject(
-                req.exchange.to_ascii_lowercase().as_str(),
-                if s.code() == tonic::Code::InvalidArgument { "invalid" } else { "account" },
-            );
+            // Labels come from a closed set, never from what the caller typed.
+            let exchange = req.exchange.parse::<Exchange>().map_or("unknown", Exchange::as_str);
+            inner.metrics.reject(exchange, if s.code() == tonic::Code::InvalidArgument { "invalid" } else { "account" });
         })?;
         let Some(key) = call.idempotency_key.clone() else {
             return inner.dispatch(call).await.map(|a| Response::new(response(&a))).map_err(Failure::into_status);
@@ -222,9 +228,7 @@ impl Dispatcher for DispatcherService {
         let grant = prepare_grant(request.get_ref(), &inner.context(timeout))?;
         let exchange = grant.exchange;
         let (reply, rx) = oneshot::channel();
-        if inner.shard(exchange)?.try_send(Command::Grant { grant: Box::new(grant), reply }).is_err() {
-            return Err(Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later")));
-        }
+        inner.shard(exchange)?.try_send(Command::Grant { grant: Box::new(grant), reply }).map_err(|e| inner.unsent(exchange, e))?;
         let g = rx.await.map_err(|_| Status::unavailable("the dispatcher stopped"))??;
         Ok(Response::new(AcquireResponse { use_within: Some(duration(g.use_within)), queued: Some(duration(g.queued)), bucket: g.bucket }))
     }

@@ -87,10 +87,14 @@ pub(crate) enum Outcome {
 
 pub(crate) struct Done {
     pub(crate) ticket: Ticket,
-    pub(crate) admitted_at: Time,
-    pub(crate) needs: Vec<BucketId>,
-    pub(crate) route: String,
     pub(crate) outcome: Outcome,
+}
+
+/// What the shard remembers of a call it sent, until its send task reports.
+struct Sent {
+    admitted_at: Time,
+    route: String,
+    ids: Vec<BucketId>,
 }
 
 enum JobKind {
@@ -129,11 +133,20 @@ pub(crate) struct ShardHandle {
     tx: mpsc::Sender<Command>,
 }
 
+/// Why a command could not be handed to a shard.
+pub(crate) enum Unsent {
+    /// The shard's command channel is full.
+    Saturated,
+    /// The shard has stopped (the dispatcher is shutting down).
+    Stopped,
+}
+
 impl ShardHandle {
-    /// Hands a command to the shard, or gives it back when the shard is saturated.
-    pub(crate) fn try_send(&self, cmd: Command) -> Result<(), Command> {
+    /// Hands a command to the shard without waiting.
+    pub(crate) fn try_send(&self, cmd: Command) -> Result<(), Unsent> {
         self.tx.try_send(cmd).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+            mpsc::error::TrySendError::Full(_) => Unsent::Saturated,
+            mpsc::error::TrySendError::Closed(_) => Unsent::Stopped,
         })
     }
 
@@ -153,6 +166,8 @@ struct Shard {
     last_used: HashMap<BucketId, Time>,
     /// Bans by scope, applied to buckets created while they last.
     bans: HashMap<(Scope, String), Time>,
+    /// Calls handed to send tasks and not yet reported back.
+    sent: HashMap<Ticket, Sent>,
     upstream: Arc<Upstream>,
     clock: MonotonicClock,
     metrics: Arc<Metrics>,
@@ -162,7 +177,8 @@ struct Shard {
     warned: HashSet<(String, String)>,
 }
 
-/// Starts the shard of one exchange.
+/// Starts the shard of one exchange; it runs until `stop` (which the dispatcher
+/// fires only after the gRPC server has drained, so queued calls still go out).
 pub(crate) fn spawn(
     policy: Arc<ExchangePolicy>,
     spec: SchedulerSpec,
@@ -170,7 +186,7 @@ pub(crate) fn spawn(
     clock: MonotonicClock,
     metrics: Arc<Metrics>,
     idle_bucket: Duration,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> ShardHandle {
     // Commands are small; the scheduler's own capacity bounds what waits.
     let (tx, rx) = mpsc::channel(4096);
@@ -183,6 +199,7 @@ pub(crate) fn spawn(
         keys: HashMap::new(),
         last_used: HashMap::new(),
         bans: HashMap::new(),
+        sent: HashMap::new(),
         upstream,
         clock,
         metrics,
@@ -191,7 +208,7 @@ pub(crate) fn spawn(
         idle_bucket,
         warned: HashSet::new(),
     };
-    tokio::spawn(shard.run(rx, done_rx, shutdown));
+    tokio::spawn(shard.run(rx, done_rx, stop));
     ShardHandle { tx }
 }
 
@@ -200,14 +217,14 @@ fn ms(d: Duration) -> u128 {
 }
 
 impl Shard {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut done_rx: mpsc::Receiver<Done>, shutdown: CancellationToken) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut done_rx: mpsc::Receiver<Done>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let wake = self.next_wake.map(|t| tokio::time::Instant::from_std(self.clock.instant_at(t)));
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
                 Some(done) = done_rx.recv() => self.on_done(done),
                 cmd = rx.recv() => match cmd {
                     Some(c) => self.on_command(c),
@@ -231,6 +248,8 @@ impl Shard {
         }
         let spec = self.policy.bucket_spec(&key.group).ok_or_else(|| Status::internal(format!("no policy for group {}", key.group)))?;
         let id = self.sched.add_bucket(spec).map_err(|e| Status::internal(format!("group {}: {e}", key.group)))?;
+        let now = self.clock.now();
+        self.bans.retain(|_, until| *until > now);
         if let Some(until) = self.bans.get(&(key.scope, key.scope_key.clone()))
             && let Some(b) = self.sched.bucket_mut(id)
         {
@@ -314,25 +333,28 @@ impl Shard {
         }
         for (job, why) in poll.dropped {
             let names: Vec<String> = job.ids.iter().map(|id| self.key_name(*id)).collect();
-            let status = match why {
+            let (reason, status) = match why {
                 Dropped::Abandoned => continue,
                 Dropped::DeadlineExceeded => {
-                    Status::deadline_exceeded(format!("the deadline came while waiting for {}; not sent", names.join(", ")))
+                    ("deadline", Status::deadline_exceeded(format!("the deadline came while waiting for {}; not sent", names.join(", "))))
                 }
-                Dropped::DeadlineUnreachable { earliest } => Status::deadline_exceeded(format!(
-                    "{} frees budget only in {} ms, after the deadline; not sent",
-                    names.join(", "),
-                    ms(earliest.saturating_since(now))
-                )),
-                Dropped::CostAboveLimit { bucket, cost, limit } => Status::invalid_argument(format!(
-                    "{} now allows at most {limit}, below this call's cost {cost}; not sent",
-                    self.key_name(bucket)
-                )),
+                Dropped::DeadlineUnreachable { earliest } => (
+                    "deadline",
+                    Status::deadline_exceeded(format!(
+                        "{} frees budget only in {} ms, after the deadline; not sent",
+                        names.join(", "),
+                        ms(earliest.saturating_since(now))
+                    )),
+                ),
+                Dropped::CostAboveLimit { bucket, cost, limit } => (
+                    "cost_above_limit",
+                    Status::invalid_argument(format!(
+                        "{} now allows at most {limit}, below this call's cost {cost}; not sent",
+                        self.key_name(bucket)
+                    )),
+                ),
             };
-            self.metrics.reject(
-                self.exchange.as_str(),
-                if status.code() == tonic::Code::DeadlineExceeded { "deadline" } else { "cost_above_limit" },
-            );
+            self.metrics.reject(self.exchange.as_str(), reason);
             job.fail(status);
         }
         self.next_wake = poll.next_wake;
@@ -353,23 +375,22 @@ impl Shard {
                 let _ = reply.send(Ok(Granted { use_within: grant.use_within, queued, bucket: buckets.join(",") }));
             }
             JobKind::Call { call, reply } => {
-                let upstream = self.upstream.clone();
-                let done = self.done_tx.clone();
-                let ids = a.payload.ids;
-                tokio::spawn(upstream.send(call, reply, a.ticket, a.admitted_at, queued, ids, buckets, done));
+                self.sent.insert(a.ticket, Sent { admitted_at: a.admitted_at, route: call.route.clone(), ids: a.payload.ids });
+                tokio::spawn(self.upstream.clone().send(call, reply, a.ticket, queued, buckets, self.done_tx.clone()));
             }
         }
     }
 
     fn on_done(&mut self, d: Done) {
         let now = self.clock.now();
+        let Some(sent) = self.sent.remove(&d.ticket) else { return };
         match d.outcome {
             Outcome::NotSent => self.sched.release(d.ticket),
             Outcome::Unknown { at } => self.sched.settle_unknown(now, d.ticket, at),
             Outcome::Answered { at, observations } => {
                 self.sched.settle(now, d.ticket, at);
                 for obs in observations {
-                    self.apply(&d.needs, &d.route, d.admitted_at, at, now, obs);
+                    self.apply(&sent.ids, &sent.route, sent.admitted_at, at, now, obs);
                 }
             }
         }
@@ -471,13 +492,7 @@ impl Shard {
         for v in views.iter().filter(|v| v.key.scope != Scope::Connection) {
             let bl = Self::labels(&v.key);
             for w in &v.status.windows {
-                let wl = WindowLabels {
-                    exchange: bl.exchange.clone(),
-                    scope: bl.scope.clone(),
-                    key: bl.key.clone(),
-                    group: bl.group.clone(),
-                    window_ms: w.period.as_millis() as u64,
-                };
+                let wl = WindowLabels { bucket: bl.clone(), window_ms: w.period.as_millis() as u64 };
                 self.metrics.window_used.get_or_create(&wl).set(w.used as i64);
                 self.metrics.window_limit.get_or_create(&wl).set(w.limit as i64);
                 self.metrics.window_usage_ratio.get_or_create(&wl).set(w.used as f64 / w.limit.max(1) as f64);

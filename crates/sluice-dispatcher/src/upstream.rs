@@ -15,8 +15,8 @@ use sluice_domain::Exchange;
 use sluice_exchange::feedback::observe;
 use sluice_exchange::policy::ExchangePolicy;
 use sluice_exchange::sign::{Credentials, SignContext, Unsigned, sign};
-use sluice_rate::scheduler::{BucketId, Ticket};
-use sluice_rate::{Clock, MonotonicClock, Time};
+use sluice_rate::scheduler::Ticket;
+use sluice_rate::{Clock, MonotonicClock};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -56,8 +56,8 @@ impl Upstream {
         clock: MonotonicClock,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
-        // Keep connections warm: a fresh TLS handshake would add its own latency
-        // to the moment the request is counted.
+        // Warm pooled connections keep the dispatcher's own latency low; budgets do
+        // not depend on it (an entry is held until its answer, however slow).
         let http = sluice_service::http_client::builder()
             .local_address(egress)
             .pool_max_idle_per_host(256)
@@ -109,19 +109,16 @@ impl Upstream {
     }
 
     /// Sends an admitted call and reports how it ended, to the shard and the caller.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send(
         self: Arc<Self>,
         call: Box<PreparedCall>,
         reply: CallReply,
         ticket: Ticket,
-        admitted_at: Time,
         queued: Duration,
-        needs: Vec<BucketId>,
         buckets: Vec<String>,
         done: mpsc::Sender<Done>,
     ) {
-        let report = |outcome| Done { ticket, admitted_at, needs: needs.clone(), route: call.route.clone(), outcome };
+        let report = |outcome| Done { ticket, outcome };
         // The caller left while the call waited: do not send it at all.
         if reply.is_closed() {
             let _ = done.send(report(Outcome::NotSent)).await;

@@ -501,3 +501,33 @@ async fn a_transport_failure_is_unavailable_and_an_unknown_outcome_blocks_a_blin
         assert!(e.message().contains("cannot connect"), "nothing was sent, so the key stays free: {}", e.message());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_queued_when_shutdown_begins_is_still_sent_and_answered() {
+    let h = harness(Setup::default()).await;
+    // Fill Upbit's ticker budget, then queue one more call behind it.
+    let mut fill = Vec::new();
+    for _ in 0..10 {
+        let mut c = h.client.clone();
+        fill.push(tokio::spawn(async move { c.call(req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC")).await.unwrap() }));
+    }
+    for t in fill {
+        t.await.unwrap();
+    }
+    let mut c = h.client.clone();
+    let queued = tokio::spawn(async move { c.call(req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC")).await });
+    // Shut down once the call is waiting in the queue.
+    let mut status = h.client.clone();
+    loop {
+        let b = status.get_budgets(GetBudgetsRequest { exchange: "upbit".into() }).await.unwrap().into_inner();
+        if b.buckets.iter().any(|b| b.group == "ticker" && b.queued == 1) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    h.stop.cancel();
+    let answer = queued.await.unwrap().expect("drained, not failed").into_inner();
+    assert_eq!(answer.status, 200);
+    h.dispatcher.wait().await.unwrap();
+    assert_eq!(h.sim.stats().rate_limited(), 0);
+}

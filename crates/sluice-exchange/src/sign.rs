@@ -56,25 +56,24 @@ impl Credentials {
             .map(|s| s.expose_secret().as_bytes())
             .filter(|n| n.len() >= 4)
             .collect();
-        let found = |at: usize| needles.iter().find(|n| bytes[at..].starts_with(n)).map(|n| n.len());
-        if !(0..bytes.len()).any(|i| found(i).is_some()) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
+        let mut out: Option<Vec<u8>> = None;
+        let (mut i, mut copied) = (0, 0);
         while i < bytes.len() {
-            match found(i) {
-                Some(len) => {
-                    out.extend_from_slice(b"[REDACTED]");
-                    i += len;
+            match needles.iter().find(|n| bytes[i..].starts_with(n)) {
+                Some(n) => {
+                    let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+                    o.extend_from_slice(&bytes[copied..i]);
+                    o.extend_from_slice(b"[REDACTED]");
+                    i += n.len();
+                    copied = i;
                 }
-                None => {
-                    out.push(bytes[i]);
-                    i += 1;
-                }
+                None => i += 1,
             }
         }
-        Some(out)
+        out.map(|mut o| {
+            o.extend_from_slice(&bytes[copied..]);
+            o
+        })
     }
 
     /// The public key id (the API key), for the few places an exchange wants it in a

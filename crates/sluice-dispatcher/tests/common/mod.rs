@@ -18,7 +18,9 @@ pub struct Harness {
     pub sim: SimHandle,
     pub dispatcher: Running,
     pub client: DispatcherClient<Channel>,
+    /// Stops the dispatcher (the simulated exchanges live on until the harness drops).
     pub stop: CancellationToken,
+    _sim_stop: tokio_util::sync::DropGuard,
     _files: Vec<TempFile>,
 }
 
@@ -69,10 +71,11 @@ impl Default for Setup {
 pub async fn harness(setup: Setup) -> Harness {
     sluice_service::telemetry::init("test");
     let stop = CancellationToken::new();
+    let sim_stop = CancellationToken::new();
     let sim_cfg = SimConfig::load(&setup.sim_overrides.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     let mut env = sim_env(&sim_cfg);
     env.extend(setup.extra_env);
-    let sim = sluice_sim::start(sim_cfg, stop.clone()).await.unwrap();
+    let sim = sluice_sim::start(sim_cfg, sim_stop.clone()).await.unwrap();
     let files: Vec<TempFile> = setup.policy_overrides.iter().map(|t| temp_file(t)).collect();
     let mut cfg = DispatcherConfig::load(None, &|_| None).unwrap();
     cfg.listen = "127.0.0.1:0".parse().unwrap();
@@ -86,7 +89,7 @@ pub async fn harness(setup: Setup) -> Harness {
     let keyring = Keyring::load(None, env).unwrap();
     let dispatcher = sluice_dispatcher::start(cfg, keyring, stop.clone()).await.unwrap();
     let client = DispatcherClient::connect(format!("http://{}", dispatcher.grpc_addr)).await.unwrap();
-    Harness { sim, dispatcher, client, stop, _files: files }
+    Harness { sim, dispatcher, client, stop, _sim_stop: sim_stop.drop_guard(), _files: files }
 }
 
 pub fn req(exchange: &str, method: &str, path: &str, query: &str) -> CallRequest {
