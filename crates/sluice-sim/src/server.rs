@@ -167,17 +167,8 @@ impl VenueServer {
                     st.stats.auth_failed += 1;
                     // The gateway counts IP-scoped limits before it looks at the
                     // signature, so a refused request still spends IP budget.
-                    return match st.limits.admit(at, req.peer, None, &charges) {
-                        Decision::Admitted(_) => reply,
-                        Decision::Throttled { group, scope, retry_after, usage } => {
-                            st.stats.rate_limited += 1;
-                            v.throttled(&group, scope, retry_after, &usage, req.now_ms)
-                        }
-                        Decision::Banned { scope, until, .. } => {
-                            st.stats.banned += 1;
-                            v.banned(scope, until.as_millis(), req.now_ms)
-                        }
-                    };
+                    let decision = st.limits.admit(at, req.peer, None, &charges);
+                    return refused(v, &mut st.stats, decision, &req).err().unwrap_or(reply);
                 }
             }
         } else {
@@ -195,7 +186,7 @@ impl VenueServer {
             let group = charges.first().map(|c| c.group.clone()).unwrap_or_default();
             let scope = st.limits.group(&group).map_or(crate::config::Scope::Ip, |g| g.scope);
             return match fault.kind {
-                FaultKind::Throttle => v.throttled(&group, scope, Duration::from_secs(1), &[], req.now_ms),
+                FaultKind::Throttle => v.throttled(&group, scope, Duration::from_secs(1), req.now_ms),
                 FaultKind::Ban { ms } => {
                     let key = match (scope, &account) {
                         (crate::config::Scope::Account, Some(a)) => ScopeKey::Account(a.clone()),
@@ -207,32 +198,42 @@ impl VenueServer {
                 FaultKind::ServerError => v.server_error(),
             };
         }
-        let usage = match st.limits.admit(at, req.peer, account.as_deref(), &charges) {
-            Decision::Admitted(usage) => usage,
-            Decision::Throttled { group, scope, retry_after, usage } => {
-                st.stats.rate_limited += 1;
-                tracing::debug!(exchange = %v.exchange(), %group, peer = %req.peer, "rate limited");
-                let mut reply = v.throttled(&group, scope, retry_after, &usage, req.now_ms);
-                reply.headers.extend(v.usage_headers(ep, &usage, req.now_ms));
-                return reply;
-            }
-            Decision::Banned { scope, until, fresh } => {
-                st.stats.banned += 1;
-                if fresh {
-                    st.stats.bans_imposed += 1;
-                    tracing::info!(exchange = %v.exchange(), peer = %req.peer, until_ms = until.as_millis(), "ban imposed");
-                }
-                return v.banned(scope, until.as_millis(), req.now_ms);
-            }
+        let decision = st.limits.admit(at, req.peer, account.as_deref(), &charges);
+        let usage = match refused(v, &mut st.stats, decision, &req) {
+            Ok(usage) => usage,
+            Err(reply) => return reply,
         };
         let acct = account.as_ref().and_then(|a| st.accounts.get_mut(a));
         let ctx = Ctx { req: &req, params: &params, market: &st.market, account: acct, next_id: &mut st.next_id };
         let mut reply = v.handle(ep, ctx);
-        reply.headers.extend(v.usage_headers(ep, &usage, req.now_ms));
+        reply.headers.extend(v.usage_headers(&usage));
         if (200..300).contains(&reply.status) {
             st.stats.ok += 1;
         }
         reply
+    }
+}
+
+/// The usage of an admitted request, or the exchange's refusal (rate-limit answer
+/// with its usage headers, or ban), counted in the stats.
+fn refused(v: &dyn Venue, stats: &mut VenueStats, decision: Decision, req: &SimRequest) -> Result<Vec<crate::limits::Usage>, Reply> {
+    match decision {
+        Decision::Admitted(usage) => Ok(usage),
+        Decision::Throttled { group, scope, retry_after, usage } => {
+            stats.rate_limited += 1;
+            tracing::debug!(exchange = %v.exchange(), %group, peer = %req.peer, "rate limited");
+            let mut reply = v.throttled(&group, scope, retry_after, req.now_ms);
+            reply.headers.extend(v.usage_headers(&usage));
+            Err(reply)
+        }
+        Decision::Banned { scope, until, fresh } => {
+            stats.banned += 1;
+            if fresh {
+                stats.bans_imposed += 1;
+                tracing::info!(exchange = %v.exchange(), peer = %req.peer, until_ms = until.as_millis(), "ban imposed");
+            }
+            Err(v.banned(scope, until.as_millis(), req.now_ms))
+        }
     }
 }
 
@@ -247,6 +248,8 @@ pub(crate) async fn handle(
 ) -> Response {
     let jitter_us = server.shared.jitter_us.load(Ordering::Relaxed);
     if jitter_us > 0 {
+        // tokio's timer rounds sleeps up to whole milliseconds, so the delay is up to
+        // about 1 ms longer than drawn: slightly more jitter, never less.
         let d = rand::rng().random_range(0..=jitter_us);
         tokio::time::sleep(Duration::from_micros(d)).await;
     }

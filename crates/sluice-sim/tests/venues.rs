@@ -146,6 +146,18 @@ async fn bybit_signed_accepted_wrong_secret_refused_and_limit_headers() {
             .await;
     assert_eq!(bad.json["retCode"], 10004);
     assert!(bad.json["retMsg"].as_str().unwrap().starts_with("error sign!"));
+    // Past the per-account limit (50/s): HTTP 200 with retCode 10006, headers once.
+    let mut last = None;
+    for _ in 0..50 {
+        last = Some(
+            call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, true)))
+                .await,
+        );
+    }
+    let over = last.unwrap();
+    assert_eq!((over.status, over.json["retCode"].as_i64()), (200, Some(10006)), "{}", over.json);
+    assert_eq!(over.headers.get_all("x-bapi-limit-status").iter().count(), 1);
+    assert_eq!(over.headers["x-bapi-limit-status"], "0");
     let tickers = call(&h, Exchange::Bybit, "GET", "/v5/market/tickers", "category=spot&symbol=BTCUSDT", "", None).await;
     assert!(tickers.json["result"]["list"][0]["lastPrice"].is_string());
 }

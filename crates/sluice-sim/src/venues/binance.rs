@@ -448,7 +448,7 @@ impl Venue for Binance {
         }
     }
 
-    fn throttled(&self, group: &str, _scope: Scope, retry_after: Duration, _usage: &[Usage], _now_ms: u64) -> Reply {
+    fn throttled(&self, group: &str, _scope: Scope, retry_after: Duration, _now_ms: u64) -> Reply {
         let secs = retry_after.as_millis().div_ceil(1000).max(1);
         let r = if group == "orders" {
             err(429, -1015, "Too many new orders; current limit is 100 orders per 10 SECOND.")
@@ -482,7 +482,7 @@ impl Venue for Binance {
         err(500, -1000, "An unknown error occurred while processing the request.")
     }
 
-    fn usage_headers(&self, _ep: Endpoint, usage: &[Usage], _now_ms: u64) -> Vec<(String, String)> {
+    fn usage_headers(&self, usage: &[Usage]) -> Vec<(String, String)> {
         usage
             .iter()
             .map(|u| {

@@ -287,7 +287,6 @@ impl Venue for Bybit {
                 let Some(k) = key(ctx.params) else { return fail(10001, "params error: orderId or orderLinkId is required", now) };
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else { return fail(10003, "API key is invalid.", now) };
-                let _ = ctx.next_id;
                 match acct.cancel(m, &k, now) {
                     Ok(o) => ok(json!({ "orderId": o.id, "orderLinkId": o.client_id.unwrap_or_default() }), now),
                     Err(e) => order_error(&e, now),
@@ -297,11 +296,9 @@ impl Venue for Bybit {
         }
     }
 
-    fn throttled(&self, _group: &str, scope: Scope, _retry_after: Duration, usage: &[Usage], now_ms: u64) -> Reply {
+    fn throttled(&self, _group: &str, scope: Scope, _retry_after: Duration, now_ms: u64) -> Reply {
         let code = if scope == Scope::Ip { 10018 } else { 10006 };
-        let mut r = fail(code, "Too many visits!", now_ms);
-        r.headers.extend(self.usage_headers(Endpoint { name: "", private: true }, usage, now_ms));
-        r
+        fail(code, "Too many visits!", now_ms)
     }
 
     fn banned(&self, _scope: Scope, _until_ms: u64, _now_ms: u64) -> Reply {
@@ -316,7 +313,7 @@ impl Venue for Bybit {
         Reply::json(500, &json!({ "retCode": 10016, "retMsg": "Server error.", "result": {}, "retExtInfo": {}, "time": 0 }))
     }
 
-    fn usage_headers(&self, _ep: Endpoint, usage: &[Usage], _now_ms: u64) -> Vec<(String, String)> {
+    fn usage_headers(&self, usage: &[Usage]) -> Vec<(String, String)> {
         usage
             .iter()
             .find(|u| u.scope == Scope::Account)

@@ -177,11 +177,11 @@ pub(crate) trait Venue: Send + Sync + 'static {
     /// Checks the request's credentials; the account name on success.
     fn authenticate(&self, req: &SimRequest, params: &Params, keys: &Keys, nonces: &mut NonceLog) -> Result<String, Reply>;
     fn handle(&self, ep: Endpoint, ctx: Ctx<'_>) -> Reply;
-    fn throttled(&self, group: &str, scope: Scope, retry_after: Duration, usage: &[Usage], now_ms: u64) -> Reply;
+    fn throttled(&self, group: &str, scope: Scope, retry_after: Duration, now_ms: u64) -> Reply;
     fn banned(&self, scope: Scope, until_ms: u64, now_ms: u64) -> Reply;
     fn not_found(&self, req: &SimRequest) -> Reply;
     fn server_error(&self) -> Reply;
-    fn usage_headers(&self, ep: Endpoint, usage: &[Usage], now_ms: u64) -> Vec<(String, String)>;
+    fn usage_headers(&self, usage: &[Usage]) -> Vec<(String, String)>;
 }
 
 /// A decimal as a JSON number, exactly (serde_json keeps the digits).

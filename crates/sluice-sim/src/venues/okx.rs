@@ -296,7 +296,7 @@ impl Venue for Okx {
         }
     }
 
-    fn throttled(&self, _group: &str, _scope: Scope, _retry_after: Duration, _usage: &[Usage], _now_ms: u64) -> Reply {
+    fn throttled(&self, _group: &str, _scope: Scope, _retry_after: Duration, _now_ms: u64) -> Reply {
         envelope(429, "50011", "Too Many Requests", json!([]))
     }
 
@@ -312,7 +312,7 @@ impl Venue for Okx {
         envelope(500, "50001", "Service temporarily unavailable. Try again later", json!([]))
     }
 
-    fn usage_headers(&self, _ep: Endpoint, _usage: &[Usage], _now_ms: u64) -> Vec<(String, String)> {
+    fn usage_headers(&self, _usage: &[Usage]) -> Vec<(String, String)> {
         Vec::new()
     }
 }

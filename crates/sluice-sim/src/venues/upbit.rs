@@ -501,14 +501,13 @@ impl Venue for Upbit {
                         done.push(json!({ "uuid": o.id, "market": o.native, "identifier": o.client_id }));
                     }
                 }
-                let _ = ctx.new_id();
                 Reply::json(200, &json!({ "success": { "count": done.len(), "orders": done }, "failed": { "count": 0, "orders": [] } }))
             }
             other => error(404, "not_found", &format!("no handler for {other}")),
         }
     }
 
-    fn throttled(&self, _group: &str, _scope: Scope, _retry_after: Duration, _usage: &[Usage], _now_ms: u64) -> Reply {
+    fn throttled(&self, _group: &str, _scope: Scope, _retry_after: Duration, _now_ms: u64) -> Reply {
         error(429, "too_many_requests", "Too many API requests.")
     }
 
@@ -526,7 +525,7 @@ impl Venue for Upbit {
         error(500, "server_error", "일시적인 오류가 발생했습니다.")
     }
 
-    fn usage_headers(&self, _ep: Endpoint, usage: &[Usage], _now_ms: u64) -> Vec<(String, String)> {
+    fn usage_headers(&self, usage: &[Usage]) -> Vec<(String, String)> {
         usage
             .iter()
             .find(|u| u.period == Duration::from_secs(1) || usage.len() == 1)
