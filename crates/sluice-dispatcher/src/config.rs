@@ -40,6 +40,15 @@ pub struct DispatcherConfig {
     /// Per-exchange egress address: requests leave from it, and IP-scoped budgets
     /// are kept per egress address.
     pub egress: BTreeMap<Exchange, IpAddr>,
+    /// Per-exchange name of the public address this replica's requests reach the
+    /// exchange from (behind NAT it differs from the bind address). IP-scoped
+    /// budgets are keyed by it, so replicas behind one address share one IP budget
+    /// and replicas behind different addresses keep their own. Default: the
+    /// `egress` address, else "default".
+    pub egress_key: BTreeMap<Exchange, String>,
+    /// Replicas: one budget across every dispatcher on the same NATS. Absent: this
+    /// dispatcher is alone and keeps its budgets in memory.
+    pub cluster: Option<ClusterConfig>,
     /// Directory of mounted credentials: `<dir>/<exchange>/<account>/{api_key,secret,passphrase}`.
     pub credentials_dir: Option<PathBuf>,
     /// Largest request body accepted.
@@ -67,6 +76,47 @@ pub struct DispatcherConfig {
     pub drain_grace_ms: u64,
 }
 
+/// How replicas find each other and share budgets (see ARCHITECTURE.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// NATS server(s), comma-separated.
+    pub nats_url: String,
+    /// Prefix of every subject and key-value bucket, so deployments can share a NATS.
+    pub prefix: String,
+    /// How often each replica says it is alive.
+    pub heartbeat_ms: u64,
+    /// A replica not heard from this long is absent: owners keep its fallback
+    /// share back (it may be cut off from NATS and admitting on its own).
+    pub absent_after_ms: u64,
+    /// An absent replica is forgotten after this long, and its share is used
+    /// again. A replica cut off from NATS stops admitting in time for that.
+    pub member_ttl_ms: u64,
+    /// An owner's lease on an exchange's budgets; a dead owner's exchanges move
+    /// to a live replica within about this long.
+    pub lease_ttl_ms: u64,
+    /// Largest clock difference assumed between replicas (leases are compared in
+    /// unix time).
+    pub clock_skew_ms: u64,
+    /// A granted call must leave within this long, or is not sent.
+    pub grant_use_within_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            prefix: "sluice".into(),
+            heartbeat_ms: 200,
+            absent_after_ms: 1_000,
+            member_ttl_ms: 60_000,
+            lease_ttl_ms: 1_000,
+            clock_skew_ms: 50,
+            grant_use_within_ms: 250,
+        }
+    }
+}
+
 impl Default for DispatcherConfig {
     fn default() -> Self {
         DispatcherConfig {
@@ -76,12 +126,14 @@ impl Default for DispatcherConfig {
             policy_files: Vec::new(),
             base_urls: BTreeMap::new(),
             egress: BTreeMap::new(),
+            egress_key: BTreeMap::new(),
+            cluster: None,
             credentials_dir: None,
             max_body_bytes: 64 * 1024,
             queue_capacity: 10_000,
             default_timeout_ms: 10_000,
             max_timeout_ms: 300_000,
-            upstream_timeout_ms: 30_000,
+            upstream_timeout_ms: 10_000,
             lost_hold_ms: 60_000,
             class_lag_ms: [0, 250, 1_000, 3_000],
             idempotency_ttl_ms: 600_000,
@@ -119,6 +171,10 @@ impl DispatcherConfig {
         if let Some(v) = var("CREDENTIALS_DIR") {
             cfg.credentials_dir = Some(PathBuf::from(v));
         }
+        if let Some(v) = var("NATS_URL") {
+            // Naming a NATS server turns clustering on with defaults for the rest.
+            cfg.cluster.get_or_insert_with(ClusterConfig::default).nats_url = v;
+        }
         if let Some(v) = var("POLICY_FILES") {
             cfg.policy_files = v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         }
@@ -129,6 +185,9 @@ impl DispatcherConfig {
             }
             if let Some(v) = var(&format!("{up}_EGRESS")) {
                 cfg.egress.insert(ex, parse_env(&format!("SLUICE_DISPATCHER_{up}_EGRESS"), &v)?);
+            }
+            if let Some(v) = var(&format!("{up}_EGRESS_KEY")) {
+                cfg.egress_key.insert(ex, v);
             }
         }
         cfg.validate()?;
@@ -141,6 +200,31 @@ impl DispatcherConfig {
         }
         if self.default_timeout_ms == 0 || self.default_timeout_ms > self.max_timeout_ms {
             return Err(ConfigError::Invalid("default_timeout_ms must be positive and at most max_timeout_ms".into()));
+        }
+        if let Some(c) = &self.cluster {
+            if c.heartbeat_ms == 0 || c.absent_after_ms <= c.heartbeat_ms {
+                return Err(ConfigError::Invalid("cluster.absent_after_ms must exceed cluster.heartbeat_ms (both positive)".into()));
+            }
+            if c.lease_ttl_ms <= 2 * c.clock_skew_ms || c.lease_ttl_ms < 3 * c.heartbeat_ms {
+                return Err(ConfigError::Invalid(
+                    "cluster.lease_ttl_ms must exceed twice cluster.clock_skew_ms and three heartbeats".into(),
+                ));
+            }
+            if c.member_ttl_ms <= c.absent_after_ms {
+                return Err(ConfigError::Invalid("cluster.member_ttl_ms must exceed cluster.absent_after_ms".into()));
+            }
+            if c.grant_use_within_ms == 0 || c.grant_use_within_ms >= c.lease_ttl_ms {
+                // A granted call's ledger entry must reach NATS before a new owner takes
+                // over from the ledger (see ARCHITECTURE.md).
+                return Err(ConfigError::Invalid("cluster.grant_use_within_ms must be positive and below cluster.lease_ttl_ms".into()));
+            }
+            if c.prefix.is_empty() || !c.prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+                return Err(ConfigError::Invalid(format!("cluster.prefix '{}' may hold only letters, digits, '-' and '_'", c.prefix)));
+            }
+        }
+        if !self.replica.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') || self.replica.is_empty() {
+            // The name is part of NATS subjects.
+            return Err(ConfigError::Invalid(format!("replica '{}' may hold only letters, digits, '-' and '_'", self.replica)));
         }
         for (ex, url) in &self.base_urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -197,5 +281,18 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = DispatcherConfig::load(Some("[base_urls]\nokx = 'ftp://x'"), &env(&[])).unwrap_err();
         assert!(e.to_string().contains("base_urls.okx"), "{e}");
+        let e = DispatcherConfig::load(Some("[cluster]\nheartbeat_ms = 50\nlease_ttl_ms = 300\ngrant_use_within_ms = 500"), &env(&[]))
+            .unwrap_err();
+        assert!(e.to_string().contains("grant_use_within_ms"), "{e}");
+        let e = DispatcherConfig::load(None, &env(&[("SLUICE_DISPATCHER_REPLICA", "a.b")])).unwrap_err();
+        assert!(e.to_string().contains("replica 'a.b'"), "{e}");
+    }
+
+    #[test]
+    fn a_nats_url_turns_clustering_on() {
+        let cfg = DispatcherConfig::load(None, &env(&[("SLUICE_DISPATCHER_NATS_URL", "nats://127.0.0.1:4333")])).unwrap();
+        let c = cfg.cluster.unwrap();
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4333");
+        assert_eq!(c.lease_ttl_ms, 1_000);
     }
 }

@@ -9,10 +9,12 @@
 //! * `upstream`: signing and sending, reporting when each answer came.
 //! * `idempotency`: a key is never sent twice.
 //! * `service`: the gRPC service.
+//! * `cluster`: replicas sharing every budget over NATS.
 //!
 //! [`start`] runs everything in-process (tests bind port 0); [`run`] is what the
 //! binary calls.
 
+mod cluster;
 pub mod config;
 mod idempotency;
 pub mod keyring;
@@ -29,8 +31,8 @@ use std::time::Duration;
 
 use sluice_exchange::policy::{Policies, PolicyError};
 use sluice_proto::dispatcher::v1::dispatcher_server::DispatcherServer;
-use sluice_rate::MonotonicClock;
 use sluice_rate::scheduler::SchedulerSpec;
+use sluice_rate::{MonotonicClock, Time};
 use sluice_service::http::Readiness;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -58,6 +60,8 @@ pub enum DispatchError {
     Server(#[from] tonic::transport::Error),
     #[error("cannot read credentials: {0}")]
     Credentials(std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// A running dispatcher.
@@ -109,6 +113,10 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
     let workers = CancellationToken::new();
     let workers_guard = workers.clone().drop_guard();
     let mut shards = BTreeMap::new();
+    let mut upstreams = BTreeMap::new();
+    let mut longest = BTreeMap::new();
+    // Replicas admit nothing until they own an exchange or fall back.
+    let admit_until = if config.cluster.is_some() { Time::ZERO } else { Time::MAX };
     for policy in policies.iter() {
         let policy = Arc::new(policy.clone());
         let up = upstream::Upstream::new(
@@ -119,19 +127,34 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             metrics.clone(),
         )
         .map_err(|e| DispatchError::Http { exchange: policy.exchange.to_string(), message: e.to_string() })?;
+        let up = Arc::new(up);
         let handle = shard::spawn(
             policy.clone(),
             spec.clone(),
-            Arc::new(up),
+            up.clone(),
             clock.clone(),
             metrics.clone(),
             Duration::from_millis(config.idle_bucket_ms),
+            admit_until,
             workers.clone(),
         );
         shards.insert(policy.exchange, handle);
+        upstreams.insert(policy.exchange, up);
+        // The longest window a bucket of this exchange can have, stretched as far
+        // as the adaptive layer may stretch it.
+        let period = policy.groups.values().flat_map(|g| g.windows.iter().map(|w| w.period)).max().unwrap_or_default();
+        longest.insert(policy.exchange, period.div_f64(policy.adaptive.floor.clamp(0.01, 1.0)));
     }
     tracing::info!(accounts = ?keyring.names(), exchanges = ?shards.keys().collect::<Vec<_>>(), "dispatcher configured");
 
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    let cluster = match config.cluster.clone() {
+        Some(c) => Some(
+            cluster::start(&config, c, shards.clone(), upstreams, longest, clock.clone(), metrics.clone(), health.clone(), workers.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let ready = Readiness::default();
     let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, metrics.registry.clone(), ready.clone(), workers.clone()).await?;
     let listener = TcpListener::bind(config.listen).await.map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
@@ -149,10 +172,10 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
         metrics,
         clock,
         shutdown: shutdown.clone(),
+        cluster,
     });
     let svc = DispatcherServer::new(service::DispatcherService { inner }).max_decoding_message_size(max_message);
 
-    let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<DispatcherServer<service::DispatcherService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)

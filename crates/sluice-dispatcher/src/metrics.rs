@@ -69,6 +69,11 @@ pub(crate) struct Metrics {
     pub(crate) throttled: Family<BucketLabels, Counter>,
     pub(crate) bans: Family<BucketLabels, Counter>,
     pub(crate) rejected: Family<ReasonLabels, Counter>,
+    pub(crate) cluster_connected: Gauge,
+    pub(crate) cluster_members: Gauge,
+    pub(crate) cluster_alive: Gauge,
+    pub(crate) cluster_reserved: Gauge,
+    pub(crate) cluster_owned: Family<ExchangeLabels, Gauge>,
 }
 
 impl Metrics {
@@ -86,6 +91,11 @@ impl Metrics {
         let throttled = Family::<BucketLabels, Counter>::default();
         let bans = Family::<BucketLabels, Counter>::default();
         let rejected = Family::<ReasonLabels, Counter>::default();
+        let cluster_connected = Gauge::default();
+        let cluster_members = Gauge::default();
+        let cluster_alive = Gauge::default();
+        let cluster_reserved = Gauge::default();
+        let cluster_owned = Family::<ExchangeLabels, Gauge>::default();
         let mut r = Registry::with_prefix("sluice_dispatcher");
         r.register("bucket_window_used", "Cost counting against a bucket window now, in flight included", window_used.clone());
         r.register("bucket_window_limit", "Limit of a bucket window (configured, or lower if the exchange said so)", window_limit.clone());
@@ -100,6 +110,15 @@ impl Metrics {
         r.register("http_429", "Rate-limit answers (429 and equivalents) per bucket", throttled.clone());
         r.register("bans", "Bans (418, 403) per bucket", bans.clone());
         r.register("rejected", "Calls refused before reaching an exchange, by reason", rejected.clone());
+        r.register(
+            "cluster_connected",
+            "1 while this replica coordinates through NATS; 0 in fallback (admitting on its own share)",
+            cluster_connected.clone(),
+        );
+        r.register("cluster_members", "Replicas known (this one included): the number of shares in fallback", cluster_members.clone());
+        r.register("cluster_alive", "Replicas heard from recently (this one included)", cluster_alive.clone());
+        r.register("cluster_reserved_shares", "Shares an owner keeps back for absent or recovering replicas", cluster_reserved.clone());
+        r.register("cluster_owner", "1 for each exchange whose budgets this replica owns", cluster_owned.clone());
         Arc::new(Metrics {
             registry: Arc::new(Mutex::new(r)),
             window_used,
@@ -115,6 +134,11 @@ impl Metrics {
             throttled,
             bans,
             rejected,
+            cluster_connected,
+            cluster_members,
+            cluster_alive,
+            cluster_reserved,
+            cluster_owned,
         })
     }
 

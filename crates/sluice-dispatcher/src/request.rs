@@ -97,6 +97,9 @@ pub(crate) fn key_status(e: KeyError) -> Status {
 
 /// The egress key of IP-scoped budgets for `exchange`.
 pub(crate) fn egress_key(config: &DispatcherConfig, exchange: Exchange) -> String {
+    if let Some(k) = config.egress_key.get(&exchange) {
+        return k.clone();
+    }
     config.egress.get(&exchange).map_or_else(|| "default".to_owned(), |ip| ip.to_string())
 }
 

@@ -11,8 +11,8 @@ use sluice_domain::Exchange;
 use sluice_exchange::policy::Policies;
 use sluice_proto::dispatcher::v1::dispatcher_server::Dispatcher;
 use sluice_proto::dispatcher::v1::{
-    AcquireRequest, AcquireResponse, BucketStatus, CallRequest, CallResponse, GetBudgetsRequest, GetBudgetsResponse, Header,
-    WatchBudgetsRequest, WindowStatus,
+    AcquireRequest, AcquireResponse, BucketStatus, CallRequest, CallResponse, ClusterStatus, GetBudgetsRequest, GetBudgetsResponse,
+    GetClusterRequest, Header, Member, WatchBudgetsRequest, WindowStatus,
 };
 use sluice_proto::prost_types;
 use sluice_rate::{Clock, MonotonicClock};
@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::cluster::{self, Claimed, Cluster, Route};
 use crate::config::DispatcherConfig;
 use crate::idempotency::{self, Begin, Ending, Idempotency};
 use crate::keyring::Keyring;
@@ -37,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: MonotonicClock,
     pub(crate) shutdown: CancellationToken,
+    /// Replicas sharing budgets over NATS; `None` for a dispatcher on its own.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// The service implementation.
@@ -97,6 +100,7 @@ pub(crate) fn bucket_status(v: &BucketView, now: sluice_rate::Time) -> BucketSta
         throttled_total: v.status.throttled,
         bans_total: v.status.bans,
         phantom_cost: v.status.phantom_cost,
+        owner: String::new(),
     }
 }
 
@@ -110,6 +114,9 @@ impl Inner {
     }
 
     async fn dispatch(&self, call: crate::request::PreparedCall) -> Result<Answer, Failure> {
+        if let Some(c) = &self.cluster {
+            return c.call(call, None).await;
+        }
         let exchange = call.exchange;
         let shard = self.shard(exchange).map_err(Failure::NotSent)?;
         let (reply, rx) = oneshot::channel();
@@ -140,9 +147,42 @@ impl Inner {
             }
             let views = shard.status().await.ok_or_else(|| Status::unavailable("the dispatcher is shutting down"))?;
             let now = self.clock.now();
-            buckets.extend(views.iter().map(|v| bucket_status(v, now)));
+            let owner = self.cluster.as_ref().map(|c| c.owner_of(*ex)).unwrap_or_default();
+            buckets.extend(views.iter().map(|v| BucketStatus { owner: owner.clone(), ..bucket_status(v, now) }));
         }
         Ok(GetBudgetsResponse { buckets, replica: self.config.replica.clone() })
+    }
+}
+
+/// A call with an idempotency key among replicas: the key is claimed in the shared
+/// store first, so a retry on any replica is never sent twice.
+async fn shared_key_call(c: &Cluster, call: crate::request::PreparedCall, key: &str) -> Result<CallResponse, Status> {
+    if c.route(call.exchange) == Route::Fallback {
+        return Err(Status::unavailable(
+            "NATS is unreachable, so idempotency keys cannot be checked across replicas; not sent (retry, or send without a key)",
+        ));
+    }
+    let fp = cluster::fingerprint(call.method, &call.path, &call.query, &call.body);
+    let account = call.account.clone().unwrap_or_default();
+    match c.claim(call.exchange, &account, key, fp, call.deadline).await? {
+        Claimed::Replay(r) => Ok(r),
+        Claimed::Fresh(mut claim) => match c.call(call, Some(&mut claim)).await {
+            Ok(answer) => {
+                let r = response(&answer);
+                c.finish(claim, cluster::Ending::Answered(r.clone())).await;
+                Ok(r)
+            }
+            // Another replica took the key over: its record is not ours to close.
+            Err(Failure::NotSent(s)) if s.code() == tonic::Code::Aborted => Err(s),
+            Err(Failure::NotSent(s)) => {
+                c.finish(claim, cluster::Ending::NotSent).await;
+                Err(s)
+            }
+            Err(Failure::Unknown(s)) => {
+                c.finish(claim, cluster::Ending::Unknown).await;
+                Err(s)
+            }
+        },
     }
 }
 
@@ -160,6 +200,9 @@ impl Dispatcher for DispatcherService {
         let Some(key) = call.idempotency_key.clone() else {
             return inner.dispatch(call).await.map(|a| Response::new(response(&a))).map_err(Failure::into_status);
         };
+        if let Some(c) = &inner.cluster {
+            return shared_key_call(c, call, &key).await.map(Response::new);
+        }
         let fp = idempotency::fingerprint(call.method, &call.path, &call.query, &call.body);
         let (exchange, account, deadline) = (call.exchange, call.account.clone().unwrap_or_default(), call.deadline);
         let mut call = Some(call);
@@ -227,6 +270,15 @@ impl Dispatcher for DispatcherService {
         let timeout = grpc_timeout(&request);
         let grant = prepare_grant(request.get_ref(), &inner.context(timeout))?;
         let exchange = grant.exchange;
+        if let Some(c) = &inner.cluster
+            && let Some(queued) = c.grant(&grant).await?
+        {
+            return Ok(Response::new(AcquireResponse {
+                use_within: Some(duration(grant.use_within)),
+                queued: Some(duration(queued)),
+                bucket: grant.need.0.to_string(),
+            }));
+        }
         let (reply, rx) = oneshot::channel();
         inner.shard(exchange)?.try_send(Command::Grant { grant: Box::new(grant), reply }).map_err(|e| inner.unsent(exchange, e))?;
         let g = rx.await.map_err(|_| Status::unavailable("the dispatcher stopped"))??;
@@ -235,6 +287,20 @@ impl Dispatcher for DispatcherService {
 
     async fn get_budgets(&self, request: Request<GetBudgetsRequest>) -> Result<Response<GetBudgetsResponse>, Status> {
         Ok(Response::new(self.inner.budgets(&request.get_ref().exchange).await?))
+    }
+
+    async fn get_cluster(&self, _request: Request<GetClusterRequest>) -> Result<Response<ClusterStatus>, Status> {
+        let inner = &self.inner;
+        Ok(Response::new(match &inner.cluster {
+            Some(c) => c.status(),
+            None => ClusterStatus {
+                replica: inner.config.replica.clone(),
+                mode: "single".into(),
+                members: vec![Member { replica: inner.config.replica.clone(), alive: true, ..Default::default() }],
+                owners: Vec::new(),
+                fallback_share_of: 1,
+            },
+        }))
     }
 
     type WatchBudgetsStream = ReceiverStream<Result<GetBudgetsResponse, Status>>;

@@ -6,6 +6,12 @@
 //!
 //! Commands arrive on a bounded channel; when it is full the caller is refused with
 //! RESOURCE_EXHAUSTED rather than queued without bound.
+//!
+//! With replicas (see `cluster`) the shard of every replica keeps a copy of the
+//! exchange's ledger: it applies every ledger entry any replica publishes. Only the
+//! shard of the exchange's owner admits (`Reserve`, for calls any replica sends);
+//! the others admit nothing (`admit_until` is in the past) until they own the
+//! exchange or fall back to their own share.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use std::time::Duration;
 use sluice_domain::Exchange;
 use sluice_exchange::feedback::Observation;
 use sluice_exchange::policy::{ExchangePolicy, Scope};
-use sluice_rate::bucket::BucketStatus;
+use sluice_rate::bucket::{BucketStatus, Share};
 use sluice_rate::scheduler::{Admitted, BucketId, Dropped, Hold, Need, Refusal, Request, Scheduler, SchedulerSpec, Ticket};
 use sluice_rate::{Clock, MonotonicClock, Time};
 use tokio::sync::{mpsc, oneshot};
@@ -69,13 +75,65 @@ pub(crate) struct BucketView {
 
 pub(crate) type CallReply = oneshot::Sender<Result<Answer, Failure>>;
 
+/// A call or token another replica (or this one) asks the owner to admit.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub(crate) grant_id: String,
+    pub(crate) class: sluice_rate::scheduler::Class,
+    pub(crate) deadline: Time,
+    pub(crate) needs: Vec<(BucketKey, u64)>,
+    /// `None`: held until settled (an HTTP call); else a token held this long.
+    pub(crate) hold: Option<Duration>,
+    pub(crate) route: String,
+    /// An unsettled call counts as answered (unknown) at admission plus this.
+    pub(crate) settle_within: Duration,
+}
+
+/// One entry of an exchange's ledger, as every replica applies it.
+#[derive(Debug)]
+pub(crate) enum LedgerEvent {
+    /// A granted request is about to leave for the exchange.
+    Sending { grant_id: String, charges: Vec<(BucketKey, u64)>, bound: Time, held_until: Option<Time> },
+    /// How it ended.
+    Settled { grant_id: String, outcome: Outcome, admitted_at: Time, route: String },
+}
+
+pub(crate) type ReserveReply = oneshot::Sender<Result<Time, Status>>;
+
 pub(crate) enum Command {
-    Call { call: Box<PreparedCall>, reply: CallReply },
-    Grant { grant: Box<PreparedGrant>, reply: oneshot::Sender<Result<Granted, Status>> },
-    Status { reply: oneshot::Sender<Vec<BucketView>> },
+    Call {
+        call: Box<PreparedCall>,
+        reply: CallReply,
+    },
+    Grant {
+        grant: Box<PreparedGrant>,
+        reply: oneshot::Sender<Result<Granted, Status>>,
+    },
+    Status {
+        reply: oneshot::Sender<Vec<BucketView>>,
+    },
+    Reserve {
+        res: Box<Reservation>,
+        reply: ReserveReply,
+    },
+    Ledger(Box<LedgerEvent>),
+    /// The share of every limit this replica may admit.
+    Share(Share),
+    /// Admit nothing before `until` plus, when `per_window`, each bucket's longest window.
+    Pause {
+        until: Time,
+        per_window: bool,
+    },
+    /// Each bucket admits nothing from `base` minus its longest window on
+    /// (`Time::MAX` reopens): a fallback ends in time for its entries to clear.
+    Close(Time),
+    /// Admit nothing at or after this time (ownership lease);
+    /// what waits then is refused as UNAVAILABLE so its caller asks again.
+    AdmitUntil(Time),
 }
 
 /// How a sent call ended, reported by its send task.
+#[derive(Debug)]
 pub(crate) enum Outcome {
     /// The exchange answered at `at`.
     Answered { at: Time, observations: Vec<Observation> },
@@ -100,7 +158,30 @@ struct Sent {
 enum JobKind {
     Call { call: Box<PreparedCall>, reply: CallReply },
     Grant { grant: Box<PreparedGrant>, reply: oneshot::Sender<Result<Granted, Status>> },
+    Reserve { res: Box<Reservation>, reply: ReserveReply },
 }
+
+/// A reservation this shard admitted, until its sender reports how it ended.
+struct Issued {
+    /// `None` for tokens, which are held for a fixed time and never settled.
+    ticket: Option<Ticket>,
+    admitted_at: Time,
+    route: String,
+    ids: Vec<BucketId>,
+    /// Settled as unknown at this time if no report came.
+    expires: Time,
+}
+
+/// A ledger entry admitted by another replica, copied into this shard's buckets.
+struct Copied {
+    entry: u64,
+    ids: Vec<BucketId>,
+    bound: Time,
+    open: bool,
+}
+
+/// Ids of copied entries live between scheduler tickets and phantom entries.
+const COPIED_ID_BASE: u64 = 1 << 62;
 
 struct Job {
     kind: JobKind,
@@ -112,6 +193,7 @@ impl Job {
         match &self.kind {
             JobKind::Call { reply, .. } => !reply.is_closed(),
             JobKind::Grant { reply, .. } => !reply.is_closed(),
+            JobKind::Reserve { reply, .. } => !reply.is_closed(),
         }
     }
 
@@ -121,6 +203,9 @@ impl Job {
                 let _ = reply.send(Err(Failure::NotSent(status)));
             }
             JobKind::Grant { reply, .. } => {
+                let _ = reply.send(Err(status));
+            }
+            JobKind::Reserve { reply, .. } => {
                 let _ = reply.send(Err(status));
             }
         }
@@ -150,6 +235,12 @@ impl ShardHandle {
         })
     }
 
+    /// Hands a command to the shard, waiting for room (cluster bookkeeping that
+    /// must not be dropped).
+    pub(crate) async fn send(&self, cmd: Command) {
+        let _ = self.tx.send(cmd).await;
+    }
+
     pub(crate) async fn status(&self) -> Option<Vec<BucketView>> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Status { reply }).await.ok()?;
@@ -175,10 +266,21 @@ struct Shard {
     next_wake: Option<Time>,
     idle_bucket: Duration,
     warned: HashSet<(String, String)>,
+    issued: HashMap<String, Issued>,
+    copied: HashMap<String, Copied>,
+    /// Attempts their asker abandoned before a grant came: given back if admitted later.
+    cancelled: HashMap<String, Time>,
+    next_copied: u64,
+    share: Share,
+    /// Pauses applied to buckets created later too: (until, per_window).
+    pauses: Vec<(Time, bool)>,
+    admit_until: Time,
+    close: Time,
 }
 
 /// Starts the shard of one exchange; it runs until `stop` (which the dispatcher
 /// fires only after the gRPC server has drained, so queued calls still go out).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     policy: Arc<ExchangePolicy>,
     spec: SchedulerSpec,
@@ -186,6 +288,7 @@ pub(crate) fn spawn(
     clock: MonotonicClock,
     metrics: Arc<Metrics>,
     idle_bucket: Duration,
+    admit_until: Time,
     stop: CancellationToken,
 ) -> ShardHandle {
     // Commands are small; the scheduler's own capacity bounds what waits.
@@ -207,6 +310,14 @@ pub(crate) fn spawn(
         next_wake: None,
         idle_bucket,
         warned: HashSet::new(),
+        issued: HashMap::new(),
+        copied: HashMap::new(),
+        cancelled: HashMap::new(),
+        next_copied: COPIED_ID_BASE,
+        share: Share::Whole,
+        pauses: Vec::new(),
+        admit_until,
+        close: Time::MAX,
     };
     tokio::spawn(shard.run(rx, done_rx, stop));
     ShardHandle { tx }
@@ -255,6 +366,14 @@ impl Shard {
         {
             b.on_banned(*until);
         }
+        self.pauses.retain(|(until, _)| *until > now - Duration::from_secs(3600));
+        if let Some(b) = self.sched.bucket_mut(id) {
+            b.set_share(self.share);
+            b.close_from(self.close);
+            for (until, per_window) in &self.pauses {
+                b.pause_until(if *per_window { *until + b.longest_period() } else { *until });
+            }
+        }
         self.ids.insert(key.clone(), id);
         self.keys.insert(id, key.clone());
         Ok(id)
@@ -272,6 +391,45 @@ impl Shard {
             }
             Command::Grant { grant, reply } => {
                 (grant.class, grant.deadline, vec![grant.need.clone()], Hold::For(grant.hold), JobKind::Grant { grant, reply })
+            }
+            Command::Reserve { res, reply } => {
+                let hold = res.hold.map_or(Hold::UntilSettled, Hold::For);
+                (res.class, res.deadline, res.needs.clone(), hold, JobKind::Reserve { res, reply })
+            }
+            Command::Ledger(event) => return self.on_ledger(*event, now),
+            Command::Share(share) => {
+                self.share = share;
+                let ids: Vec<BucketId> = self.sched.bucket_ids().collect();
+                for id in ids {
+                    if let Some(b) = self.sched.bucket_mut(id) {
+                        b.set_share(share);
+                    }
+                }
+                return;
+            }
+            Command::Pause { until, per_window } => {
+                self.pauses.push((until, per_window));
+                let ids: Vec<BucketId> = self.sched.bucket_ids().collect();
+                for id in ids {
+                    if let Some(b) = self.sched.bucket_mut(id) {
+                        b.pause_until(if per_window { until + b.longest_period() } else { until });
+                    }
+                }
+                return;
+            }
+            Command::AdmitUntil(t) => {
+                self.admit_until = t;
+                return;
+            }
+            Command::Close(base) => {
+                self.close = base;
+                let ids: Vec<BucketId> = self.sched.bucket_ids().collect();
+                for id in ids {
+                    if let Some(b) = self.sched.bucket_mut(id) {
+                        b.close_from(base);
+                    }
+                }
+                return;
             }
         };
         let mut ids = Vec::with_capacity(needs.len());
@@ -327,6 +485,16 @@ impl Shard {
     /// Admits what may go, fails what cannot go in time, sets the next wake-up.
     fn pump(&mut self) {
         let now = self.clock.now();
+        if now >= self.admit_until {
+            // Not (or no longer) allowed to admit here: whoever waits asks again,
+            // at the owner or after this replica rejoins.
+            for (job, _) in self.sched.poll(Time::MAX, |_| false).dropped {
+                self.metrics.reject(self.exchange.as_str(), "not_owner");
+                job.fail(Status::unavailable("this replica does not decide these budgets now; not sent"));
+            }
+            self.next_wake = None;
+            return;
+        }
         let poll = self.sched.poll(now, Job::alive);
         for a in poll.admitted {
             self.start(a);
@@ -357,7 +525,11 @@ impl Shard {
             self.metrics.reject(self.exchange.as_str(), reason);
             job.fail(status);
         }
-        self.next_wake = poll.next_wake;
+        self.next_wake = match poll.next_wake {
+            Some(t) => Some(t.min(self.admit_until)),
+            None if self.sched.is_empty() => None,
+            None => Some(self.admit_until),
+        };
     }
 
     fn start(&mut self, a: Admitted<Job>) {
@@ -377,6 +549,105 @@ impl Shard {
             JobKind::Call { call, reply } => {
                 self.sent.insert(a.ticket, Sent { admitted_at: a.admitted_at, route: call.route.clone(), ids: a.payload.ids });
                 tokio::spawn(self.upstream.clone().send(call, reply, a.ticket, queued, buckets, self.done_tx.clone()));
+            }
+            JobKind::Reserve { res, reply } => {
+                let (ticket, expires) = match res.hold {
+                    None => (Some(a.ticket), a.admitted_at + res.settle_within),
+                    Some(hold) => (None, a.admitted_at + hold),
+                };
+                if self.cancelled.remove(&res.grant_id).is_some() || reply.send(Ok(a.admitted_at)).is_err() {
+                    // The asker left before hearing of it: nothing will be sent.
+                    if ticket.is_some() {
+                        self.sched.release(a.ticket);
+                    }
+                    return;
+                }
+                let issued = Issued { ticket, admitted_at: a.admitted_at, route: res.route, ids: a.payload.ids, expires };
+                self.issued.insert(res.grant_id, issued);
+            }
+        }
+    }
+
+    /// Applies a ledger entry: a request this shard admitted is settled, and one
+    /// admitted elsewhere is copied into the buckets (so whoever owns the exchange
+    /// next starts from it).
+    fn on_ledger(&mut self, event: LedgerEvent, now: Time) {
+        match event {
+            LedgerEvent::Sending { grant_id, charges, bound, held_until, .. } => {
+                if self.issued.contains_key(&grant_id) || self.copied.contains_key(&grant_id) {
+                    return;
+                }
+                let entry = self.next_copied;
+                self.next_copied += 1;
+                let mut ids = Vec::with_capacity(charges.len());
+                for (key, cost) in &charges {
+                    let Ok(id) = self.bucket_for(key) else { continue };
+                    if let Some(b) = self.sched.bucket_mut(id) {
+                        b.charge(now, entry, *cost, held_until.unwrap_or(Time::MAX));
+                    }
+                    self.last_used.insert(id, now);
+                    ids.push(id);
+                }
+                self.copied.insert(grant_id, Copied { entry, ids, bound, open: held_until.is_none() });
+            }
+            LedgerEvent::Settled { grant_id, outcome, admitted_at, route } => {
+                if let Some(issued) = self.issued.remove(&grant_id) {
+                    let Some(ticket) = issued.ticket else { return };
+                    self.sent.insert(ticket, Sent { admitted_at: issued.admitted_at, route: issued.route, ids: issued.ids });
+                    self.on_done(Done { ticket, outcome });
+                } else if matches!(outcome, Outcome::NotSent) && !self.copied.contains_key(&grant_id) {
+                    // An abandoned attempt, perhaps still waiting here.
+                    self.cancelled.insert(grant_id, now + Duration::from_secs(60));
+                } else if let Some(c) = self.copied.remove(&grant_id) {
+                    let lost_hold = self.sched.spec().lost_hold;
+                    match outcome {
+                        Outcome::Answered { at, observations } => {
+                            self.settle_copied(&c, now, Some(at));
+                            // The same feedback the sender's owner applies, so copies agree.
+                            for obs in observations {
+                                self.apply(&c.ids, &route, admitted_at, at, now, obs);
+                            }
+                        }
+                        Outcome::Unknown { at } => self.settle_copied(&c, now, Some(at + lost_hold)),
+                        Outcome::NotSent => self.settle_copied(&c, now, None),
+                    }
+                }
+            }
+        }
+    }
+
+    fn settle_copied(&mut self, c: &Copied, now: Time, held_until: Option<Time>) {
+        if !c.open {
+            return;
+        }
+        for id in &c.ids {
+            if let Some(b) = self.sched.bucket_mut(*id) {
+                match held_until {
+                    Some(t) => b.settle(now, c.entry, t),
+                    None => b.release(c.entry),
+                }
+            }
+        }
+    }
+
+    /// Requests whose sender never reported: counted as unknown outcomes.
+    fn expire_unsettled(&mut self, now: Time) {
+        self.cancelled.retain(|_, until| *until > now);
+        let lost_hold = self.sched.spec().lost_hold;
+        let late: Vec<String> = self.issued.iter().filter(|(_, i)| i.expires <= now).map(|(g, _)| g.clone()).collect();
+        for g in late {
+            if let Some(i) = self.issued.remove(&g)
+                && let Some(ticket) = i.ticket
+            {
+                tracing::warn!(exchange = %self.exchange, grant = %g, "no report for a granted call; counting it as an unknown outcome");
+                self.sched.settle_unknown(now, ticket, i.expires);
+            }
+        }
+        let late: Vec<String> = self.copied.iter().filter(|(_, c)| c.bound <= now).map(|(g, _)| g.clone()).collect();
+        for g in late {
+            if let Some(c) = self.copied.remove(&g) {
+                let bound = c.bound;
+                self.settle_copied(&c, now, Some(bound + lost_hold));
             }
         }
     }
@@ -485,6 +756,7 @@ impl Shard {
     /// Publishes metrics and drops idle per-connection buckets.
     fn housekeeping(&mut self) {
         let now = self.clock.now();
+        self.expire_unsettled(now);
         let views = self.views();
         let ex = self.exchange.to_string();
         // Per-connection budgets come and go with sockets: as metric labels they

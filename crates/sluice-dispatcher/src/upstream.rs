@@ -124,13 +124,16 @@ impl Upstream {
             let _ = done.send(report(Outcome::NotSent)).await;
             return;
         }
-        let (request, timeout) = match self.build(&call) {
+        let (outcome, result) = self.execute(&call, queued, buckets).await;
+        let _ = done.send(report(outcome)).await;
+        let _ = reply.send(result);
+    }
+
+    /// Signs and sends one call; says how it ended for the budget and for the caller.
+    pub(crate) async fn execute(&self, call: &PreparedCall, queued: Duration, buckets: Vec<String>) -> (Outcome, Result<Answer, Failure>) {
+        let (request, timeout) = match self.build(call) {
             Ok(r) => r,
-            Err(status) => {
-                let _ = done.send(report(Outcome::NotSent)).await;
-                let _ = reply.send(Err(Failure::NotSent(status)));
-                return;
-            }
+            Err(status) => return (Outcome::NotSent, Err(Failure::NotSent(status))),
         };
         let started = self.clock.now();
         let (outcome, result) = match request.timeout(timeout).send().await {
@@ -176,7 +179,6 @@ impl Upstream {
         if result.is_err() {
             tracing::warn!(exchange = %self.exchange, route = %call.route, "call got no answer");
         }
-        let _ = done.send(report(outcome)).await;
-        let _ = reply.send(result);
+        (outcome, result)
     }
 }

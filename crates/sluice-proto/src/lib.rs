@@ -11,6 +11,15 @@ pub mod dispatcher {
     }
 }
 
+/// `sluice.cluster.*`
+pub mod cluster {
+    /// `sluice.cluster.v1`: what dispatcher replicas say to each other over NATS.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.cluster.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every sluice proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 

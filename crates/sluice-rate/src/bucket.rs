@@ -110,6 +110,31 @@ pub struct BucketStatus {
     pub phantom_cost: u64,
 }
 
+/// How much of each limit this process may use. Dispatcher replicas that cannot
+/// coordinate split every budget: each takes `Part`, and one that still coordinates
+/// for the others keeps only the `Rest` after the parts of those that may not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Share {
+    #[default]
+    Whole,
+    /// `floor(limit / of)`.
+    Part { of: u64 },
+    /// `limit - reserved * floor(limit / of)`.
+    Rest { of: u64, reserved: u64 },
+}
+
+impl Share {
+    /// The part of `limit` this share allows; the parts of `of` replicas never sum
+    /// above `limit`.
+    pub fn apply(self, limit: u64) -> u64 {
+        match self {
+            Share::Whole => limit,
+            Share::Part { of } => limit / of.max(1),
+            Share::Rest { of, reserved } => limit.saturating_sub(reserved.saturating_mul(limit / of.max(1))),
+        }
+    }
+}
+
 type Key = (Time, u64);
 
 #[derive(Debug, Clone)]
@@ -153,6 +178,9 @@ pub struct Bucket {
     /// The factor the window periods are currently stretched by.
     factor: f64,
     frozen_until: Time,
+    /// Admits nothing from this time on (see [`Bucket::close_from`]).
+    closed_from: Time,
+    share: Share,
     /// Entries older than this are gone from every window even at the floor factor.
     retain: Duration,
     next_phantom: u64,
@@ -180,6 +208,8 @@ impl Bucket {
             adaptive: Adaptive::new(spec.adaptive),
             factor: 1.0,
             frozen_until: Time::ZERO,
+            closed_from: Time::MAX,
+            share: Share::Whole,
             retain,
             next_phantom: PHANTOM_ID_BASE,
             admitted: 0,
@@ -192,6 +222,21 @@ impl Bucket {
     /// The smallest limit over the windows: no single request may cost more.
     pub fn max_cost(&self) -> u64 {
         self.windows.iter().map(|w| w.limit).min().unwrap_or(0)
+    }
+
+    /// Limits this bucket to a share of each window (see [`Share`]).
+    pub fn set_share(&mut self, share: Share) {
+        self.share = share;
+    }
+
+    /// What window `w` may hold under the current share.
+    fn cap(&self, w: &Window) -> u64 {
+        self.share.apply(w.limit)
+    }
+
+    /// The longest configured window.
+    pub fn longest_period(&self) -> Duration {
+        self.windows.iter().map(|w| w.spec.period).max().unwrap_or_default()
     }
 
     /// The configured windows.
@@ -262,9 +307,13 @@ impl Bucket {
         if let Some(w) = self.windows.iter().find(|w| cost > w.limit) {
             return Earliest::Never { limit: w.limit };
         }
+        // Above the current share but within the limit: possible once the share grows.
+        if self.windows.iter().any(|w| cost > self.cap(w)) || now >= self.closed_from {
+            return Earliest::AfterSettle;
+        }
         let mut t = now.max(self.frozen_until);
         for w in &self.windows {
-            let need = (w.sum + cost).saturating_sub(w.limit);
+            let need = (w.sum + cost).saturating_sub(self.cap(w));
             if need == 0 {
                 continue;
             }
@@ -283,9 +332,12 @@ impl Bucket {
             Earliest::AfterSettle => {}
             other => return other,
         }
+        if self.windows.iter().any(|w| cost > self.cap(w)) || now >= self.closed_from {
+            return Earliest::AfterSettle;
+        }
         let mut t = now.max(self.frozen_until);
         for w in &self.windows {
-            let need = (w.sum + cost).saturating_sub(w.limit);
+            let need = (w.sum + cost).saturating_sub(self.cap(w));
             if need == 0 {
                 continue;
             }
@@ -416,6 +468,19 @@ impl Bucket {
         self.frozen_until = self.frozen_until.max(until);
     }
 
+    /// Admits nothing at or after `base` minus the longest window (stretched as far
+    /// as the adaptive layer may stretch it): whatever it admits has left every
+    /// window by `base`. `Time::MAX` reopens it.
+    pub fn close_from(&mut self, base: Time) {
+        self.closed_from = if base == Time::MAX { Time::MAX } else { base - self.retain };
+    }
+
+    /// Admits nothing before `until` (not a ban: the dispatcher does not know what
+    /// others spent, so it waits until that can no longer count).
+    pub fn pause_until(&mut self, until: Time) {
+        self.frozen_until = self.frozen_until.max(until);
+    }
+
     /// The time the bucket is frozen until, if it is frozen at `now`.
     pub fn frozen_until(&self, now: Time) -> Option<Time> {
         (self.frozen_until > now).then_some(self.frozen_until)
@@ -432,7 +497,7 @@ impl Bucket {
             windows: self
                 .windows
                 .iter()
-                .map(|w| WindowStatus { period: w.spec.period, effective_period: w.period, limit: w.limit, used: w.sum })
+                .map(|w| WindowStatus { period: w.spec.period, effective_period: w.period, limit: self.cap(w), used: w.sum })
                 .collect(),
             rate_factor: self.factor,
             frozen_until: self.frozen_until(now),
@@ -600,6 +665,46 @@ mod tests {
             b.charge(ms(i * 10), i, 1, ms(i * 10));
         }
         assert!(b.held.len() < 300, "kept {}", b.held.len());
+    }
+
+    #[test]
+    fn shares_of_replicas_never_sum_above_the_limit() {
+        for limit in [1u64, 2, 7, 10, 600, 6000] {
+            for of in 1u64..=5 {
+                let part = Share::Part { of }.apply(limit);
+                for reserved in 0..of {
+                    let rest = Share::Rest { of, reserved }.apply(limit);
+                    assert!(rest + reserved * part <= limit, "limit {limit} of {of} reserved {reserved}");
+                }
+                assert!(part * of <= limit);
+            }
+        }
+        let mut b = bucket(&[(10, 1000)]);
+        b.set_share(Share::Part { of: 3 });
+        for i in 0..3 {
+            assert_eq!(b.earliest(ms(0), 1), Earliest::Now);
+            b.charge(ms(0), i, 1, ms(0));
+        }
+        assert!(matches!(b.earliest(ms(0), 1), Earliest::At(_)));
+        // Above the share but within the limit: wait, never refuse outright.
+        assert_eq!(b.earliest(ms(0), 5), Earliest::AfterSettle);
+        assert_eq!(b.earliest(ms(0), 11), Earliest::Never { limit: 10 });
+        b.set_share(Share::Whole);
+        assert_eq!(b.earliest(ms(0), 1), Earliest::Now);
+    }
+
+    #[test]
+    fn a_pause_is_not_a_ban() {
+        let mut b = bucket(&[(10, 1000)]);
+        b.pause_until(ms(500));
+        assert_eq!(b.earliest(ms(0), 1), Earliest::At(ms(500)));
+        assert_eq!(b.status(ms(0)).bans, 0);
+        // Closed early enough that anything admitted leaves the window by the base.
+        b.close_from(ms(3000));
+        assert!(matches!(b.earliest(ms(600), 1), Earliest::Now));
+        assert_eq!(b.earliest(ms(2500), 1), Earliest::AfterSettle);
+        b.close_from(Time::MAX);
+        assert_eq!(b.earliest(ms(2500), 1), Earliest::Now);
     }
 
     #[test]

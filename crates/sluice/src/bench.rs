@@ -59,6 +59,39 @@ pub struct DispatchArgs {
     /// Calls in the overhead phase (0 skips it).
     #[arg(long, default_value_t = 2000)]
     pub overhead_calls: usize,
+    /// Above 1: that many dispatcher processes on one nats-server (Upbit only; see
+    /// `replicas`). The last line is then `ratio=… http_429=… max_stall_ms=…`.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// With replicas: kill -9 the owner of the budgets this many seconds in.
+    #[arg(long)]
+    pub kill_owner_at: Option<u64>,
+    /// With replicas: stop NATS this many seconds in...
+    #[arg(long)]
+    pub nats_stop_at: Option<u64>,
+    /// ...and start it again this many seconds later.
+    #[arg(long, default_value_t = 6)]
+    pub nats_down_for: u64,
+    /// With replicas: clients placing keyed orders, retried on another replica.
+    #[arg(long, default_value_t = 3)]
+    pub order_clients: usize,
+}
+
+impl DispatchArgs {
+    /// The replicas scenario these arguments describe.
+    pub fn replica_run(&self) -> crate::replicas::ReplicaRun {
+        crate::replicas::ReplicaRun {
+            replicas: self.replicas,
+            clients: self.clients,
+            inflight: self.inflight,
+            seconds: self.seconds,
+            jitter_ms: self.jitter_ms,
+            kill_owner_at: self.kill_owner_at,
+            nats_stop_at: self.nats_stop_at,
+            nats_down_for: self.nats_down_for,
+            order_clients: self.order_clients,
+        }
+    }
 }
 
 /// The endpoint each exchange is benchmarked on, its group, and its weight.

@@ -4,10 +4,12 @@
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
+//! * [`replicas`]: `sluice bench dispatch --replicas N`, dispatcher processes on one NATS.
 
 pub mod bench;
 pub mod call;
 pub mod load;
+pub mod replicas;
 pub mod top;
 
 /// Percentile of a sorted slice (nearest rank).

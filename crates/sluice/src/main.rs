@@ -35,6 +35,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut out = std::io::stdout();
     match cli.command {
+        Command::Bench { which: Bench::Dispatch(a) } if a.replicas > 1 => {
+            if a.exchange != sluice_domain::Exchange::Upbit || a.limiter != sluice::bench::Limiter::Sluice {
+                anyhow::bail!("--replicas runs Upbit through sluice only");
+            }
+            sluice::replicas::run(a.replica_run(), &mut out).await?;
+        }
         Command::Bench { which: Bench::Dispatch(a) } => {
             sluice::bench::dispatch(a, &mut out).await?;
         }

@@ -1,0 +1,892 @@
+//! Dispatcher replicas on one NATS: one budget per bucket whichever replica takes
+//! the call, and losing a replica costs neither a stall nor a burst.
+//!
+//! * Each exchange has one owner, the replica holding its lease in the JetStream
+//!   key-value bucket `<prefix>_owners`. Only the owner's shard admits; any other
+//!   replica asks it for a grant over NATS request/reply, then sends the call
+//!   itself (from its own egress address, so IP budgets stay per address).
+//! * Every replica applies every ledger entry (`Sending`, `Settled`) to its own
+//!   shard, so each holds a copy of every exchange's ledger. A sender publishes
+//!   `Sending` and waits until NATS has it before the request leaves; a new owner
+//!   therefore starts from a ledger holding everything that may have been sent.
+//! * NATS unreachable: the replica admits on its own from `1/N` of each budget
+//!   after a pause sized to what others may still have in flight, and stops in
+//!   time for the others to forget it. Owners keep the shares of absent or
+//!   recovering replicas back. ARCHITECTURE.md gives the argument.
+//! * Idempotency keys live in `<prefix>_idempotency`, so a retry on another
+//!   replica is never sent twice.
+
+mod idem;
+mod members;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use sluice_domain::Exchange;
+use sluice_proto::cluster::v1 as pb;
+use sluice_rate::bucket::Share;
+use sluice_rate::{Clock, MonotonicClock, Time};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+pub(crate) use idem::{Claim, Claimed, Ending, fingerprint};
+use members::{LeaseAction, LeaseSeen, Members, Timing};
+
+use crate::config::{ClusterConfig, DispatcherConfig};
+use crate::metrics::{ExchangeLabels, Metrics};
+use crate::request::{BucketKey, PreparedCall, PreparedGrant, egress_key};
+use crate::shard::{Answer, Command, Failure, LedgerEvent, Outcome, Reservation, ShardHandle};
+use crate::upstream::Upstream;
+
+/// Why clustering could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("NATS JetStream: {0}")]
+    JetStream(String),
+}
+
+/// How this replica decides an exchange's budgets right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// It owns them.
+    Owner,
+    /// Another replica owns them.
+    Follower(String),
+    /// In contact with NATS, but nobody holds the lease yet.
+    NoOwner,
+    /// NATS is unreachable: admit locally from this replica's share.
+    Fallback,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    epoch: u64,
+    expires: Time,
+}
+
+struct State {
+    connected: bool,
+    last_contact: Time,
+    /// When the ledger subscription last started being continuous.
+    subscribed_since: Time,
+    fallback_since: Option<Time>,
+    fallback_clear: Time,
+    members: Members,
+    leases: BTreeMap<Exchange, LeaseSeen>,
+    held: BTreeMap<Exchange, Held>,
+}
+
+/// One replica's membership of the cluster.
+pub(crate) struct Cluster {
+    me: String,
+    incarnation: String,
+    cfg: ClusterConfig,
+    client: async_nats::Client,
+    owners: kv::Store,
+    idem: kv::Store,
+    shards: BTreeMap<Exchange, ShardHandle>,
+    upstreams: BTreeMap<Exchange, Arc<Upstream>>,
+    /// Longest window of each exchange's policy.
+    longest: BTreeMap<Exchange, Duration>,
+    egress: Vec<String>,
+    state: Mutex<State>,
+    /// Bumped at every change of route, so waiting calls look again.
+    changed: watch::Sender<u64>,
+    counter: AtomicU64,
+    clock: MonotonicClock,
+    metrics: Arc<Metrics>,
+    upstream_timeout: Duration,
+    health: tonic_health::server::HealthReporter,
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl Cluster {
+    fn timing(&self) -> Timing {
+        Timing { absent_after: ms(self.cfg.absent_after_ms), member_ttl: ms(self.cfg.member_ttl_ms) }
+    }
+
+    fn skew(&self) -> Duration {
+        ms(self.cfg.clock_skew_ms)
+    }
+
+    fn use_within(&self) -> Duration {
+        ms(self.cfg.grant_use_within_ms)
+    }
+
+    fn subject(&self, tail: &str) -> String {
+        format!("{}.dispatch.{tail}", self.cfg.prefix)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This replica's identity in idempotency records: name and incarnation.
+    fn me_full(&self) -> String {
+        format!("{}/{}", self.me, self.incarnation)
+    }
+
+    /// How `exchange`'s budgets are decided now.
+    pub(crate) fn route(&self, exchange: Exchange) -> Route {
+        let now = self.clock.now();
+        let st = self.lock();
+        if !st.connected {
+            return Route::Fallback;
+        }
+        if st.held.get(&exchange).is_some_and(|h| now < h.expires) {
+            return Route::Owner;
+        }
+        match st.leases.get(&exchange) {
+            Some(l) if l.owner != self.me && now < l.expires + self.skew() => Route::Follower(l.owner.clone()),
+            _ => Route::NoOwner,
+        }
+    }
+
+    /// The replica deciding `exchange`'s budgets, for status ("" when unknown).
+    pub(crate) fn owner_of(&self, exchange: Exchange) -> String {
+        match self.route(exchange) {
+            Route::Owner => self.me.clone(),
+            Route::Follower(o) => o,
+            Route::NoOwner => String::new(),
+            Route::Fallback => format!("{} (fallback)", self.me),
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    async fn send_shard(&self, exchange: Exchange, cmd: Command) {
+        if let Some(s) = self.shards.get(&exchange) {
+            s.send(cmd).await;
+        }
+    }
+
+    /// Status for GetCluster.
+    pub(crate) fn status(&self) -> sluice_proto::dispatcher::v1::ClusterStatus {
+        use sluice_proto::dispatcher::v1::{ClusterStatus, Member, Ownership};
+        let now = self.clock.now();
+        let d = |d: Duration| sluice_proto::prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 };
+        let st = self.lock();
+        let t = self.timing();
+        let mut members = vec![Member {
+            replica: self.me.clone(),
+            alive: true,
+            last_seen: Some(d(Duration::ZERO)),
+            fallback_clears_in: Some(d(st.fallback_clear.saturating_since(now))),
+            egress: self.egress.clone(),
+        }];
+        for (name, m) in st.members.iter() {
+            members.push(Member {
+                replica: name.clone(),
+                alive: st.members.alive(name, &m.incarnation, "", now, t),
+                last_seen: Some(d(now.saturating_since(m.seen_at))),
+                fallback_clears_in: Some(d(m.fallback_clear.saturating_since(now))),
+                egress: m.egress.clone(),
+            });
+        }
+        let owners = st
+            .leases
+            .iter()
+            .map(|(ex, l)| Ownership {
+                exchange: ex.to_string(),
+                owner: l.owner.clone(),
+                epoch: l.epoch,
+                lease_left: Some(d(l.expires.saturating_since(now))),
+            })
+            .collect();
+        ClusterStatus {
+            replica: self.me.clone(),
+            mode: if st.connected { "connected" } else { "fallback" }.into(),
+            members,
+            owners,
+            fallback_share_of: st.members.count() as u32,
+        }
+    }
+}
+
+/// Connects, creates the key-value buckets, starts membership, leases, the ledger
+/// and the grant service. Shards start admitting nothing until told.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start(
+    config: &DispatcherConfig,
+    cfg: ClusterConfig,
+    shards: BTreeMap<Exchange, ShardHandle>,
+    upstreams: BTreeMap<Exchange, Arc<Upstream>>,
+    longest: BTreeMap<Exchange, Duration>,
+    clock: MonotonicClock,
+    metrics: Arc<Metrics>,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) -> Result<Arc<Cluster>, ClusterError> {
+    let url = cfg.nats_url.clone();
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("sluice-dispatcher {}", config.replica))
+        .connection_timeout(Duration::from_secs(2))
+        .ping_interval(Duration::from_secs(2))
+        // Reconnect quickly and forever: replicas fall back while NATS is away.
+        .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1_000)))
+        .max_reconnects(None)
+        .connect(url.as_str())
+        .await
+        .map_err(|e| ClusterError::Connect { url: url.clone(), message: e.to_string() })?;
+    let js = jetstream::new(client.clone());
+    let owners = js
+        .create_key_value(kv::Config {
+            bucket: format!("{}_owners", cfg.prefix),
+            description: "sluice dispatcher: owner lease per exchange".into(),
+            history: 1,
+            // On disk, so a NATS restart keeps the epochs (and the bucket) in place.
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("owners bucket: {e}")))?;
+    let idem = js
+        .create_key_value(kv::Config {
+            bucket: format!("{}_idempotency", cfg.prefix),
+            description: "sluice dispatcher: idempotency keys".into(),
+            history: 1,
+            max_age: Duration::from_millis(config.idempotency_ttl_ms),
+            // Kept on disk: a NATS restart must not make a sent order sendable again.
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("idempotency bucket: {e}")))?;
+
+    let now = clock.now();
+    let egress = Exchange::ALL.iter().map(|ex| format!("{ex}={}", egress_key(config, *ex))).collect();
+    let (changed, _) = watch::channel(0);
+    let cluster = Arc::new(Cluster {
+        me: config.replica.clone(),
+        incarnation: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+        cfg,
+        client,
+        owners,
+        idem,
+        shards,
+        upstreams,
+        longest,
+        egress,
+        state: Mutex::new(State {
+            connected: true,
+            last_contact: now,
+            subscribed_since: now,
+            fallback_since: None,
+            fallback_clear: Time::ZERO,
+            members: Members::new(&config.replica, now),
+            leases: BTreeMap::new(),
+            held: BTreeMap::new(),
+        }),
+        changed,
+        counter: AtomicU64::new(0),
+        clock,
+        metrics,
+        upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),
+        health,
+    });
+    let subscribe = |subject: String| {
+        let client = cluster.client.clone();
+        async move { client.subscribe(subject.clone()).await.map_err(|e| ClusterError::JetStream(format!("subscribe {subject}: {e}"))) }
+    };
+    let members = subscribe(cluster.subject("members")).await?;
+    let ledger = subscribe(cluster.subject("ledger.*")).await?;
+    let grants = subscribe(cluster.subject(&format!("grant.*.{}", cluster.me))).await?;
+    cluster.health.set_service_status(CLUSTER_HEALTH, tonic_health::ServingStatus::Serving).await;
+    tokio::spawn(cluster.clone().members_loop(members, stop.clone()));
+    tokio::spawn(cluster.clone().ledger_loop(ledger, stop.clone()));
+    tokio::spawn(cluster.clone().grant_loop(grants, stop.clone()));
+    tokio::spawn(cluster.clone().tick_loop(stop));
+    Ok(cluster)
+}
+
+/// The gRPC health service name that says whether this replica coordinates
+/// through NATS (SERVING) or admits on its own share (NOT_SERVING).
+pub(crate) const CLUSTER_HEALTH: &str = "sluice.dispatcher.v1.Cluster";
+
+impl Cluster {
+    async fn members_loop(self: Arc<Self>, mut sub: async_nats::Subscriber, stop: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => break,
+                m = sub.next() => match m { Some(m) => m, None => break },
+            };
+            let hb: pb::Heartbeat = match wire::decode("heartbeat", &msg.payload) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a malformed heartbeat");
+                    continue;
+                }
+            };
+            let now = self.clock.now();
+            let mut st = self.lock();
+            st.members.heard(now, &hb.replica, &hb.incarnation, wire::time(hb.fallback_clear_unix_ns), hb.leaving, hb.egress);
+        }
+        // Leaving on purpose: tell the others at once so they stop keeping a share back.
+        let hb = pb::Heartbeat { replica: self.me.clone(), incarnation: self.incarnation.clone(), leaving: true, ..Default::default() };
+        let _ = self.client.publish(self.subject("members"), hb.encode_to_vec().into()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.client.flush()).await;
+    }
+
+    async fn ledger_loop(self: Arc<Self>, mut sub: async_nats::Subscriber, stop: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => break,
+                m = sub.next() => match m { Some(m) => m, None => break },
+            };
+            let Some(exchange) = msg.subject.rsplit('.').next().and_then(|s| s.parse::<Exchange>().ok()) else { continue };
+            match self.ledger_event(exchange, &msg.payload) {
+                // Waits for room: a ledger entry is never dropped.
+                Ok(ev) => self.send_shard(exchange, Command::Ledger(Box::new(ev))).await,
+                Err(e) => tracing::warn!(%exchange, error = %e, "ignoring a malformed ledger entry"),
+            }
+        }
+    }
+
+    fn ledger_event(&self, exchange: Exchange, payload: &[u8]) -> Result<LedgerEvent, wire::WireError> {
+        let e: pb::LedgerEntry = wire::decode("ledger entry", payload)?;
+        match e.entry {
+            Some(pb::ledger_entry::Entry::Sending(s)) => Ok(LedgerEvent::Sending {
+                grant_id: e.grant_id,
+                charges: wire::needs(&s.charges, exchange)?,
+                bound: wire::time(s.bound_unix_ns),
+                held_until: (s.held_until_unix_ns > 0).then(|| wire::time(s.held_until_unix_ns)),
+            }),
+            Some(pb::ledger_entry::Entry::Settled(s)) => Ok(LedgerEvent::Settled {
+                outcome: wire::outcome(&s)?,
+                admitted_at: wire::time(s.admitted_unix_ns),
+                route: s.route,
+                grant_id: e.grant_id,
+            }),
+            None => Err(wire::WireError::Field("ledger entry without a body".into())),
+        }
+    }
+
+    async fn grant_loop(self: Arc<Self>, mut sub: async_nats::Subscriber, stop: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => break,
+                m = sub.next() => match m { Some(m) => m, None => break },
+            };
+            let Some(reply) = msg.reply.clone() else { continue };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let answer = this.serve_grant(&msg.subject, &msg.payload).await;
+                let _ = this.client.publish(reply, answer.encode_to_vec().into()).await;
+            });
+        }
+    }
+
+    /// The owner's side of a grant request.
+    async fn serve_grant(&self, subject: &str, payload: &[u8]) -> pb::GrantReply {
+        use pb::grant_reply::Result as R;
+        let refused =
+            |code: tonic::Code, message: String| pb::GrantReply { result: Some(R::Refused(pb::Refusal { code: code as i32, message })) };
+        let Some(exchange) = subject.split('.').rev().nth(1).and_then(|s| s.parse::<Exchange>().ok()) else {
+            return refused(tonic::Code::InvalidArgument, format!("no exchange in subject {subject}"));
+        };
+        if self.route(exchange) != Route::Owner {
+            return pb::GrantReply { result: Some(R::NotOwner(self.owner_of(exchange))) };
+        }
+        let req: pb::GrantRequest = match wire::decode("grant request", payload) {
+            Ok(r) => r,
+            Err(e) => return refused(tonic::Code::InvalidArgument, e.to_string()),
+        };
+        let parsed = wire::needs(&req.charges, exchange).and_then(|needs| Ok((needs, wire::class(req.class)?)));
+        let (needs, class) = match parsed {
+            Ok(p) => p,
+            Err(e) => return refused(tonic::Code::InvalidArgument, e.to_string()),
+        };
+        let res = Reservation {
+            grant_id: req.grant_id,
+            class,
+            deadline: wire::time(req.deadline_unix_ns),
+            needs,
+            hold: (req.hold_ns > 0).then(|| Duration::from_nanos(req.hold_ns)),
+            route: req.route,
+            settle_within: self.settle_within(),
+        };
+        match self.reserve_local(exchange, res).await {
+            Ok(at) => pb::GrantReply { result: Some(R::AdmittedUnixNs(wire::ns(at))) },
+            Err(s) => refused(s.code(), s.message().to_owned()),
+        }
+    }
+
+    /// After admission, a call is sent within the use-by time and answered or
+    /// abandoned within the upstream timeout; a report then takes a moment.
+    fn settle_within(&self) -> Duration {
+        self.use_within() + self.upstream_timeout + Duration::from_secs(1)
+    }
+
+    async fn reserve_local(&self, exchange: Exchange, res: Reservation) -> Result<Time, Status> {
+        let shard =
+            self.shards.get(&exchange).ok_or_else(|| Status::invalid_argument(format!("exchange '{exchange}' is not configured")))?;
+        let (reply, rx) = oneshot::channel();
+        shard
+            .try_send(Command::Reserve { res: Box::new(res), reply })
+            .map_err(|_| Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later")))?;
+        rx.await.map_err(|_| Status::unavailable("the dispatcher is shutting down"))?
+    }
+
+    /// Every heartbeat: probe NATS, publish the heartbeat, keep leases, set shares.
+    async fn tick_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(ms(self.cfg.heartbeat_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let started = self.clock.now();
+            let probe = tokio::time::timeout(ms(self.cfg.heartbeat_ms * 2), self.client.flush()).await;
+            let contact = matches!(probe, Ok(Ok(()))) && self.client.connection_state() == async_nats::connection::State::Connected;
+            if contact {
+                self.in_contact(started).await;
+            } else {
+                self.out_of_contact().await;
+            }
+            self.publish_metrics();
+        }
+        // Stop admitting: whatever waits is refused and asked again elsewhere.
+        for ex in self.shards.keys() {
+            self.send_shard(*ex, Command::AdmitUntil(Time::ZERO)).await;
+        }
+    }
+
+    async fn in_contact(&self, now: Time) {
+        let rejoined = {
+            let mut st = self.lock();
+            st.last_contact = now;
+            if st.connected {
+                None
+            } else {
+                st.connected = true;
+                st.subscribed_since = now;
+                st.members.rejoined(now);
+                // What it admitted alone may count until answered and out of its
+                // windows; the owners keep its share back until then.
+                let longest = self.longest.values().max().copied().unwrap_or_default();
+                st.fallback_clear = now + self.upstream_timeout + longest + self.skew();
+                st.fallback_since.take()
+            }
+        };
+        if let Some(since) = rejoined {
+            tracing::info!(offline_ms = now.saturating_since(since).as_millis() as u64, "NATS reachable again; rejoining the cluster");
+            self.health.set_service_status(CLUSTER_HEALTH, tonic_health::ServingStatus::Serving).await;
+            for ex in self.shards.keys() {
+                // Until it owns an exchange again it admits nothing for it.
+                self.send_shard(*ex, Command::AdmitUntil(Time::ZERO)).await;
+                self.send_shard(*ex, Command::Close(Time::MAX)).await;
+            }
+            self.bump();
+        }
+        let fallback_clear = self.lock().fallback_clear;
+        let hb = pb::Heartbeat {
+            replica: self.me.clone(),
+            incarnation: self.incarnation.clone(),
+            fallback_clear_unix_ns: if fallback_clear > now { wire::ns(fallback_clear) } else { 0 },
+            leaving: false,
+            egress: self.egress.clone(),
+        };
+        if let Err(e) = self.client.publish(self.subject("members"), hb.encode_to_vec().into()).await {
+            tracing::warn!(error = %e, "cannot publish heartbeat");
+        }
+        let forgotten = self.lock().members.prune(now, self.timing());
+        for f in forgotten {
+            tracing::warn!(replica = %f, "replica absent past the member ttl: forgotten, its share is used again");
+        }
+        self.keep_leases().await;
+        let (of, reserved) = {
+            let st = self.lock();
+            (st.members.count(), st.members.reserved(self.clock.now(), self.timing()))
+        };
+        let share = if reserved == 0 { Share::Whole } else { Share::Rest { of, reserved } };
+        for ex in self.shards.keys() {
+            self.send_shard(*ex, Command::Share(share)).await;
+        }
+    }
+
+    async fn keep_leases(&self) {
+        let exchanges: Vec<Exchange> = self.shards.keys().copied().collect();
+        for &ex in &exchanges {
+            let key = ex.as_str();
+            let entry = match tokio::time::timeout(ms(self.cfg.heartbeat_ms * 2), self.owners.entry(key)).await {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => {
+                    tracing::debug!(exchange = %ex, error = %e, "cannot read lease");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let seen = entry.as_ref().filter(|e| e.operation == kv::Operation::Put).and_then(|e| {
+                let l: pb::Lease = wire::decode("lease", &e.value).ok()?;
+                Some((LeaseSeen { owner: l.owner, epoch: l.epoch, expires: wire::time(l.expires_unix_ns) }, e.revision))
+            });
+            let revision = entry.as_ref().map(|e| e.revision);
+            let now = self.clock.now();
+            let (owned, fair) = {
+                let st = self.lock();
+                let alive = st.members.alive_count(now, self.timing()) as usize;
+                let owned = st.held.iter().filter(|(_, h)| now < h.expires).count();
+                (owned, exchanges.len().div_ceil(alive.max(1)))
+            };
+            let action =
+                members::lease_action(seen.as_ref().map(|(l, _)| l), &self.me, now, self.skew(), ms(self.cfg.lease_ttl_ms), owned, fair);
+            match action {
+                LeaseAction::Leave => {
+                    let (lost, moved) = {
+                        let mut st = self.lock();
+                        let moved = match &seen {
+                            Some((l, _)) => st.leases.insert(ex, l.clone()).is_none_or(|old| old.owner != l.owner || old.epoch != l.epoch),
+                            None => false,
+                        };
+                        (st.held.remove(&ex).is_some(), moved)
+                    };
+                    if lost {
+                        tracing::warn!(exchange = %ex, "lost the lease");
+                        self.send_shard(ex, Command::AdmitUntil(Time::ZERO)).await;
+                    }
+                    if lost || moved {
+                        // Calls waiting on the old owner ask the new one now.
+                        self.bump();
+                    }
+                }
+                LeaseAction::Renew | LeaseAction::Take { .. } => {
+                    let epoch = match action {
+                        LeaseAction::Take { epoch } => epoch,
+                        _ => seen.as_ref().map_or(1, |(l, _)| l.epoch),
+                    };
+                    let expires = now + ms(self.cfg.lease_ttl_ms);
+                    let value: Bytes =
+                        pb::Lease { owner: self.me.clone(), epoch, expires_unix_ns: wire::ns(expires) }.encode_to_vec().into();
+                    let write = async {
+                        match revision {
+                            Some(rev) => self.owners.update(key, value, rev).await.map_err(|e| e.to_string()),
+                            None => self.owners.create(key, value).await.map_err(|e| e.to_string()),
+                        }
+                    };
+                    // Never let a lost NATS hold the heartbeat up: an unconfirmed write is a lost lease.
+                    let write =
+                        tokio::time::timeout(ms(self.cfg.heartbeat_ms * 2), write).await.unwrap_or_else(|_| Err("timed out".into()));
+                    match write {
+                        Ok(_) => self.hold_lease(ex, epoch, expires, seen.as_ref().map(|(l, _)| l.clone())).await,
+                        Err(e) => {
+                            // Someone else wrote first: re-read next tick.
+                            tracing::debug!(exchange = %ex, error = %e, "lease write lost a race");
+                            if self.lock().held.remove(&ex).is_some() {
+                                self.send_shard(ex, Command::AdmitUntil(Time::ZERO)).await;
+                                self.bump();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn hold_lease(&self, ex: Exchange, epoch: u64, expires: Time, previous: Option<LeaseSeen>) {
+        let (taken, subscribed_since) = {
+            let mut st = self.lock();
+            let taken = st.held.get(&ex).is_none_or(|h| h.epoch != epoch);
+            st.held.insert(ex, Held { epoch, expires });
+            st.leases.insert(ex, LeaseSeen { owner: self.me.clone(), epoch, expires });
+            (taken, st.subscribed_since)
+        };
+        if taken {
+            // The previous owner admitted until its lease ended; what it granted
+            // is published within the use-by time. And a ledger copy that began
+            // recently misses what was sent before it began.
+            if let Some(p) = &previous {
+                let until = p.expires + self.use_within() + self.skew() + ms(50);
+                self.send_shard(ex, Command::Pause { until, per_window: false }).await;
+            }
+            let until = subscribed_since + self.use_within() + self.upstream_timeout + self.skew();
+            self.send_shard(ex, Command::Pause { until, per_window: true }).await;
+            tracing::info!(exchange = %ex, epoch, previous = previous.as_ref().map(|p| p.owner.as_str()).unwrap_or(""), "took the lease");
+        }
+        // Never admit past the lease, whatever the clocks say.
+        self.send_shard(ex, Command::AdmitUntil(expires - self.skew())).await;
+        if taken {
+            self.bump();
+        }
+    }
+
+    async fn out_of_contact(&self) {
+        let entered = {
+            let mut st = self.lock();
+            if st.connected {
+                st.connected = false;
+                st.held.clear();
+                st.fallback_since = Some(st.last_contact);
+                Some((st.last_contact, st.members.count()))
+            } else {
+                None
+            }
+        };
+        let Some((since, of)) = entered else { return };
+        tracing::error!(share_of = of, "NATS unreachable: admitting on this replica's own share of every budget");
+        self.health.set_service_status(CLUSTER_HEALTH, tonic_health::ServingStatus::NotServing).await;
+        let t = self.timing();
+        // Others admit from the full budget until they notice this replica is
+        // absent; what they admitted may count until answered and out of its
+        // window. Only then may this replica's own share be spent.
+        let pause = since + t.absent_after + self.skew() + self.use_within() + self.upstream_timeout;
+        // The others forget this replica after the member ttl and use its share
+        // again: by then whatever it admitted must have left every window.
+        let close = since + t.member_ttl - (self.upstream_timeout + self.skew());
+        tracing::info!(
+            pause_ms = pause.saturating_since(since).as_millis() as u64,
+            close_ms = close.saturating_since(since).as_millis() as u64,
+            "fallback: each bucket admits after the pause plus its window, and stops a window before the close"
+        );
+        for shard in self.shards.values() {
+            shard.send(Command::Share(Share::Part { of })).await;
+            shard.send(Command::Pause { until: pause, per_window: true }).await;
+            shard.send(Command::Close(close)).await;
+            shard.send(Command::AdmitUntil(Time::MAX)).await;
+        }
+        self.bump();
+    }
+
+    fn publish_metrics(&self) {
+        let st = self.lock();
+        let now = self.clock.now();
+        self.metrics.cluster_connected.set(i64::from(st.connected));
+        self.metrics.cluster_members.set(st.members.count() as i64);
+        self.metrics.cluster_alive.set(st.members.alive_count(now, self.timing()) as i64);
+        self.metrics.cluster_reserved.set(st.members.reserved(now, self.timing()) as i64);
+        for ex in self.shards.keys() {
+            let owned = st.connected && st.held.get(ex).is_some_and(|h| now < h.expires);
+            self.metrics.cluster_owned.get_or_create(&ExchangeLabels { exchange: ex.to_string() }).set(i64::from(owned));
+        }
+    }
+
+    fn next_grant_id(&self) -> String {
+        format!("{}/{}/{}", self.me, self.incarnation, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Waits for a grant for `needs` from whoever owns the exchange; `None` when
+    /// this replica fell back meanwhile (the caller then admits locally).
+    #[allow(clippy::too_many_arguments)]
+    async fn obtain(
+        &self,
+        exchange: Exchange,
+        grant_id: &str,
+        class: sluice_rate::scheduler::Class,
+        deadline: Time,
+        needs: &[(BucketKey, u64)],
+        hold: Option<Duration>,
+        route: &str,
+    ) -> Result<Option<(Time, String)>, Status> {
+        let mut changed = self.changed.subscribe();
+        let mut attempt = 0u32;
+        loop {
+            // Each attempt has its own id: an abandoned one is cancelled by id, so a
+            // grant its owner still issues is given back at once.
+            attempt += 1;
+            let grant_id = format!("{grant_id}.{attempt}");
+            let now = self.clock.now();
+            if now >= deadline {
+                return Err(Status::deadline_exceeded("no grant came before the deadline; not sent"));
+            }
+            let left = deadline.saturating_since(now);
+            let retry: Status = match self.route(exchange) {
+                Route::Fallback => return Ok(None),
+                Route::NoOwner => Status::unavailable("no replica owns the budgets yet"),
+                Route::Owner => {
+                    let res = Reservation {
+                        grant_id: grant_id.clone(),
+                        class,
+                        deadline,
+                        needs: needs.to_vec(),
+                        hold,
+                        route: route.to_owned(),
+                        settle_within: self.settle_within(),
+                    };
+                    match self.reserve_local(exchange, res).await {
+                        Ok(at) => return Ok(Some((at, grant_id))),
+                        // The lease moved while it waited: ask the new owner.
+                        Err(s) if s.code() == tonic::Code::Unavailable => s,
+                        Err(s) => return Err(s),
+                    }
+                }
+                Route::Follower(owner) => {
+                    let req = pb::GrantRequest {
+                        grant_id: grant_id.clone(),
+                        requester: self.me.clone(),
+                        charges: wire::charges(needs),
+                        class: wire::class_number(class),
+                        deadline_unix_ns: wire::ns(deadline),
+                        hold_ns: hold.map_or(0, |h| h.as_nanos() as u64),
+                        route: route.to_owned(),
+                    };
+                    let subject = self.subject(&format!("grant.{exchange}.{owner}"));
+                    let request = async_nats::Request::new().payload(req.encode_to_vec().into()).timeout(Some(left));
+                    let asked = self.client.send_request(subject, request);
+                    let answer = tokio::select! {
+                        a = asked => a,
+                        // The owner changed (it died, or this replica fell back): ask again.
+                        _ = wait_change(&mut changed) => {
+                            self.cancel(exchange, &grant_id, route).await;
+                            continue;
+                        }
+                    };
+                    match answer {
+                        Ok(msg) => match wire::decode::<pb::GrantReply>("grant reply", &msg.payload).map(|r| r.result) {
+                            Ok(Some(pb::grant_reply::Result::AdmittedUnixNs(at))) => return Ok(Some((wire::time(at), grant_id))),
+                            Ok(Some(pb::grant_reply::Result::Refused(r))) => {
+                                let status = Status::new(tonic::Code::from_i32(r.code), r.message);
+                                if status.code() != tonic::Code::Unavailable {
+                                    return Err(status);
+                                }
+                                status
+                            }
+                            Ok(Some(pb::grant_reply::Result::NotOwner(_))) => {
+                                Status::unavailable("asked a replica that no longer owns the budgets")
+                            }
+                            Ok(None) | Err(_) => Status::internal("malformed grant reply"),
+                        },
+                        Err(e) => {
+                            self.cancel(exchange, &grant_id, route).await;
+                            Status::unavailable(format!("grant request to {owner}: {e}"))
+                        }
+                    }
+                }
+            };
+            tracing::debug!(%exchange, reason = %retry.message(), "asking for the grant again");
+            // Wait for a change of route, but look again soon in any case.
+            let _ = tokio::time::timeout(ms(self.cfg.heartbeat_ms).min(left), wait_change(&mut changed)).await;
+        }
+    }
+
+    /// Gives back whatever an abandoned attempt may still be granted.
+    async fn cancel(&self, exchange: Exchange, grant_id: &str, route: &str) {
+        self.settle(exchange, grant_id, &Outcome::NotSent, Time::ZERO, route).await;
+    }
+
+    /// Publishes a ledger entry about `exchange`.
+    async fn publish_ledger(&self, exchange: Exchange, grant_id: &str, entry: pb::ledger_entry::Entry) -> Result<(), Status> {
+        let e = pb::LedgerEntry { grant_id: grant_id.to_owned(), sender: self.me.clone(), entry: Some(entry) };
+        self.client
+            .publish(self.subject(&format!("ledger.{exchange}")), e.encode_to_vec().into())
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot publish to NATS: {e}")))
+    }
+
+    /// Publishes `Sending` and waits until NATS has it: only then may the request go.
+    async fn announce(
+        &self,
+        exchange: Exchange,
+        grant_id: &str,
+        needs: &[(BucketKey, u64)],
+        admitted: Time,
+        held_until: Option<Time>,
+    ) -> Result<(), Status> {
+        let sending = pb::Sending {
+            charges: wire::charges(needs),
+            admitted_unix_ns: wire::ns(admitted),
+            bound_unix_ns: wire::ns(admitted + self.settle_within()),
+            held_until_unix_ns: held_until.map_or(0, wire::ns),
+        };
+        self.publish_ledger(exchange, grant_id, pb::ledger_entry::Entry::Sending(sending)).await?;
+        match tokio::time::timeout(self.use_within(), self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Status::unavailable("NATS did not confirm the ledger entry; not sent")),
+        }
+    }
+
+    async fn settle(&self, exchange: Exchange, grant_id: &str, outcome: &Outcome, admitted: Time, route: &str) {
+        let s = wire::settled(outcome, admitted, route);
+        if let Err(e) = self.publish_ledger(exchange, grant_id, pb::ledger_entry::Entry::Settled(s)).await {
+            // The owner then counts it until its bound: conservative, never lost.
+            tracing::warn!(%exchange, error = %e.message(), "cannot publish how a call ended");
+        }
+    }
+
+    /// Runs one call through the cluster: grant from the owner, ledger entry,
+    /// idempotency mark, send from here, report. In fallback, the local shard
+    /// admits and sends it on this replica's share.
+    pub(crate) async fn call(&self, call: PreparedCall, mut claim: Option<&mut Claim>) -> Result<Answer, Failure> {
+        let exchange = call.exchange;
+        let call_id = self.next_grant_id();
+        let enqueued = self.clock.now();
+        loop {
+            let granted = self
+                .obtain(exchange, &call_id, call.class, call.deadline, &call.needs, None, &call.route)
+                .await
+                .map_err(Failure::NotSent)?;
+            let Some((admitted, grant_id)) = granted else {
+                if claim.is_some() {
+                    return Err(Failure::NotSent(Status::unavailable(
+                        "NATS is unreachable, so idempotency keys cannot be checked across replicas; not sent",
+                    )));
+                }
+                return self.local(call).await;
+            };
+            // Too late to use: give it back and ask again.
+            if self.clock.now() >= admitted + self.use_within() {
+                self.settle(exchange, &grant_id, &Outcome::NotSent, admitted, &call.route).await;
+                continue;
+            }
+            if let Some(c) = claim.as_deref_mut()
+                && let Err(s) = self.mark_sent(c).await
+            {
+                self.settle(exchange, &grant_id, &Outcome::NotSent, admitted, &call.route).await;
+                return Err(Failure::NotSent(s));
+            }
+            if let Err(s) = self.announce(exchange, &grant_id, &call.needs, admitted, None).await {
+                self.settle(exchange, &grant_id, &Outcome::NotSent, admitted, &call.route).await;
+                return Err(Failure::NotSent(s));
+            }
+            let upstream = self.upstreams.get(&exchange).ok_or_else(|| Failure::NotSent(Status::internal("no upstream")))?;
+            let buckets = call.needs.iter().map(|(k, _)| k.to_string()).collect();
+            let (outcome, result) = upstream.execute(&call, admitted.saturating_since(enqueued), buckets).await;
+            self.settle(exchange, &grant_id, &outcome, admitted, &call.route).await;
+            return result;
+        }
+    }
+
+    async fn local(&self, call: PreparedCall) -> Result<Answer, Failure> {
+        let exchange = call.exchange;
+        let shard = self.shards.get(&exchange).ok_or_else(|| Failure::NotSent(Status::internal("no shard")))?;
+        let (reply, rx) = oneshot::channel();
+        shard.try_send(Command::Call { call: Box::new(call), reply }).map_err(|_| {
+            Failure::NotSent(Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later")))
+        })?;
+        rx.await.unwrap_or_else(|_| Err(Failure::Unknown(Status::unavailable("the dispatcher stopped before the call finished"))))
+    }
+
+    /// A token (Acquire) through the cluster. `None`: fall back to the local shard.
+    pub(crate) async fn grant(&self, g: &PreparedGrant) -> Result<Option<Duration>, Status> {
+        let grant_id = self.next_grant_id();
+        let needs = [g.need.clone()];
+        let enqueued = self.clock.now();
+        let Some((admitted, grant_id)) = self.obtain(g.exchange, &grant_id, g.class, g.deadline, &needs, Some(g.hold), "acquire").await?
+        else {
+            return Ok(None);
+        };
+        // A token is used elsewhere: its entry is held for the fixed hold, settled at once.
+        self.announce(g.exchange, &grant_id, &needs, admitted, Some(admitted + g.hold)).await?;
+        Ok(Some(admitted.saturating_since(enqueued)))
+    }
+}
+
+async fn wait_change(rx: &mut watch::Receiver<u64>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
