@@ -7,12 +7,13 @@
 //! different request is refused.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use sluice_domain::Exchange;
 use tokio::sync::watch;
+use tonic::Status;
 
 /// The answer shared with repeats.
 pub(crate) type Shared = Arc<sluice_proto::dispatcher::v1::CallResponse>;
@@ -20,9 +21,9 @@ pub(crate) type Shared = Arc<sluice_proto::dispatcher::v1::CallResponse>;
 type Key = (Exchange, String, String);
 
 enum Entry {
-    InFlight { fingerprint: u64, done: watch::Receiver<Option<Shared>> },
-    Done { fingerprint: u64, answer: Shared, expires: Instant },
-    Unknown { fingerprint: u64, expires: Instant },
+    InFlight { fingerprint: Fingerprint, done: watch::Receiver<Option<Shared>> },
+    Done { fingerprint: Fingerprint, answer: Shared, expires: Instant },
+    Unknown { fingerprint: Fingerprint, expires: Instant },
 }
 
 /// What to do with a call carrying a key.
@@ -62,7 +63,7 @@ pub(crate) struct Idempotency {
 pub(crate) struct Guard {
     owner: Arc<Idempotency>,
     key: Option<Key>,
-    fingerprint: u64,
+    fingerprint: Fingerprint,
     tx: watch::Sender<Option<Shared>>,
 }
 
@@ -94,11 +95,25 @@ impl Drop for Guard {
     }
 }
 
-/// A fingerprint of the request, to catch a key reused for something else.
-pub(crate) fn fingerprint(method: &str, path: &str, query: &str, body: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    (method, path, query, body).hash(&mut h);
-    h.finish()
+/// SHA-256 of the request, to catch a key reused for something else. Stable across
+/// processes and versions, so replicas compare it too.
+pub(crate) type Fingerprint = [u8; 32];
+
+pub(crate) fn fingerprint(method: &str, path: &str, query: &str, body: &[u8]) -> Fingerprint {
+    let mut h = Sha256::new();
+    for part in [method.as_bytes(), path.as_bytes(), query.as_bytes(), body] {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// The answer to a retry whose first call may have reached the exchange unanswered.
+pub(crate) fn outcome_unknown(key: &str) -> Status {
+    Status::failed_precondition(format!(
+        "an earlier call with idempotency key '{key}' may have reached the exchange without an answer; query its outcome (e.g. by client order id) before retrying"
+    ))
 }
 
 impl Idempotency {
@@ -110,7 +125,7 @@ impl Idempotency {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn begin(self: &Arc<Self>, exchange: Exchange, account: &str, key: &str, fp: u64) -> Begin {
+    pub(crate) fn begin(self: &Arc<Self>, exchange: Exchange, account: &str, key: &str, fp: Fingerprint) -> Begin {
         let k = (exchange, account.to_owned(), key.to_owned());
         let now = Instant::now();
         let mut map = self.lock();
@@ -153,28 +168,28 @@ mod tests {
     #[tokio::test]
     async fn repeats_wait_then_replay_and_never_run_twice() {
         let idem = Idempotency::new(Duration::from_secs(60), 10);
-        let Begin::Fresh(guard) = idem.begin(Exchange::Upbit, "a", "k1", 7) else { panic!() };
-        let Begin::Wait(mut rx) = idem.begin(Exchange::Upbit, "a", "k1", 7) else { panic!("in flight: wait") };
-        assert!(matches!(idem.begin(Exchange::Upbit, "a", "k1", 8), Begin::Mismatch));
-        assert!(matches!(idem.begin(Exchange::Upbit, "b", "k1", 8), Begin::Fresh(_)), "keys are per account");
+        let Begin::Fresh(guard) = idem.begin(Exchange::Upbit, "a", "k1", [7; 32]) else { panic!() };
+        let Begin::Wait(mut rx) = idem.begin(Exchange::Upbit, "a", "k1", [7; 32]) else { panic!("in flight: wait") };
+        assert!(matches!(idem.begin(Exchange::Upbit, "a", "k1", [8; 32]), Begin::Mismatch));
+        assert!(matches!(idem.begin(Exchange::Upbit, "b", "k1", [8; 32]), Begin::Fresh(_)), "keys are per account");
         guard.finish(Ending::Answered(answer(201)));
         rx.changed().await.unwrap();
         assert_eq!(rx.borrow().as_ref().unwrap().status, 201);
-        let Begin::Replay(a) = idem.begin(Exchange::Upbit, "a", "k1", 7) else { panic!() };
+        let Begin::Replay(a) = idem.begin(Exchange::Upbit, "a", "k1", [7; 32]) else { panic!() };
         assert_eq!(a.status, 201);
     }
 
     #[test]
     fn unsent_frees_the_key_and_unknown_blocks_it() {
         let idem = Idempotency::new(Duration::from_secs(60), 10);
-        let Begin::Fresh(g) = idem.begin(Exchange::Okx, "a", "k", 1) else { panic!() };
+        let Begin::Fresh(g) = idem.begin(Exchange::Okx, "a", "k", [1; 32]) else { panic!() };
         g.finish(Ending::NotSent);
-        let Begin::Fresh(g) = idem.begin(Exchange::Okx, "a", "k", 1) else { panic!("free again") };
+        let Begin::Fresh(g) = idem.begin(Exchange::Okx, "a", "k", [1; 32]) else { panic!("free again") };
         g.finish(Ending::Unknown);
-        assert!(matches!(idem.begin(Exchange::Okx, "a", "k", 1), Begin::OutcomeUnknown));
-        let Begin::Fresh(g) = idem.begin(Exchange::Okx, "a", "other", 1) else { panic!() };
+        assert!(matches!(idem.begin(Exchange::Okx, "a", "k", [1; 32]), Begin::OutcomeUnknown));
+        let Begin::Fresh(g) = idem.begin(Exchange::Okx, "a", "other", [1; 32]) else { panic!() };
         drop(g);
-        assert!(matches!(idem.begin(Exchange::Okx, "a", "other", 1), Begin::Fresh(_)), "a dropped guard frees its key");
+        assert!(matches!(idem.begin(Exchange::Okx, "a", "other", [1; 32]), Begin::Fresh(_)), "a dropped guard frees its key");
     }
 
     #[test]
@@ -182,10 +197,10 @@ mod tests {
         let idem = Idempotency::new(Duration::from_secs(60), 2);
         let mut keep = Vec::new();
         for k in ["a", "b"] {
-            let Begin::Fresh(g) = idem.begin(Exchange::Okx, "x", k, 1) else { panic!() };
+            let Begin::Fresh(g) = idem.begin(Exchange::Okx, "x", k, [1; 32]) else { panic!() };
             keep.push(g);
         }
-        assert!(matches!(idem.begin(Exchange::Okx, "x", "c", 1), Begin::Full));
+        assert!(matches!(idem.begin(Exchange::Okx, "x", "c", [1; 32]), Begin::Full));
         assert_eq!(fingerprint("GET", "/a", "q", b""), fingerprint("GET", "/a", "q", b""));
         assert_ne!(fingerprint("GET", "/a", "q", b""), fingerprint("GET", "/a", "q2", b""));
     }

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::{self, Claimed, Cluster, Route};
+use crate::cluster::{self, Claimed, Cluster, Route, Routed};
 use crate::config::DispatcherConfig;
 use crate::idempotency::{self, Begin, Ending, Idempotency};
 use crate::keyring::Keyring;
@@ -114,13 +114,17 @@ impl Inner {
     }
 
     async fn dispatch(&self, call: crate::request::PreparedCall) -> Result<Answer, Failure> {
-        if let Some(c) = &self.cluster {
-            return c.call(call, None).await;
-        }
+        let call = match &self.cluster {
+            Some(c) => match c.call(call, None).await {
+                Routed::Done(r) => return r,
+                Routed::Local(call) => call,
+            },
+            None => Box::new(call),
+        };
         let exchange = call.exchange;
         let shard = self.shard(exchange).map_err(Failure::NotSent)?;
         let (reply, rx) = oneshot::channel();
-        shard.try_send(Command::Call { call: Box::new(call), reply }).map_err(|e| Failure::NotSent(self.unsent(exchange, e)))?;
+        shard.try_send(Command::Call { call, reply }).map_err(|e| Failure::NotSent(self.unsent(exchange, e)))?;
         rx.await.unwrap_or_else(|_| Err(Failure::Unknown(Status::unavailable("the dispatcher stopped before the call finished"))))
     }
 
@@ -162,27 +166,39 @@ async fn shared_key_call(c: &Cluster, call: crate::request::PreparedCall, key: &
             "NATS is unreachable, so idempotency keys cannot be checked across replicas; not sent (retry, or send without a key)",
         ));
     }
-    let fp = cluster::fingerprint(call.method, &call.path, &call.query, &call.body);
+    let fp = idempotency::fingerprint(call.method, &call.path, &call.query, &call.body).to_vec();
     let account = call.account.clone().unwrap_or_default();
     match c.claim(call.exchange, &account, key, fp, call.deadline).await? {
         Claimed::Replay(r) => Ok(r),
+        // With a claim the cluster never hands the call back for local admission.
         Claimed::Fresh(mut claim) => match c.call(call, Some(&mut claim)).await {
-            Ok(answer) => {
-                let r = response(&answer);
-                c.finish(claim, cluster::Ending::Answered(r.clone())).await;
-                Ok(r)
-            }
-            // Another replica took the key over: its record is not ours to close.
-            Err(Failure::NotSent(s)) if s.code() == tonic::Code::Aborted => Err(s),
-            Err(Failure::NotSent(s)) => {
+            Routed::Local(_) => {
                 c.finish(claim, cluster::Ending::NotSent).await;
-                Err(s)
+                Err(Status::unavailable("NATS is unreachable, so idempotency keys cannot be checked across replicas; not sent"))
             }
-            Err(Failure::Unknown(s)) => {
-                c.finish(claim, cluster::Ending::Unknown).await;
-                Err(s)
-            }
+            Routed::Done(r) => keyed_ending(c, claim, r).await,
         },
+    }
+}
+
+/// Records how a keyed call ended and answers its caller.
+async fn keyed_ending(c: &Cluster, claim: cluster::Claim, result: Result<Answer, Failure>) -> Result<CallResponse, Status> {
+    match result {
+        Ok(answer) => {
+            let r = response(&answer);
+            c.finish(claim, cluster::Ending::Answered(r.clone())).await;
+            Ok(r)
+        }
+        // Another replica took the key over: its record is not ours to close.
+        Err(Failure::NotSent(s)) if s.code() == tonic::Code::Aborted => Err(s),
+        Err(Failure::NotSent(s)) => {
+            c.finish(claim, cluster::Ending::NotSent).await;
+            Err(s)
+        }
+        Err(Failure::Unknown(s)) => {
+            c.finish(claim, cluster::Ending::Unknown).await;
+            Err(s)
+        }
     }
 }
 
@@ -255,11 +271,7 @@ impl Dispatcher for DispatcherService {
                 Begin::Mismatch => {
                     return Err(Status::invalid_argument(format!("idempotency key '{key}' was already used for a different request")));
                 }
-                Begin::OutcomeUnknown => {
-                    return Err(Status::failed_precondition(format!(
-                        "an earlier call with idempotency key '{key}' may have reached the exchange without an answer; query its outcome (e.g. by client order id) before retrying"
-                    )));
-                }
+                Begin::OutcomeUnknown => return Err(idempotency::outcome_unknown(&key)),
                 Begin::Full => return Err(Status::resource_exhausted("too many idempotency keys are remembered; retry later")),
             }
         }

@@ -271,11 +271,27 @@ struct Shard {
     /// Attempts their asker abandoned before a grant came: given back if admitted later.
     cancelled: HashMap<String, Time>,
     next_copied: u64,
-    share: Share,
-    /// Pauses applied to buckets created later too: (until, per_window).
-    pauses: Vec<(Time, bool)>,
+    /// What the cluster imposes on every bucket, those created later included.
+    imposed: Imposed,
     admit_until: Time,
+}
+
+/// Limits the cluster puts on every bucket of the shard (see `Command`).
+#[derive(Debug, Clone, Copy)]
+struct Imposed {
+    share: Share,
+    paused_until: Time,
+    /// Each bucket is paused until this plus its longest window.
+    paused_window_base: Time,
     close: Time,
+}
+
+impl Imposed {
+    fn apply(&self, b: &mut sluice_rate::bucket::Bucket) {
+        b.set_share(self.share);
+        b.close_from(self.close);
+        b.pause_until(self.paused_until.max(self.paused_window_base + b.longest_period()));
+    }
 }
 
 /// Starts the shard of one exchange; it runs until `stop` (which the dispatcher
@@ -314,10 +330,8 @@ pub(crate) fn spawn(
         copied: HashMap::new(),
         cancelled: HashMap::new(),
         next_copied: COPIED_ID_BASE,
-        share: Share::Whole,
-        pauses: Vec::new(),
+        imposed: Imposed { share: Share::Whole, paused_until: Time::ZERO, paused_window_base: Time::ZERO, close: Time::MAX },
         admit_until,
-        close: Time::MAX,
     };
     tokio::spawn(shard.run(rx, done_rx, stop));
     ShardHandle { tx }
@@ -366,13 +380,8 @@ impl Shard {
         {
             b.on_banned(*until);
         }
-        self.pauses.retain(|(until, _)| *until > now - Duration::from_secs(3600));
         if let Some(b) = self.sched.bucket_mut(id) {
-            b.set_share(self.share);
-            b.close_from(self.close);
-            for (until, per_window) in &self.pauses {
-                b.pause_until(if *per_window { *until + b.longest_period() } else { *until });
-            }
+            self.imposed.apply(b);
         }
         self.ids.insert(key.clone(), id);
         self.keys.insert(id, key.clone());
@@ -397,40 +406,16 @@ impl Shard {
                 (res.class, res.deadline, res.needs.clone(), hold, JobKind::Reserve { res, reply })
             }
             Command::Ledger(event) => return self.on_ledger(*event, now),
-            Command::Share(share) => {
-                self.share = share;
-                let ids: Vec<BucketId> = self.sched.bucket_ids().collect();
-                for id in ids {
-                    if let Some(b) = self.sched.bucket_mut(id) {
-                        b.set_share(share);
-                    }
-                }
-                return;
-            }
-            Command::Pause { until, per_window } => {
-                self.pauses.push((until, per_window));
-                let ids: Vec<BucketId> = self.sched.bucket_ids().collect();
-                for id in ids {
-                    if let Some(b) = self.sched.bucket_mut(id) {
-                        b.pause_until(if per_window { until + b.longest_period() } else { until });
-                    }
-                }
-                return;
+            Command::Share(share) => return self.impose(|i| i.share = share),
+            Command::Pause { until, per_window: false } => return self.impose(|i| i.paused_until = i.paused_until.max(until)),
+            Command::Pause { until, per_window: true } => {
+                return self.impose(|i| i.paused_window_base = i.paused_window_base.max(until));
             }
             Command::AdmitUntil(t) => {
                 self.admit_until = t;
                 return;
             }
-            Command::Close(base) => {
-                self.close = base;
-                let ids: Vec<BucketId> = self.sched.bucket_ids().collect();
-                for id in ids {
-                    if let Some(b) = self.sched.bucket_mut(id) {
-                        b.close_from(base);
-                    }
-                }
-                return;
-            }
+            Command::Close(base) => return self.impose(|i| i.close = base),
         };
         let mut ids = Vec::with_capacity(needs.len());
         let mut sched_needs = Vec::with_capacity(needs.len());
@@ -448,6 +433,17 @@ impl Shard {
             let (reason, status) = self.refusal_status(&refusal, now, deadline);
             self.metrics.reject(self.exchange.as_str(), reason);
             job.fail(status);
+        }
+    }
+
+    /// Changes what the cluster imposes and applies it to every bucket.
+    fn impose(&mut self, change: impl FnOnce(&mut Imposed)) {
+        change(&mut self.imposed);
+        let ids: Vec<BucketId> = self.sched.bucket_ids().collect();
+        for id in ids {
+            if let Some(b) = self.sched.bucket_mut(id) {
+                self.imposed.apply(b);
+            }
         }
     }
 

@@ -377,10 +377,10 @@ async fn place(clients: &[DispatcherClient<Channel>], start: usize, tally: &Mute
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("bench-{}-{}-{}", std::process::id(), sluice_exchange_now_ms(), N.fetch_add(1, Ordering::Relaxed))
+    format!("bench-{}-{}-{}", std::process::id(), unix_ms(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-fn sluice_exchange_now_ms() -> u128 {
+fn unix_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
@@ -479,7 +479,7 @@ pub async fn run(args: ReplicaRun, out: &mut dyn std::io::Write) -> anyhow::Resu
             };
             if let Some(r) = replicas.iter_mut().find(|r| Some(&r.name) == owner.as_ref()) {
                 r.kill();
-                writeln!(out, "t={s:>3}s killed the owner {} (kill -9) at unix ms {}", r.name, sluice_exchange_now_ms())?;
+                writeln!(out, "t={s:>3}s killed the owner {} (kill -9) at unix ms {}", r.name, unix_ms())?;
                 report.killed = Some(r.name.clone());
             }
         }

@@ -18,6 +18,7 @@ use sluice_rate::{Clock, Time};
 use tonic::Status;
 
 use super::{Cluster, wire};
+use crate::idempotency::outcome_unknown as unknown;
 
 /// A key this replica claimed.
 #[derive(Debug)]
@@ -38,16 +39,6 @@ pub(crate) enum Ending {
     Answered(CallResponse),
     NotSent,
     Unknown,
-}
-
-/// A fingerprint stable across processes and versions: SHA-256 of the request.
-pub(crate) fn fingerprint(method: &str, path: &str, query: &str, body: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for part in [method.as_bytes(), path.as_bytes(), query.as_bytes(), body] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    h.finalize().to_vec()
 }
 
 fn record_key(exchange: Exchange, account: &str, key: &str) -> String {
@@ -164,10 +155,4 @@ impl Cluster {
             tracing::warn!(error = %e, "cannot record the outcome of an idempotent call");
         }
     }
-}
-
-fn unknown(key: &str) -> Status {
-    Status::failed_precondition(format!(
-        "an earlier call with idempotency key '{key}' may have reached the exchange without an answer; query its outcome (e.g. by client order id) before retrying"
-    ))
 }

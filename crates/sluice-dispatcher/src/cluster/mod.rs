@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-pub(crate) use idem::{Claim, Claimed, Ending, fingerprint};
+pub(crate) use idem::{Claim, Claimed, Ending};
 use members::{LeaseAction, LeaseSeen, Members, Timing};
 
 use crate::config::{ClusterConfig, DispatcherConfig};
@@ -53,6 +53,14 @@ pub enum ClusterError {
     Connect { url: String, message: String },
     #[error("NATS JetStream: {0}")]
     JetStream(String),
+}
+
+/// What became of a call handed to the cluster.
+pub(crate) enum Routed {
+    /// Granted by the owner (or refused), sent from here, finished.
+    Done(Result<Answer, Failure>),
+    /// NATS is unreachable: admit it on this replica's own share.
+    Local(Box<PreparedCall>),
 }
 
 /// How this replica decides an exchange's budgets right now.
@@ -84,6 +92,8 @@ struct State {
     members: Members,
     leases: BTreeMap<Exchange, LeaseSeen>,
     held: BTreeMap<Exchange, Held>,
+    /// The share last sent to the shards.
+    share: Share,
 }
 
 /// One replica's membership of the cluster.
@@ -291,6 +301,7 @@ pub(crate) async fn start(
             members: Members::new(&config.replica, now),
             leases: BTreeMap::new(),
             held: BTreeMap::new(),
+            share: Share::Whole,
         }),
         changed,
         counter: AtomicU64::new(0),
@@ -510,13 +521,19 @@ impl Cluster {
             tracing::warn!(replica = %f, "replica absent past the member ttl: forgotten, its share is used again");
         }
         self.keep_leases().await;
-        let (of, reserved) = {
-            let st = self.lock();
-            (st.members.count(), st.members.reserved(self.clock.now(), self.timing()))
+        let changed = {
+            let mut st = self.lock();
+            let (of, reserved) = (st.members.count(), st.members.reserved(self.clock.now(), self.timing()));
+            let share = if reserved == 0 { Share::Whole } else { Share::Rest { of, reserved } };
+            (share != st.share).then(|| {
+                st.share = share;
+                share
+            })
         };
-        let share = if reserved == 0 { Share::Whole } else { Share::Rest { of, reserved } };
-        for ex in self.shards.keys() {
-            self.send_shard(*ex, Command::Share(share)).await;
+        if let Some(share) = changed {
+            for ex in self.shards.keys() {
+                self.send_shard(*ex, Command::Share(share)).await;
+            }
         }
     }
 
@@ -653,6 +670,7 @@ impl Cluster {
             close_ms = close.saturating_since(since).as_millis() as u64,
             "fallback: each bucket admits after the pause plus its window, and stops a window before the close"
         );
+        self.lock().share = Share::Part { of };
         for shard in self.shards.values() {
             shard.send(Command::Share(Share::Part { of })).await;
             shard.send(Command::Pause { until: pause, per_window: true }).await;
@@ -818,24 +836,24 @@ impl Cluster {
     }
 
     /// Runs one call through the cluster: grant from the owner, ledger entry,
-    /// idempotency mark, send from here, report. In fallback, the local shard
-    /// admits and sends it on this replica's share.
-    pub(crate) async fn call(&self, call: PreparedCall, mut claim: Option<&mut Claim>) -> Result<Answer, Failure> {
+    /// idempotency mark, send from here, report. In fallback the call comes back
+    /// as `Local`: the local shard admits and sends it on this replica's share.
+    pub(crate) async fn call(&self, call: PreparedCall, mut claim: Option<&mut Claim>) -> Routed {
         let exchange = call.exchange;
         let call_id = self.next_grant_id();
         let enqueued = self.clock.now();
         loop {
-            let granted = self
-                .obtain(exchange, &call_id, call.class, call.deadline, &call.needs, None, &call.route)
-                .await
-                .map_err(Failure::NotSent)?;
+            let granted = match self.obtain(exchange, &call_id, call.class, call.deadline, &call.needs, None, &call.route).await {
+                Ok(g) => g,
+                Err(s) => return Routed::Done(Err(Failure::NotSent(s))),
+            };
             let Some((admitted, grant_id)) = granted else {
                 if claim.is_some() {
-                    return Err(Failure::NotSent(Status::unavailable(
+                    return Routed::Done(Err(Failure::NotSent(Status::unavailable(
                         "NATS is unreachable, so idempotency keys cannot be checked across replicas; not sent",
-                    )));
+                    ))));
                 }
-                return self.local(call).await;
+                return Routed::Local(Box::new(call));
             };
             // Too late to use: give it back and ask again.
             if self.clock.now() >= admitted + self.use_within() {
@@ -846,28 +864,20 @@ impl Cluster {
                 && let Err(s) = self.mark_sent(c).await
             {
                 self.settle(exchange, &grant_id, &Outcome::NotSent, admitted, &call.route).await;
-                return Err(Failure::NotSent(s));
+                return Routed::Done(Err(Failure::NotSent(s)));
             }
             if let Err(s) = self.announce(exchange, &grant_id, &call.needs, admitted, None).await {
                 self.settle(exchange, &grant_id, &Outcome::NotSent, admitted, &call.route).await;
-                return Err(Failure::NotSent(s));
+                return Routed::Done(Err(Failure::NotSent(s)));
             }
-            let upstream = self.upstreams.get(&exchange).ok_or_else(|| Failure::NotSent(Status::internal("no upstream")))?;
+            let Some(upstream) = self.upstreams.get(&exchange) else {
+                return Routed::Done(Err(Failure::NotSent(Status::internal(format!("no upstream for {exchange}")))));
+            };
             let buckets = call.needs.iter().map(|(k, _)| k.to_string()).collect();
             let (outcome, result) = upstream.execute(&call, admitted.saturating_since(enqueued), buckets).await;
             self.settle(exchange, &grant_id, &outcome, admitted, &call.route).await;
-            return result;
+            return Routed::Done(result);
         }
-    }
-
-    async fn local(&self, call: PreparedCall) -> Result<Answer, Failure> {
-        let exchange = call.exchange;
-        let shard = self.shards.get(&exchange).ok_or_else(|| Failure::NotSent(Status::internal("no shard")))?;
-        let (reply, rx) = oneshot::channel();
-        shard.try_send(Command::Call { call: Box::new(call), reply }).map_err(|_| {
-            Failure::NotSent(Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later")))
-        })?;
-        rx.await.unwrap_or_else(|_| Err(Failure::Unknown(Status::unavailable("the dispatcher stopped before the call finished"))))
     }
 
     /// A token (Acquire) through the cluster. `None`: fall back to the local shard.
