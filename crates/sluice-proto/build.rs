@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["sluice/dispatcher/v1/dispatcher.proto", "sluice/cluster/v1/cluster.proto"];
+const PROTOS: &[&str] = &["sluice/dispatcher/v1/dispatcher.proto", "sluice/cluster/v1/cluster.proto", "sluice/md/v1/md.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");

@@ -20,6 +20,15 @@ pub mod cluster {
     }
 }
 
+/// `sluice.md.*`
+pub mod md {
+    /// `sluice.md.v1`: normalized market data the collector publishes on NATS.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.md.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every sluice proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 

@@ -77,6 +77,39 @@ pub struct ExchangeConfig {
     pub ban_ms: u64,
     pub ban_max_ms: u64,
     pub groups: BTreeMap<String, GroupConfig>,
+    /// The WebSocket feed's rules.
+    pub feed: FeedConfig,
+}
+
+/// How an exchange's WebSocket feed treats its clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// New connections per IP; more are refused with HTTP 429.
+    pub connect: Vec<WindowConfig>,
+    /// Messages a client may send on one connection; more close it.
+    #[serde(default)]
+    pub messages: Vec<WindowConfig>,
+    /// Subscribe requests a client may send on one connection (OKX); more are refused.
+    #[serde(default)]
+    pub subscribes: Vec<WindowConfig>,
+    /// Topics in one subscribe request (Bybit spot: 10).
+    #[serde(default)]
+    pub max_args: Option<usize>,
+    /// Streams on one connection (Binance: 1024).
+    #[serde(default)]
+    pub max_streams: Option<usize>,
+    /// Closes a connection when nothing passed either way for this long.
+    #[serde(default)]
+    pub idle_close_ms: Option<u64>,
+    /// The server pings this often and closes when no pong came within `pong_within_ms`.
+    #[serde(default)]
+    pub ping_every_ms: Option<u64>,
+    #[serde(default)]
+    pub pong_within_ms: Option<u64>,
+    /// Connections end after this long (Binance: 24 h).
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
 }
 
 impl ExchangeConfig {
@@ -113,6 +146,9 @@ pub struct SimConfig {
     pub seed: u64,
     pub jitter_ms: u64,
     pub tick_ms: u64,
+    /// Market steps a WebSocket client may fall behind before it is cut off as a
+    /// slow consumer, as the exchanges do.
+    pub feed_backlog: usize,
     pub exchanges: BTreeMap<Exchange, ExchangeConfig>,
     pub accounts: Vec<AccountConfig>,
     pub balances: BTreeMap<String, Decimal>,
@@ -146,6 +182,10 @@ impl SimConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for (ex, c) in &self.exchanges {
             c.counting.parse::<Counting>().map_err(|e| ConfigError::Invalid(format!("{ex}: {e}")))?;
+            let f = &c.feed;
+            if f.connect.iter().chain(&f.messages).chain(&f.subscribes).any(|w| w.limit == 0 || w.period_ms == 0) {
+                return Err(ConfigError::Invalid(format!("{ex} feed: windows need a positive limit and period")));
+            }
             for (name, g) in &c.groups {
                 if g.windows.is_empty() || g.windows.iter().any(|w| w.limit == 0 || w.period_ms == 0) {
                     return Err(ConfigError::Invalid(format!("{ex} group '{name}': windows need a positive limit and period")));

@@ -1,5 +1,6 @@
-//! The exchange simulator: Upbit, Bybit v5, Binance spot and OKX v5 REST as strict
-//! servers, each on its own listener so that it looks exactly like the real host.
+//! The exchange simulator: Upbit, Bybit v5, Binance spot and OKX v5 REST and
+//! public WebSocket feeds as strict servers, each exchange on its own listener so
+//! that it looks exactly like the real host.
 //!
 //! It serves the real paths and response shapes, verifies signatures and answers a
 //! bad one with that exchange's own error, enforces each exchange's limits the way
@@ -12,6 +13,7 @@
 
 mod accounts;
 pub mod config;
+mod feed;
 mod limits;
 pub mod market;
 mod server;
@@ -36,6 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::SimConfig;
+pub use feed::{FeedFault, FeedStats};
 pub use limits::{BucketStats, WindowStats};
 pub use server::{Fault, FaultKind, VenueStats};
 
@@ -141,6 +144,28 @@ impl SimHandle {
         }
     }
 
+    /// Stops or restarts every market's movement (books, trades, feeds).
+    pub fn pause_markets(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Injects a fault into every open WebSocket session of `exchange`.
+    pub fn inject_feed(&self, exchange: Exchange, fault: FeedFault) {
+        if let Some(v) = self.venues.get(&exchange) {
+            v.inject_feed(fault);
+        }
+    }
+
+    /// The simulator's true book of `native` on `exchange` right now: bids high to
+    /// low, asks low to high, and the book's update id.
+    pub fn book(&self, exchange: Exchange, native: &str) -> Option<(market::Levels, market::Levels, u64)> {
+        let v = self.venues.get(&exchange)?;
+        let st = v.lock();
+        let i = st.market.instrument(native)?;
+        let (b, a) = i.book.top(usize::MAX);
+        Some((b, a, i.book.update_id))
+    }
+
     /// Waits for every task to end (after the shutdown token is cancelled).
     pub async fn join(self) {
         for t in self.tasks {
@@ -155,7 +180,7 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, SimError> {
 
 /// Starts every configured exchange and the control endpoint.
 pub async fn start(cfg: SimConfig, shutdown: CancellationToken) -> Result<SimHandle, SimError> {
-    let shared = Arc::new(Shared { clock: MonotonicClock::new(), jitter_us: (cfg.jitter_ms * 1000).into() });
+    let shared = Arc::new(Shared { clock: MonotonicClock::new(), jitter_us: (cfg.jitter_ms * 1000).into(), paused: false.into() });
     let mut addrs = BTreeMap::new();
     let mut venues = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -165,7 +190,11 @@ pub async fn start(cfg: SimConfig, shutdown: CancellationToken) -> Result<SimHan
         let addr = cfg.listen.get(ex).copied().unwrap_or(loopback);
         let listener = bind(ex.as_str(), addr).await?;
         let bound = listener.local_addr().map_err(|source| SimError::Bind { what: ex.to_string(), addr, source })?;
-        let app = Router::new().fallback(server::handle).with_state(server.clone());
+        let mut app = Router::new();
+        for path in feed::paths(*ex) {
+            app = app.route(path, get(feed::upgrade));
+        }
+        let app = app.fallback(server::handle).with_state(server.clone());
         let stop = shutdown.clone();
         // Answers go out at once, as an exchange's edge sends them (no Nagle delay).
         let listener = listener.tap_io(|tcp| {
@@ -204,6 +233,7 @@ pub async fn start(cfg: SimConfig, shutdown: CancellationToken) -> Result<SimHan
         .route("/reset", post(reset))
         .route("/jitter", post(jitter))
         .route("/fault", post(fault))
+        .route("/feed-fault", post(feed_fault))
         .with_state(control);
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -267,6 +297,22 @@ async fn fault(State(c): State<Control>, axum::Json(f): axum::Json<FaultRequest>
     match c.venues.get(&f.exchange) {
         Some(v) => {
             v.inject(f.fault);
+            (StatusCode::NO_CONTENT, String::new())
+        }
+        None => (StatusCode::NOT_FOUND, format!("{} is not simulated", f.exchange)),
+    }
+}
+
+#[derive(Deserialize)]
+struct FeedFaultRequest {
+    exchange: Exchange,
+    fault: FeedFault,
+}
+
+async fn feed_fault(State(c): State<Control>, axum::Json(f): axum::Json<FeedFaultRequest>) -> (StatusCode, String) {
+    match c.venues.get(&f.exchange) {
+        Some(v) => {
+            v.inject_feed(f.fault);
             (StatusCode::NO_CONTENT, String::new())
         }
         None => (StatusCode::NOT_FOUND, format!("{} is not simulated", f.exchange)),

@@ -25,8 +25,10 @@ pub type Levels = Vec<(Decimal, Decimal)>;
 pub struct Book {
     pub bids: BTreeMap<Decimal, Decimal>,
     pub asks: BTreeMap<Decimal, Decimal>,
-    /// Rises by one with every level change.
+    /// Rises by one with every level change (Binance `u`, OKX `seqId`).
     pub update_id: u64,
+    /// Rises by one with every step that changed the book (Bybit `u`).
+    pub seq: u64,
 }
 
 impl Book {
@@ -210,6 +212,7 @@ impl Market {
                 changes.push(LevelChange { bid, price, qty, update_id: inst.book.update_id });
             }
             if !changes.is_empty() {
+                inst.book.seq += 1;
                 events.push(Event::Book { native: inst.native.clone(), changes });
             }
             for _ in 0..self.rng.random_range(0..=2) {

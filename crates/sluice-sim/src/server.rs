@@ -63,6 +63,9 @@ pub struct VenueStats {
     pub not_found: u64,
     pub bad_request: u64,
     pub buckets: Vec<BucketStats>,
+    /// The WebSocket feed.
+    #[serde(default)]
+    pub feed: crate::feed::FeedStats,
 }
 
 /// Mutable state of one simulated exchange.
@@ -82,12 +85,15 @@ pub(crate) struct Shared {
     pub(crate) clock: MonotonicClock,
     /// Arrival jitter bound in microseconds (changeable at run time).
     pub(crate) jitter_us: AtomicU64,
+    /// The markets stand still (tests compare books against a still truth).
+    pub(crate) paused: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct VenueServer {
     pub(crate) venue: Box<dyn Venue>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) state: Mutex<VenueState>,
+    pub(crate) feeds: crate::feed::Feeds,
 }
 
 impl VenueServer {
@@ -106,7 +112,8 @@ impl VenueServer {
             faults: VecDeque::new(),
             next_id: 1_000_000,
         };
-        VenueServer { venue, shared, state: Mutex::new(state) }
+        let feeds = crate::feed::Feeds::new(ex_cfg.feed.clone(), cfg.feed_backlog);
+        VenueServer { venue, shared, state: Mutex::new(state), feeds }
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, VenueState> {
@@ -121,6 +128,7 @@ impl VenueServer {
         let st = self.lock();
         let mut s = st.stats.clone();
         s.buckets = st.limits.stats();
+        s.feed = self.feeds.stats();
         s
     }
 
@@ -129,16 +137,32 @@ impl VenueServer {
         st.limits.reset();
         st.faults.clear();
         st.stats = VenueStats { exchange: self.exchange().to_string(), ..VenueStats::default() };
+        self.feeds.reset();
+    }
+
+    pub(crate) fn inject_feed(&self, fault: crate::feed::FeedFault) {
+        // No session open means nobody to hurt: the send error is not a failure.
+        let _ = self.feeds.faults.send(fault);
     }
 
     pub(crate) fn inject(&self, fault: Fault) {
         self.lock().faults.push_back(fault);
     }
 
-    /// Moves the market one step.
+    /// Moves the market one step and hands it to the WebSocket sessions. The step is
+    /// broadcast under the lock, so a session's snapshot (taken under the same lock)
+    /// is exactly ordered against it.
     pub(crate) fn tick(&self) {
+        if self.shared.paused.load(Ordering::Relaxed) {
+            return;
+        }
         let now_ms = self.shared.clock.now().as_millis();
-        let _events = self.lock().market.step(now_ms);
+        let mut st = self.lock();
+        let events = st.market.step(now_ms);
+        if self.feeds.ticks.receiver_count() > 0 {
+            let tick = crate::feed::Tick::build(&st.market, events, now_ms);
+            let _ = self.feeds.ticks.send(std::sync::Arc::new(tick));
+        }
     }
 
     /// The whole pipeline for one request, after the network delay.

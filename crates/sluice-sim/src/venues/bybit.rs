@@ -188,7 +188,7 @@ impl Venue for Bybit {
                 let (bids, asks) = inst.book.top(depth);
                 let side = |v: Vec<(Decimal, Decimal)>| v.into_iter().map(|(p, q)| json!([s(p), s(q)])).collect::<Vec<_>>();
                 ok(
-                    json!({ "s": inst.native, "b": side(bids), "a": side(asks), "ts": now, "u": inst.book.update_id, "seq": inst.book.update_id, "cts": now }),
+                    json!({ "s": inst.native, "b": side(bids), "a": side(asks), "ts": now, "u": inst.book.seq, "seq": inst.book.update_id, "cts": now }),
                     now,
                 )
             }

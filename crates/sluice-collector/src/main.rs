@@ -1,0 +1,28 @@
+//! `sluice-collector`: read config, start logging, run until SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Exchange WebSockets to normalized market data on NATS.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file (SLUICE_COLLECTOR_* environment variables override it).
+    #[arg(long, env = "SLUICE_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    sluice_service::telemetry::init("sluice-collector");
+    let text = match &args.config {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let config = sluice_collector::CollectorConfig::load(text.as_deref(), &|k| std::env::var(k).ok())?;
+    sluice_collector::run(config, sluice_service::shutdown::on_signals()).await?;
+    Ok(())
+}
