@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod call;
+pub mod collect_bench;
 pub mod load;
 pub mod replicas;
 pub mod top;

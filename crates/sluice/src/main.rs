@@ -28,6 +28,8 @@ enum Command {
 enum Bench {
     /// The dispatcher against the simulator: achieved/allowed, 429s, added latency.
     Dispatch(sluice::bench::DispatchArgs),
+    /// The collector's pipeline: frames/s on one core and wire-to-NATS latency.
+    Collect(sluice::collect_bench::CollectArgs),
 }
 
 #[tokio::main]
@@ -44,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which: Bench::Dispatch(a) } => {
             sluice::bench::dispatch(a, &mut out).await?;
         }
+        Command::Bench { which: Bench::Collect(a) } => sluice::collect_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
         Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,

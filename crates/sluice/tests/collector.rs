@@ -161,13 +161,15 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
     // Still markets: the last depth of every book must equal the simulator's book.
     sim.pause_markets(true);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let s = seen.lock().unwrap();
+    let s = std::mem::take(&mut *seen.lock().unwrap());
     for (subject, (state, bids, asks)) in &s.depth {
         let venue = venue_of(subject);
         let ex: Exchange = venue.split('-').next().unwrap().parse().unwrap();
         let sym: Symbol = subject.rsplit('.').next().unwrap().replacen('-', "/", 1).parse().unwrap();
         let (tb, ta, _) = sim.book(ex, &sym.native(ex)).unwrap();
-        let lv = |v: &[pb::Level]| v.iter().map(|l| (l.price.parse::<Decimal>().unwrap(), l.qty.parse::<Decimal>().unwrap())).collect::<Vec<_>>();
+        let lv = |v: &[pb::Level]| {
+            v.iter().map(|l| (l.price.parse::<Decimal>().unwrap(), l.qty.parse::<Decimal>().unwrap())).collect::<Vec<_>>()
+        };
         let n = bids.len();
         assert_eq!(*state, pb::BookState::Live as i32, "{subject}");
         assert!(n >= 10, "{subject}: only {n} levels");
@@ -188,7 +190,6 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
         assert_eq!(v.feed.rate_limited, 0, "{}", v.exchange);
         assert_eq!(v.rate_limited, 0, "{}", v.exchange);
     }
-    drop(s);
     stop.cancel();
     collector.wait().await;
     let _ = dispatcher.wait().await;
