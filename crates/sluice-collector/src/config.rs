@@ -26,6 +26,13 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub const ALL: [Channel; 4] = [Channel::Trade, Channel::Ticker, Channel::Book, Channel::Candle];
+
+    /// Its place in [`Channel::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Trade => "trade",

@@ -3,7 +3,6 @@
 //! books, and on any failure reconnect after a capped, jittered exponential backoff
 //! and subscribe to everything again.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +49,10 @@ async fn token(d: &Dispatcher, exchange: Exchange, group: &str, connection: &str
 }
 
 /// Binance's REST depth snapshot through the dispatcher.
-async fn rest_snapshot(d: Dispatcher, native: String, limit: u32) -> Result<(u64, crate::event::Levels, crate::event::Levels), String> {
+/// A REST depth snapshot: last update id, bids, asks; or why it failed.
+type SnapshotResult = Result<(u64, crate::event::Levels, crate::event::Levels), String>;
+
+async fn rest_snapshot(d: Dispatcher, native: String, limit: u32) -> SnapshotResult {
     let Some(mut client) = d else { return Err("no dispatcher configured for REST snapshots".into()) };
     let req = CallRequest {
         exchange: "binance".into(),
@@ -115,7 +117,7 @@ impl Conn {
             let started = Instant::now();
             let ended = self.session(&mut pipeline, &pub_tx, &conn_health, &stop).await;
             conn_health.set_connected(false);
-            self.health.record(&self.id, &pipeline.stats);
+            self.health.record(&self.id, pipeline.streams());
             let why = match ended {
                 Ended::Stopped => break,
                 Ended::Failed(why) => why,
@@ -142,6 +144,17 @@ impl Conn {
         }
         drop(pub_tx);
         let _ = publisher.await;
+    }
+
+    /// Fetches Binance's REST snapshot of `native` after `wait`; the answer comes
+    /// back to the session through `tx`.
+    fn fetch_snapshot(&self, native: String, wait: Duration, tx: &mpsc::Sender<(String, SnapshotResult)>) {
+        let (d, tx, limit) = (self.dispatcher.clone(), tx.clone(), self.config.binance_snapshot_limit);
+        tokio::spawn(async move {
+            sleep(wait).await;
+            let r = rest_snapshot(d, native.clone(), limit).await;
+            let _ = tx.send((native, r)).await;
+        });
     }
 
     async fn session(
@@ -179,12 +192,13 @@ impl Conn {
             .iter()
             .flat_map(|n| self.feed.channels.iter().filter(|c| matches!(c, Channel::Book | Channel::Ticker)).map(move |c| (*c, n.clone())))
             .collect();
-        let subscribed_at = Instant::now();
-        let mut last_seen: HashMap<(Channel, String), Instant> = HashMap::new();
-        let idle = Duration::from_millis(self.config.idle_ms);
-        let mut keepalive = protocol::keepalive(ex).map(|(every, _)| tokio::time::interval_at(Instant::now() + every, every));
-        let tick_ms = self.config.heartbeat_ms.min(1000).min(self.config.depth_interval_ms.max(10));
-        let mut housekeeping = tokio::time::interval(Duration::from_millis(tick_ms));
+        let subscribed_ns = now_ns();
+        let idle_ns = (self.config.idle_ms as i64).saturating_mul(1_000_000);
+        let ping = protocol::keepalive(ex);
+        let mut keepalive = ping.map(|(every, _)| tokio::time::interval_at(Instant::now() + every, every));
+        // Depth flushes follow the depth interval; counts and the watchdog, the heartbeat.
+        let mut flush = tokio::time::interval(Duration::from_millis(self.config.depth_interval_ms.max(10)));
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms.min(1000)));
         let mut out = Vec::new();
         let mut needs = Vec::new();
         // Binance: every book starts from a REST snapshot.
@@ -194,13 +208,7 @@ impl Conn {
         loop {
             for need in needs.drain(..) {
                 match need {
-                    Need::RestSnapshot(native) => {
-                        let (d, tx, limit) = (self.dispatcher.clone(), snap_tx.clone(), self.config.binance_snapshot_limit);
-                        tokio::spawn(async move {
-                            let r = rest_snapshot(d, native.clone(), limit).await;
-                            let _ = tx.send((native, r)).await;
-                        });
-                    }
+                    Need::RestSnapshot(native) => self.fetch_snapshot(native, Duration::ZERO, &snap_tx),
                     Need::Resubscribe(native) => {
                         for req in protocol::resubscribe_book(ex, &native) {
                             if let Some(g) = protocol::message_group(ex)
@@ -222,31 +230,27 @@ impl Conn {
                 }
                 frame = ws.next() => {
                     let recv = now_ns();
-                    let text = match frame {
+                    let msg = match frame {
                         None => return Ended::Failed("the exchange closed the connection".into()),
                         Some(Err(e)) => return Ended::Failed(format!("read: {e}")),
-                        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
-                        Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                        Some(Ok(Message::Close(c))) => return Ended::Failed(format!("closed by the exchange: {c:?}")),
+                        Some(Ok(m)) => m,
+                    };
+                    // Parsed in place from the frame's bytes: no copy per frame.
+                    let text = match &msg {
+                        Message::Text(t) => t.as_str(),
+                        Message::Binary(b) => match std::str::from_utf8(b) {
                             Ok(t) => t,
                             Err(_) => {
                                 health.malformed("a binary frame that is not UTF-8");
                                 continue;
                             }
                         },
-                        Some(Ok(Message::Close(c))) => return Ended::Failed(format!("closed by the exchange: {c:?}")),
-                        Some(Ok(_)) => continue,
+                        _ => continue,
                     };
-                    match crate::parse::parse(ex, &text) {
+                    match crate::parse::parse(ex, text) {
                         Ok(Parsed::Data(mds)) => {
                             for md in mds {
-                                let key = match &md {
-                                    crate::event::Md::Book(b) => Some((Channel::Book, b.native.clone())),
-                                    crate::event::Md::Ticker(t) => Some((Channel::Ticker, t.native.clone())),
-                                    _ => None,
-                                };
-                                if let Some(k) = key {
-                                    last_seen.insert(k, Instant::now());
-                                }
                                 pipeline.on_md(md, recv, &mut out, &mut needs);
                             }
                         }
@@ -262,33 +266,30 @@ impl Conn {
                     Ok((last, bids, asks)) => pipeline.on_rest_snapshot(&native, last, bids, asks, now_ns(), &mut out, &mut needs),
                     Err(e) => {
                         tracing::warn!(symbol = %native, error = %e, "depth snapshot failed; retrying");
-                        let tx = snap_tx.clone();
-                        let (d, limit) = (self.dispatcher.clone(), self.config.binance_snapshot_limit);
-                        let wait = Duration::from_millis(self.config.backoff_min_ms);
-                        tokio::spawn(async move {
-                            sleep(wait).await;
-                            let r = rest_snapshot(d, native.clone(), limit).await;
-                            let _ = tx.send((native, r)).await;
-                        });
+                        self.fetch_snapshot(native, Duration::from_millis(self.config.backoff_min_ms), &snap_tx);
                     }
                 },
                 _ = async { keepalive.as_mut().expect("guarded").tick().await }, if keepalive.is_some() => {
-                    if let Some((_, ping)) = protocol::keepalive(ex)
-                        && let Err(e) = ws.send(Message::text(ping)).await
+                    if let Some((_, text)) = ping
+                        && let Err(e) = ws.send(Message::text(text)).await
                     {
                         return Ended::Failed(format!("keep-alive: {e}"));
                     }
                 }
+                _ = flush.tick() => pipeline.flush(now_ns(), &mut out),
                 _ = housekeeping.tick() => {
-                    pipeline.flush(now_ns(), &mut out);
-                    self.health.record(&self.id, &pipeline.stats);
+                    self.health.record(&self.id, pipeline.streams());
                     // Per subscription: a book or ticker silent past idle_ms means
                     // the socket is open but dead. (Trades and candles may be
                     // legitimately quiet.)
-                    let now = Instant::now();
-                    if let Some((ch, native)) = watched.iter().find(|k| now.duration_since(last_seen.get(*k).copied().unwrap_or(subscribed_at)) > idle) {
+                    let now = now_ns();
+                    let silent = |(ch, native): &&(Channel, String)| {
+                        let last = pipeline.last_ns(*ch, native).unwrap_or(0).max(subscribed_ns);
+                        now - last > idle_ns
+                    };
+                    if let Some((ch, native)) = watched.iter().find(silent) {
                         health.stale();
-                        return Ended::Failed(format!("{} {native} silent for over {} ms", ch.as_str(), idle.as_millis()));
+                        return Ended::Failed(format!("{} {native} silent for over {} ms", ch.as_str(), self.config.idle_ms));
                     }
                 }
             }

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sluice_proto::md::v1 as pb;
 
+use crate::book::State;
 use crate::config::Channel;
 use crate::pipeline::StreamStat;
 
@@ -94,16 +95,17 @@ impl Health {
     }
 
     /// A connection's per-stream counts now; counters move by the difference.
-    pub(crate) fn record(&self, id: &str, stats: &HashMap<(Channel, String), StreamStat>) {
+    pub(crate) fn record<'a>(&self, id: &str, streams: impl Iterator<Item = (Channel, &'a str, StreamStat)>) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = conns.get_mut(id) else { return };
-        for (k, now) in stats {
-            let before = c.stats.get(k).copied().unwrap_or_default();
-            let l = StreamLabels { venue: c.venue.clone(), channel: k.0.as_str().to_owned(), symbol: k.1.clone() };
+        for (ch, sym, now) in streams {
+            let k = (ch, sym.to_owned());
+            let before = c.stats.get(&k).copied().unwrap_or_default();
+            let l = StreamLabels { venue: c.venue.clone(), channel: ch.as_str().to_owned(), symbol: k.1.clone() };
             self.messages.get_or_create(&l).inc_by(now.messages - before.messages);
             self.gaps.get_or_create(&l).inc_by(now.gaps - before.gaps);
             self.resyncs.get_or_create(&l).inc_by(now.resyncs - before.resyncs);
-            c.stats.insert(k.clone(), *now);
+            c.stats.insert(k, now);
         }
     }
 
@@ -124,7 +126,11 @@ impl Health {
                     messages: s.messages,
                     gaps: s.gaps,
                     resyncs: s.resyncs,
-                    book_state: 0,
+                    book_state: match s.book {
+                        Some(State::Live) => pb::BookState::Live as i32,
+                        Some(State::Resyncing) => pb::BookState::Resyncing as i32,
+                        None => pb::BookState::Unspecified as i32,
+                    },
                 });
             }
         }

@@ -33,7 +33,7 @@ pub enum Need {
     RestSnapshot(String),
 }
 
-/// How one stream is doing, for metrics and heartbeats.
+/// How one stream is doing, for metrics, heartbeats and the watchdog.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamStat {
     pub messages: u64,
@@ -41,6 +41,8 @@ pub struct StreamStat {
     pub resyncs: u64,
     /// Receive time of the last message, ns since the epoch.
     pub last_ns: i64,
+    /// The book's state (book streams only).
+    pub book: Option<State>,
 }
 
 struct Names {
@@ -72,7 +74,9 @@ pub struct Pipeline {
     books: HashMap<String, Slot>,
     depth_levels: usize,
     depth_interval_ns: i64,
-    pub stats: HashMap<(Channel, String), StreamStat>,
+    /// Per symbol, per channel (indexed by `Channel::index`): looked up by `&str`,
+    /// so counting a message allocates nothing.
+    stats: HashMap<String, [StreamStat; 4]>,
 }
 
 fn dec(d: Decimal) -> String {
@@ -119,9 +123,17 @@ impl Pipeline {
         }
     }
 
-    /// The exchange's symbols this pipeline serves.
-    pub fn natives(&self) -> impl Iterator<Item = &String> {
-        self.names.keys()
+    /// Every stream that has seen a message: channel, symbol and its counts.
+    pub fn streams(&self) -> impl Iterator<Item = (Channel, &str, StreamStat)> {
+        self.stats
+            .iter()
+            .flat_map(|(n, per)| Channel::ALL.into_iter().map(move |c| (c, n.as_str(), per[c.index()])))
+            .filter(|s| s.2.messages > 0)
+    }
+
+    /// Receive time of the last message on `channel` of `native`, if any.
+    pub fn last_ns(&self, channel: Channel, native: &str) -> Option<i64> {
+        self.stats.get(native).map(|p| p[channel.index()].last_ns).filter(|t| *t > 0)
     }
 
     fn source(&self, n: &Names, native: &str, ts_ms: u64, recv_ns: i64, sequence: u64) -> pb::Source {
@@ -138,10 +150,11 @@ impl Pipeline {
     }
 
     fn count(&mut self, ch: Channel, native: &str, recv_ns: i64, f: impl FnOnce(&mut StreamStat)) {
-        let s = match self.stats.get_mut(&(ch, native.to_owned())) {
-            Some(s) => s,
-            None => self.stats.entry((ch, native.to_owned())).or_default(),
+        let per = match self.stats.get_mut(native) {
+            Some(p) => p,
+            None => self.stats.entry(native.to_owned()).or_default(),
         };
+        let s = &mut per[ch.index()];
         s.messages += 1;
         s.last_ns = recv_ns;
         f(s);
@@ -247,6 +260,29 @@ impl Pipeline {
 
     #[allow(clippy::too_many_arguments)]
     fn after(&mut self, native: &str, outcome: Outcome, ts_ms: u64, seq: u64, recv_ns: i64, out: &mut Vec<Output>, needs: &mut Vec<Need>) {
+        self.outcome(native, outcome, ts_ms, seq, recv_ns, out, needs);
+        self.note_book_state(native);
+    }
+
+    /// Copies a book's state into its stream's counts (for the heartbeat).
+    fn note_book_state(&mut self, native: &str) {
+        let state = self.books.get(native).map(|s| s.book.state());
+        if let Some(per) = self.stats.get_mut(native) {
+            per[Channel::Book.index()].book = state;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn outcome(
+        &mut self,
+        native: &str,
+        outcome: Outcome,
+        ts_ms: u64,
+        seq: u64,
+        recv_ns: i64,
+        out: &mut Vec<Output>,
+        needs: &mut Vec<Need>,
+    ) {
         let exchange = self.exchange;
         match outcome {
             Outcome::Applied => {
@@ -339,6 +375,7 @@ impl Pipeline {
             if let Some(s) = self.books.get_mut(&n) {
                 s.book.reset();
             }
+            self.note_book_state(&n);
             self.publish_resyncing(&n, recv_ns, out);
         }
     }

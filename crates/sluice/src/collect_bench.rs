@@ -11,7 +11,7 @@ use prost::Message;
 use serde_json::json;
 use sluice_collector::config::{Channel, FeedConfig, Market as Venue};
 use sluice_collector::event::Parsed;
-use sluice_collector::pipeline::Pipeline;
+use sluice_collector::pipeline::{Output, Pipeline};
 use sluice_domain::Exchange;
 use sluice_proto::md::v1 as pb;
 use sluice_sim::SimConfig;
@@ -109,6 +109,24 @@ fn parse_only(frames: &[(String, bool)], book: bool) -> f64 {
     start.elapsed().as_nanos() as f64 / picked.len().max(1) as f64
 }
 
+/// One frame as the collector handles it: stamped, parsed, applied, published.
+/// Returns the NATS messages it became.
+async fn pump(pipeline: &mut Pipeline, frame: &str, client: &async_nats::Client, outs: &mut Vec<Output>) -> anyhow::Result<u64> {
+    let recv = now_ns();
+    // The frames hold no gaps, so nothing is ever needed back from the exchange.
+    let mut needs = Vec::new();
+    if let Ok(Parsed::Data(v)) = sluice_collector::parse::parse(Exchange::Bybit, frame) {
+        for md in v {
+            pipeline.on_md(md, recv, outs, &mut needs);
+        }
+    }
+    let n = outs.len() as u64;
+    for o in outs.drain(..) {
+        client.publish(o.subject, o.payload).await?;
+    }
+    Ok(n)
+}
+
 pub async fn run(a: CollectArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     let frames = frames(a.frames);
     let books = frames.iter().filter(|f| f.1).count();
@@ -124,20 +142,11 @@ pub async fn run(a: CollectArgs, out: &mut dyn std::io::Write) -> anyhow::Result
     let client = async_nats::connect(nats.url()).await?;
     // Throughput: parse, normalize, encode and publish, one task on one thread.
     let mut pipeline = Pipeline::new(&feed(), "bench", 20, 100);
-    let (mut outs, mut needs) = (Vec::new(), Vec::new());
+    let mut outs = Vec::new();
     let mut published = 0u64;
     let start = Instant::now();
     for (f, _) in &frames {
-        let recv = now_ns();
-        if let Ok(Parsed::Data(v)) = sluice_collector::parse::parse(Exchange::Bybit, f) {
-            for md in v {
-                pipeline.on_md(md, recv, &mut outs, &mut needs);
-            }
-        }
-        for o in outs.drain(..) {
-            client.publish(o.subject, o.payload).await?;
-            published += 1;
-        }
+        published += pump(&mut pipeline, f, &client, &mut outs).await?;
     }
     client.flush().await?;
     let secs = start.elapsed().as_secs_f64();
@@ -174,15 +183,7 @@ pub async fn run(a: CollectArgs, out: &mut dyn std::io::Write) -> anyhow::Result
         if let Some(w) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(w).await;
         }
-        let recv = now_ns();
-        if let Ok(Parsed::Data(v)) = sluice_collector::parse::parse(Exchange::Bybit, f) {
-            for md in v {
-                pipeline.on_md(md, recv, &mut outs, &mut needs);
-            }
-        }
-        for o in outs.drain(..) {
-            client.publish(o.subject, o.payload).await?;
-        }
+        pump(&mut pipeline, f, &client, &mut outs).await?;
         client.flush().await?;
     }
     let mut lat = collector.await?;

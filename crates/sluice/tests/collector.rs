@@ -22,10 +22,16 @@ use tokio_util::sync::CancellationToken;
 struct Seen {
     /// Latest depth per subject: (state, bids, asks).
     depth: HashMap<String, (i32, Vec<pb::Level>, Vec<pb::Level>)>,
+    /// Latest depth per subject: (exchange sequence, receive time in ns).
+    depth_meta: HashMap<String, (u64, i64)>,
     resyncing: HashMap<String, u64>,
     decode_errors: Vec<String>,
     messages: u64,
     heartbeat: Option<pb::CollectorHeartbeat>,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
 }
 
 fn venue_of(subject: &str) -> &str {
@@ -112,6 +118,8 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
                                 if d.state == pb::BookState::Resyncing as i32 {
                                     *s.resyncing.entry(venue_of(&subject).to_owned()).or_default() += 1;
                                 }
+                                let src = d.source.clone().unwrap_or_default();
+                                s.depth_meta.insert(subject.clone(), (src.sequence, src.receive_ts_ns));
                                 s.depth.insert(subject.clone(), (d.state, d.bids, d.asks));
                                 None
                             }
@@ -152,24 +160,42 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
     }
     // Faults healed without a rebuild: a restart's snapshot replaces the book, a
     // stalled burst is applied in order.
+    let bybit_seq: HashMap<String, u64> = {
+        let s = seen.lock().unwrap();
+        s.depth_meta.iter().filter(|(k, _)| venue_of(k) == "bybit").map(|(k, v)| (k.clone(), v.0)).collect()
+    };
+    let injected = now_ns();
     sim.inject_feed(Exchange::Bybit, FeedFault::Restart);
     sim.inject_feed(Exchange::Binance, FeedFault::Stall { ms: 1_000 });
     sim.inject_feed(Exchange::Upbit, FeedFault::SkipSequence);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    wait_for("live after restart and stall", &seen, Duration::from_secs(20), all_live).await;
+    wait_for("bybit restarted (u back to 1), binance and upbit flowing after the faults", &seen, Duration::from_secs(20), |s| {
+        let restarted = bybit_seq.iter().all(|(k, before)| s.depth_meta.get(k).is_some_and(|m| m.0 < *before));
+        let after = |venue: &str, ns: i64| s.depth_meta.iter().any(|(k, m)| venue_of(k) == venue && m.1 > injected + ns);
+        restarted && after("binance", 1_000_000_000) && after("upbit", 200_000_000) && all_live(s)
+    })
+    .await;
 
-    // Still markets: the last depth of every book must equal the simulator's book.
+    // Still markets: the last depth of every book must equal the simulator's book
+    // once the collector has caught up with the last step.
     sim.pause_markets(true);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let s = std::mem::take(&mut *seen.lock().unwrap());
-    for (subject, (state, bids, asks)) in &s.depth {
-        let venue = venue_of(subject);
-        let ex: Exchange = venue.split('-').next().unwrap().parse().unwrap();
+    let lv =
+        |v: &[pb::Level]| v.iter().map(|l| (l.price.parse::<Decimal>().unwrap(), l.qty.parse::<Decimal>().unwrap())).collect::<Vec<_>>();
+    let truth = |subject: &str| {
+        let ex: Exchange = venue_of(subject).split('-').next().unwrap().parse().unwrap();
         let sym: Symbol = subject.rsplit('.').next().unwrap().replacen('-', "/", 1).parse().unwrap();
         let (tb, ta, _) = sim.book(ex, &sym.native(ex)).unwrap();
-        let lv = |v: &[pb::Level]| {
-            v.iter().map(|l| (l.price.parse::<Decimal>().unwrap(), l.qty.parse::<Decimal>().unwrap())).collect::<Vec<_>>()
-        };
+        (tb, ta)
+    };
+    let caught_up = |s: &Seen| {
+        s.depth.iter().all(|(subject, (_, bids, asks))| {
+            let (tb, ta) = truth(subject);
+            lv(bids) == tb[..bids.len().min(tb.len())] && lv(asks) == ta[..asks.len().min(ta.len())]
+        })
+    };
+    wait_for("every book equal to the still simulator", &seen, Duration::from_secs(10), caught_up).await;
+    let s = std::mem::take(&mut *seen.lock().unwrap());
+    for (subject, (state, bids, asks)) in &s.depth {
+        let (tb, ta) = truth(subject);
         let n = bids.len();
         assert_eq!(*state, pb::BookState::Live as i32, "{subject}");
         assert!(n >= 10, "{subject}: only {n} levels");
@@ -183,6 +209,7 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
     assert!(h.reconnects >= 4, "{h:?}");
     assert_eq!(h.malformed, 0, "{h:?}");
     assert!(h.streams.iter().any(|st| st.gaps > 0));
+    assert!(h.streams.iter().filter(|st| st.channel == "book").all(|st| st.book_state == pb::BookState::Live as i32), "{h:?}");
     // Every rebuild was paced by the dispatcher: the simulator refused nothing.
     let stats = sim.stats();
     for v in &stats.exchanges {

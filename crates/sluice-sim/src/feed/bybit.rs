@@ -189,7 +189,7 @@ impl Protocol for Bybit {
                 Topic::Book(_) if i.changes.is_empty() || i.seq <= *sent => {}
                 Topic::Book(d) => {
                     *sent = i.seq;
-                    if cx.withhold.remove(sym) {
+                    if cx.withheld(sym) {
                         continue;
                     }
                     let v = if *d == 1 {

@@ -125,7 +125,7 @@ impl Protocol for Okx {
                 Channel::Books if !i.changes.is_empty() && i.update_id > *sent => {
                     let prev = *sent;
                     *sent = i.update_id;
-                    if cx.withhold.remove(inst) {
+                    if cx.withheld(inst) {
                         continue;
                     }
                     let (mut b, mut a) = (Vec::new(), Vec::new());
