@@ -98,15 +98,42 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_port(port: u16, within: Duration) -> anyhow::Result<()> {
+/// The text of a log line without its terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the escape sequence (a letter).
+            for e in chars.by_ref() {
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits until a NATS server greets on `port` (its `INFO` line), so a port that
+/// another process took in the meantime is not mistaken for ours.
+async fn wait_nats(port: u16, within: Duration) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
     let end = Instant::now() + within;
     while Instant::now() < end {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Ok(());
+        if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut head = [0u8; 4];
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), c.read_exact(&mut head)).await
+                && &head == b"INFO"
+            {
+                return Ok(());
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("nothing listens on port {port} after {within:?}")
+    bail!("no NATS server greets on port {port} after {within:?}")
 }
 
 /// A nats-server with JetStream, on a free port, storing in a temporary directory.
@@ -118,12 +145,20 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start() -> anyhow::Result<Nats> {
-        let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("sluice-nats-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let mut n = Nats { child: None, port, dir };
-        n.spawn().await?;
-        Ok(n)
+        // A free port can be taken by another test before nats-server binds it:
+        // then it exits, and a fresh port is tried.
+        let mut tries = 0;
+        loop {
+            let port = free_port()?;
+            let dir = std::env::temp_dir().join(format!("sluice-nats-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let mut n = Nats { child: None, port, dir };
+            match n.spawn().await {
+                Ok(()) => return Ok(n),
+                Err(e) if tries >= 3 => return Err(e),
+                Err(_) => tries += 1,
+            }
+        }
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
@@ -135,7 +170,7 @@ impl Nats {
             .spawn()
             .context("cannot start nats-server (install it: apt-get install -y nats-server)")?;
         self.child = Some(child);
-        wait_port(self.port, Duration::from_secs(10)).await
+        wait_nats(self.port, Duration::from_secs(10)).await
     }
 
     pub fn url(&self) -> String {
@@ -198,6 +233,28 @@ impl Replica {
         }
     }
 
+    /// Waits for the replica to log where it serves, and records the addresses.
+    pub async fn serving(&mut self, within: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("dispatcher serving")).map(strip_ansi) {
+                let addr = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(|a| format!("http://{a}"));
+                if let (Some(g), Some(o)) = (addr("grpc_addr="), addr("ops_addr=")) {
+                    (self.grpc, self.ops) = (g, o);
+                    return Ok(());
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                bail!("{} exited ({status}) before serving:\n{}", self.name, self.log_tail());
+            }
+            if Instant::now() > end {
+                bail!("{} did not start serving within {within:?}:\n{}", self.name, self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The last lines of its log, for a failing test to show.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
@@ -220,9 +277,11 @@ impl Drop for Replica {
 
 /// Cluster timing used by these runs (a faster heartbeat than the defaults, so
 /// runs are short; the upstream timeout bounds the fallback pause).
-fn replica_config(name: &str, grpc: u16, ops: u16, nats: &str, sim: &SimHandle) -> String {
+fn replica_config(name: &str, nats: &str, sim: &SimHandle) -> String {
+    // Port 0: the replica picks free ports itself and logs them. Choosing them here
+    // and handing them over raced with other tests taking the same ports.
     let mut text = format!(
-        "listen = '127.0.0.1:{grpc}'\nops_listen = '127.0.0.1:{ops}'\nreplica = '{name}'\ndrain_grace_ms = 0\n\
+        "listen = '127.0.0.1:0'\nops_listen = '127.0.0.1:0'\nreplica = '{name}'\ndrain_grace_ms = 0\n\
          upstream_timeout_ms = 2000\nlost_hold_ms = 2000\n[base_urls]\n"
     );
     for ex in Exchange::ALL {
@@ -237,13 +296,18 @@ fn replica_config(name: &str, grpc: u16, ops: u16, nats: &str, sim: &SimHandle) 
 
 /// Starts replica `name` pointed at `nats` and the simulator.
 pub fn spawn_replica(name: &str, nats: &str, sim: &SimHandle, sim_cfg: &SimConfig) -> anyhow::Result<Replica> {
-    let (grpc, ops) = (free_port()?, free_port()?);
-    let base = std::env::temp_dir().join(format!("sluice-replica-{}-{name}-{grpc}", std::process::id()));
+    let base = std::env::temp_dir().join(format!("sluice-replica-{name}-{}", uuid_like()));
     let config = base.with_extension("toml");
     let log = base.with_extension("log");
-    std::fs::write(&config, replica_config(name, grpc, ops, nats, sim))?;
+    std::fs::write(&config, replica_config(name, nats, sim))?;
     let mut cmd = Command::new(dispatcher_binary()?);
-    cmd.arg("--config").arg(&config).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(std::fs::File::create(&log)?);
+    // No backtrace: a replica that cannot start leaves its one-line reason in the log tail.
+    cmd.arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
     for a in &sim_cfg.accounts {
         let ex = a.exchange.as_str().to_ascii_uppercase();
         cmd.env(format!("SLUICE_{ex}_DEMO_API_KEY"), &a.api_key).env(format!("SLUICE_{ex}_DEMO_SECRET"), &a.secret);
@@ -252,13 +316,7 @@ pub fn spawn_replica(name: &str, nats: &str, sim: &SimHandle, sim_cfg: &SimConfi
         }
     }
     let child = cmd.spawn().context("cannot start sluice-dispatcher")?;
-    Ok(Replica {
-        name: name.into(),
-        grpc: format!("http://127.0.0.1:{grpc}"),
-        ops: format!("http://127.0.0.1:{ops}"),
-        child: Some(child),
-        files: vec![config, log],
-    })
+    Ok(Replica { name: name.into(), grpc: String::new(), ops: String::new(), child: Some(child), files: vec![config, log] })
 }
 
 async fn connect(url: &str, within: Duration) -> anyhow::Result<DispatcherClient<Channel>> {
@@ -398,7 +456,8 @@ pub async fn run(args: ReplicaRun, out: &mut dyn std::io::Write) -> anyhow::Resu
         replicas.push(spawn_replica(&format!("dispatcher-{i}"), &nats.url(), &sim, &sim_cfg)?);
     }
     let mut clients = Vec::new();
-    for r in &replicas {
+    for r in &mut replicas {
+        r.serving(Duration::from_secs(30)).await?;
         clients.push(connect(&r.grpc, Duration::from_secs(30)).await?);
     }
     let owner = match wait_formed(&mut clients, Duration::from_secs(30)).await {
