@@ -86,6 +86,9 @@ async fn rest_snapshot(d: Dispatcher, native: String, limit: u32) -> SnapshotRes
     Ok((d.last, bids, asks))
 }
 
+/// How long shutdown waits for a close handshake or for NATS to take what is queued.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum Ended {
@@ -115,7 +118,12 @@ impl Conn {
         let mut attempt: u32 = 0;
         loop {
             let started = Instant::now();
-            let ended = self.session(&mut pipeline, &pub_tx, &conn_health, &stop).await;
+            // The session watches `stop` while it reads; this also covers its
+            // token, connect and subscribe steps.
+            let ended = tokio::select! {
+                e = self.session(&mut pipeline, &pub_tx, &conn_health, &stop) => e,
+                _ = stop.cancelled() => Ended::Stopped,
+            };
             conn_health.set_connected(false);
             self.health.record(&self.id, pipeline.streams());
             let why = match ended {
@@ -143,7 +151,12 @@ impl Conn {
             }
         }
         drop(pub_tx);
-        let _ = publisher.await;
+        // NATS may be gone too at shutdown: drain for a moment, never hang.
+        let mut publisher = publisher;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut publisher).await.is_err() {
+            publisher.abort();
+            tracing::warn!(%venue, "NATS did not take the last messages before shutdown; they were not published");
+        }
     }
 
     /// Fetches Binance's REST snapshot of `native` after `wait`; the answer comes
@@ -225,7 +238,7 @@ impl Conn {
             }
             tokio::select! {
                 _ = stop.cancelled() => {
-                    let _ = ws.close(None).await;
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, ws.close(None)).await;
                     return Ended::Stopped;
                 }
                 frame = ws.next() => {

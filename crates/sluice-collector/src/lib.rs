@@ -145,7 +145,7 @@ pub async fn start(config: CollectorConfig, shutdown: CancellationToken) -> Resu
                 tracing::warn!(error = %e, "heartbeat not published");
             }
         }
-        let _ = hb_nats.flush().await;
+        let _ = tokio::time::timeout(conn::SHUTDOWN_GRACE, hb_nats.flush()).await;
     }));
     ready.set(true);
     tracing::info!(collector = %config.collector, %ops_addr, feeds = config.feeds.len(), "collector running");
