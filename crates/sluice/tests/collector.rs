@@ -175,6 +175,27 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
     })
     .await;
 
+    // Broken frames on every connection are counted and skipped: no reconnect, no
+    // resync, the books stay live.
+    let (resyncs_before, reconnects_before) = {
+        let s = seen.lock().unwrap();
+        (s.resyncing.clone(), s.heartbeat.as_ref().map_or(0, |h| h.reconnects))
+    };
+    for ex in Exchange::ALL {
+        sim.inject_feed(ex, FeedFault::Malformed);
+    }
+    // Five connections (Upbit, Bybit spot and linear, Binance, OKX), three frames each.
+    wait_for("15 malformed frames counted", &seen, Duration::from_secs(10), |s| s.heartbeat.as_ref().is_some_and(|h| h.malformed >= 15))
+        .await;
+    {
+        let s = seen.lock().unwrap();
+        let h = s.heartbeat.as_ref().unwrap();
+        assert_eq!(h.malformed, 15, "{h:?}");
+        assert_eq!(h.reconnects, reconnects_before, "a malformed frame must not cost the connection");
+        assert_eq!(s.resyncing, resyncs_before, "a malformed frame must not cost a book");
+        assert!(all_live(&s));
+    }
+
     // Still markets: the last depth of every book must equal the simulator's book
     // once the collector has caught up with the last step.
     sim.pause_markets(true);
@@ -207,7 +228,7 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
     let h = s.heartbeat.clone().expect("a heartbeat");
     assert_eq!(h.collector, "test");
     assert!(h.reconnects >= 4, "{h:?}");
-    assert_eq!(h.malformed, 0, "{h:?}");
+    assert_eq!(h.malformed, 15, "{h:?}");
     assert!(h.streams.iter().any(|st| st.gaps > 0));
     assert!(h.streams.iter().filter(|st| st.channel == "book").all(|st| st.book_state == pb::BookState::Live as i32), "{h:?}");
     // Every rebuild was paced by the dispatcher: the simulator refused nothing.

@@ -212,4 +212,9 @@ impl Protocol for Binance {
     fn book_symbols(&self) -> Vec<String> {
         self.subs.iter().filter(|(_, s, _)| *s == Stream::Diff).map(|(sym, _, _)| sym.clone()).collect()
     }
+
+    fn bad_trade(&self) -> String {
+        let data = json!({"e": "trade", "E": 1, "s": "BTCUSDT", "t": 1, "p": "not-a-price", "q": "1", "T": 1, "m": true});
+        self.wrap("btcusdt@trade", data).to_string()
+    }
 }

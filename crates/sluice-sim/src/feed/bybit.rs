@@ -245,4 +245,10 @@ impl Protocol for Bybit {
     fn book_symbols(&self) -> Vec<String> {
         self.subs.keys().filter(|(t, _)| matches!(t, Topic::Book(_))).map(|(_, s)| s.clone()).collect()
     }
+
+    fn bad_trade(&self) -> String {
+        json!({"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": 1,
+            "data": [{"T": 1, "s": "BTCUSDT", "S": "Buy", "v": "1", "p": "not-a-price", "i": "1", "BT": false}]})
+        .to_string()
+    }
 }

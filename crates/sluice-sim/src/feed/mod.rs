@@ -11,7 +11,7 @@
 //! Faults ([`FeedFault`]) hit every open session of an exchange: drop the TCP
 //! connection without a close frame, go silent without closing, withhold one book
 //! message per symbol (a sequence gap), restart (Bybit: a snapshot with `u` = 1),
-//! or stall and then deliver the backlog in one burst.
+//! or stall and then deliver the backlog in one burst, or send broken frames.
 
 mod binance;
 mod bybit;
@@ -56,6 +56,10 @@ pub enum FeedFault {
     /// Hold everything back for this long, then send the backlog at once (a client
     /// that falls more than `feed_backlog` steps behind is cut off).
     Stall { ms: u64 },
+    /// Send three broken frames: JSON cut short, bytes that are not UTF-8, and a
+    /// trade in the exchange's own shape whose price is not a number. The stream
+    /// goes on normally after them.
+    Malformed,
 }
 
 /// What the WebSocket feeds of one exchange saw.
@@ -275,6 +279,18 @@ pub(crate) trait Protocol: Send {
     fn binary(&self) -> bool {
         false
     }
+    /// A trade in this exchange's shape whose price is not a number (the malformed
+    /// fault).
+    fn bad_trade(&self) -> String;
+}
+
+/// The malformed fault's frames, in the protocol's framing.
+fn malformed(proto: &dyn Protocol) -> Vec<Message> {
+    vec![
+        Message::Text(r#"{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{"b":[["6"#.into()),
+        Message::Binary(axum::body::Bytes::from_static(&[0xff, 0xfe, 0x00, 0x7b])),
+        Message::Text(proto.bad_trade().into()),
+    ]
 }
 
 fn protocol(exchange: Exchange, path: &str) -> Box<dyn Protocol> {
@@ -392,6 +408,7 @@ async fn session(server: Arc<VenueServer>, mut proto: Box<dyn Protocol>, mut soc
                     Ok(FeedFault::Silence { ms }) => silent_until = Some(Instant::now() + Duration::from_millis(ms)),
                     Ok(FeedFault::Stall { ms }) => stalled_until = Some(Instant::now() + Duration::from_millis(ms)),
                     Ok(FeedFault::SkipSequence) => cx.withhold.extend(proto.book_symbols()),
+                    Ok(FeedFault::Malformed) => cx.out.extend(malformed(&*proto)),
                     Ok(FeedFault::Restart) => {
                         let st = server.lock();
                         if !proto.restart(&st.market, &mut cx) {

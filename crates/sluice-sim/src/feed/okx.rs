@@ -168,4 +168,10 @@ impl Protocol for Okx {
     fn book_symbols(&self) -> Vec<String> {
         self.subs.keys().filter(|(c, _)| *c == Channel::Books).map(|(_, i)| i.clone()).collect()
     }
+
+    fn bad_trade(&self) -> String {
+        json!({"arg": {"channel": "trades", "instId": "BTC-USDT"},
+            "data": [{"instId": "BTC-USDT", "tradeId": "1", "px": "not-a-price", "sz": "1", "side": "buy", "ts": "1"}]})
+        .to_string()
+    }
 }

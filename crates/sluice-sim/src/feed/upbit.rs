@@ -328,4 +328,18 @@ impl Protocol for Upbit {
     fn binary(&self) -> bool {
         true
     }
+
+    fn bad_trade(&self) -> String {
+        let m = Msg(vec![
+            ("type", "ty", json!("trade")),
+            ("code", "cd", json!("KRW-BTC")),
+            ("trade_price", "tp", json!("not-a-price")),
+            ("trade_volume", "tv", json!(1)),
+            ("ask_bid", "ab", json!("BID")),
+            ("timestamp", "tms", json!(1)),
+            ("stream_type", "st", stream_type(false)),
+        ])
+        .render(self.format.simple());
+        if self.format.list() { Value::Array(vec![m]) } else { m }.to_string()
+    }
 }
