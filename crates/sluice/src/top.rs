@@ -1,10 +1,18 @@
 //! `sluice top`: a live summary of the dispatcher's budgets (usage against limit,
-//! rate factor, queue, in flight, 429s, bans) and of what the simulator saw,
-//! refreshed from the dispatcher's WatchBudgets stream.
+//! rate factor, queue, in flight, 429s, bans), of what the simulator saw, and of
+//! the live prices the collector publishes on NATS (best bid and ask of every book
+//! with its age and state), refreshed from the dispatcher's WatchBudgets stream.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::StreamExt;
+use prost::Message;
+use rust_decimal::Decimal;
+use sluice_proto::md::v1 as md;
 
 use sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient;
 use sluice_proto::dispatcher::v1::{GetBudgetsResponse, WatchBudgetsRequest};
@@ -24,6 +32,96 @@ pub struct TopArgs {
     /// Print one summary and exit.
     #[arg(long)]
     pub once: bool,
+    /// NATS, to show the collector's live prices (`md.*.book.*` and its heartbeat).
+    #[arg(long, env = "SLUICE_NATS_URL")]
+    pub nats: Option<String>,
+}
+
+/// The latest best levels of every book and the collectors' last heartbeats, as
+/// read from NATS.
+#[derive(Debug, Default)]
+pub struct Board {
+    /// (venue, symbol) to the last top of book.
+    pub tops: BTreeMap<(String, String), md::BookTop>,
+    pub heartbeats: BTreeMap<String, md::CollectorHeartbeat>,
+}
+
+impl Board {
+    /// Takes one NATS message; anything that does not decode is ignored (a
+    /// summary is no place to fail).
+    pub fn take(&mut self, subject: &str, payload: &[u8]) {
+        let parts: Vec<&str> = subject.split('.').collect();
+        match parts.as_slice() {
+            ["md", venue, "book", symbol] => {
+                if let Ok(t) = md::BookTop::decode(payload) {
+                    self.tops.insert(((*venue).to_owned(), symbol.replacen('-', "/", 1)), t);
+                }
+            }
+            ["collector", "heartbeat", name] => {
+                if let Ok(h) = md::CollectorHeartbeat::decode(payload) {
+                    self.heartbeats.insert((*name).to_owned(), h);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Books whose last top is live and carries both sides.
+    pub fn live(&self) -> usize {
+        self.tops.values().filter(|t| t.state == md::BookState::Live as i32 && t.bid.is_some() && t.ask.is_some()).count()
+    }
+}
+
+/// Renders the live prices (pure, for tests); `now_ns` gives each book's age.
+pub fn render_prices(board: &Board, now_ns: i64) -> String {
+    let mut out = String::new();
+    for (name, h) in &board.heartbeats {
+        let _ = writeln!(
+            out,
+            "collector {name}: {} connections, {} reconnects, {} dropped, {} malformed",
+            h.connections, h.reconnects, h.dropped, h.malformed
+        );
+    }
+    if board.tops.is_empty() {
+        let _ = writeln!(out, "no prices on NATS yet");
+        return out;
+    }
+    let _ = writeln!(out, "{:<13} {:<10} {:>16} {:>16} {:>10} {:>8}  STATE", "VENUE", "SYMBOL", "BID", "ASK", "SPREAD_BP", "AGE");
+    for ((venue, symbol), t) in &board.tops {
+        let px = |l: &Option<md::Level>| l.as_ref().and_then(|l| l.price.parse::<Decimal>().ok());
+        let (bid, ask) = (px(&t.bid), px(&t.ask));
+        let spread = match (bid, ask) {
+            (Some(b), Some(a)) if !(a + b).is_zero() => format!("{:.2}", (a - b) / ((a + b) / Decimal::TWO) * Decimal::from(10_000)),
+            _ => "-".into(),
+        };
+        let shown = |d: Option<Decimal>| d.map_or_else(|| "-".to_owned(), |d| d.normalize().to_string());
+        let age_ms = t.source.as_ref().map_or(0, |s| (now_ns - s.receive_ts_ns).max(0) / 1_000_000);
+        let state = if t.state == md::BookState::Live as i32 { "live" } else { "RESYNCING" };
+        let _ = writeln!(out, "{venue:<13} {symbol:<10} {:>16} {:>16} {spread:>10} {:>6}ms  {state}", shown(bid), shown(ask), age_ms);
+    }
+    out
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Keeps `board` up to date from NATS until the connection ends.
+async fn watch_prices(url: &str, board: Arc<Mutex<Board>>) -> anyhow::Result<()> {
+    let client = async_nats::connect(url).await.map_err(|e| anyhow::anyhow!("cannot reach NATS at {url}: {e}"))?;
+    let mut books = client.subscribe("md.*.book.*").await?;
+    let mut beats = client.subscribe("collector.heartbeat.*").await?;
+    tokio::spawn(async move {
+        loop {
+            let m = tokio::select! {
+                Some(m) = books.next() => m,
+                Some(m) = beats.next() => m,
+                else => break,
+            };
+            board.lock().unwrap_or_else(|p| p.into_inner()).take(m.subject.as_str(), &m.payload);
+        }
+    });
+    Ok(())
 }
 
 fn secs(d: &Option<sluice_proto::prost_types::Duration>) -> f64 {
@@ -51,7 +149,9 @@ pub fn render(b: &GetBudgetsResponse, sim: Option<&SimStats>) -> String {
     let mut rows: Vec<_> = b.buckets.iter().collect();
     rows.sort_by(|a, b| (&a.exchange, &a.scope, &a.scope_key, &a.group).cmp(&(&b.exchange, &b.scope, &b.scope_key, &b.group)));
     for bucket in rows {
-        let scope = format!("{}:{}", bucket.scope, bucket.scope_key);
+        // Connection ids are UUIDs: their first 8 characters keep the table aligned.
+        let key = if bucket.scope == "connection" { bucket.scope_key.get(..8).unwrap_or(&bucket.scope_key) } else { &bucket.scope_key };
+        let scope = format!("{}:{key}", bucket.scope);
         let group = if bucket.partition.is_empty() { bucket.group.clone() } else { format!("{}/{}", bucket.group, bucket.partition) };
         let frozen = secs(&bucket.frozen_for);
         for (i, w) in bucket.windows.iter().enumerate() {
@@ -103,6 +203,22 @@ async fn sim_stats(http: &reqwest::Client, url: &Option<String>) -> Option<SimSt
 pub async fn run(args: TopArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     let http = sluice_service::http_client::client();
     let tty = std::io::stdout().is_terminal() && !args.once;
+    let board = Arc::new(Mutex::new(Board::default()));
+    if let Some(url) = &args.nats {
+        watch_prices(url, board.clone()).await?;
+        if args.once {
+            // One summary must show prices: wait for the first live books.
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while board.lock().unwrap_or_else(|p| p.into_inner()).live() == 0 {
+                if tokio::time::Instant::now() > until {
+                    anyhow::bail!("no live prices on NATS at {url} within 10 s: is the collector running?");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Let the other venues' books arrive too.
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+        }
+    }
     loop {
         let client = match DispatcherClient::connect(args.dispatcher.clone()).await {
             Ok(c) => c,
@@ -133,7 +249,10 @@ pub async fn run(args: TopArgs, out: &mut dyn std::io::Write) -> anyhow::Result<
         };
         while let Ok(Some(update)) = stream.message().await {
             let sim = sim_stats(&http, &args.sim).await;
-            let text = render(&update, sim.as_ref());
+            let mut text = render(&update, sim.as_ref());
+            if args.nats.is_some() {
+                text.push_str(&render_prices(&board.lock().unwrap_or_else(|p| p.into_inner()), now_ns()));
+            }
             if tty {
                 write!(out, "\x1b[2J\x1b[H{text}")?;
             } else {
@@ -185,5 +304,35 @@ mod tests {
         assert!(text.contains("10s") && text.contains("1d"), "{text}");
         assert!(text.contains("0.80") && text.contains("2.0s"), "{text}");
         assert!(text.contains("simulated exchanges: 0 requests"), "{text}");
+    }
+
+    #[test]
+    fn renders_live_prices_from_nats_messages() {
+        let mut board = Board::default();
+        let level = |p: &str| Some(md::Level { price: p.into(), qty: "1".into() });
+        let top = md::BookTop {
+            source: Some(md::Source { receive_ts_ns: 1_000_000_000, ..md::Source::default() }),
+            state: md::BookState::Live as i32,
+            bid: level("99.5"),
+            ask: level("100.50"),
+        };
+        board.take("md.binance.book.BTC-USDT", &top.encode_to_vec());
+        let resyncing = md::BookTop { state: md::BookState::Resyncing as i32, ..md::BookTop::default() };
+        board.take("md.okx.book.ETH-USDT", &resyncing.encode_to_vec());
+        board.take("md.okx.book.ETH-USDT.extra", b"ignored");
+        board.take("md.okx.book.SOL-USDT", b"\xff not protobuf");
+        let hb = md::CollectorHeartbeat { connections: 5, reconnects: 2, ..md::CollectorHeartbeat::default() };
+        board.take("collector.heartbeat.c-0", &hb.encode_to_vec());
+        assert_eq!(board.live(), 1);
+        let text = render_prices(&board, 1_250_000_000);
+        assert!(text.contains("collector c-0: 5 connections, 2 reconnects"), "{text}");
+        let btc = text.lines().find(|l| l.contains("BTC/USDT")).unwrap();
+        // Spread 1 on a mid of 100: 100 basis points; 250 ms old.
+        assert!(
+            btc.contains("99.5") && btc.contains("100.5") && btc.contains("100.00") && btc.contains("250ms") && btc.ends_with("live"),
+            "{btc}"
+        );
+        assert!(text.lines().any(|l| l.contains("ETH/USDT") && l.ends_with("RESYNCING")), "{text}");
+        assert!(!text.contains("SOL/USDT"), "{text}");
     }
 }
