@@ -69,6 +69,11 @@ pub struct FeedConfig {
     /// Upbit only: DEFAULT, SIMPLE, JSON_LIST or SIMPLE_LIST.
     #[serde(default)]
     pub format: Option<String>,
+    /// The age at which the exchange ends a connection (Binance: 24 h, the
+    /// default for Binance feeds; none for the others). The collector replaces the
+    /// connection before then, overlapping the two. 0 turns it off.
+    #[serde(default)]
+    pub max_connection_age_ms: Option<u64>,
 }
 
 fn default_per_connection() -> usize {
@@ -76,6 +81,15 @@ fn default_per_connection() -> usize {
 }
 
 impl FeedConfig {
+    /// When the exchange cuts connections, if it does.
+    pub fn max_connection_age(&self) -> Option<std::time::Duration> {
+        let default = match self.exchange {
+            Exchange::Binance => Some(86_400_000),
+            _ => None,
+        };
+        self.max_connection_age_ms.or(default).filter(|ms| *ms > 0).map(std::time::Duration::from_millis)
+    }
+
     /// The NATS subject token of this feed: the exchange, or "bybit-linear".
     pub fn venue(&self) -> String {
         match self.market {

@@ -170,6 +170,62 @@ impl Conn {
         });
     }
 
+    /// Takes a connect token, connects and subscribes to everything: a new link.
+    async fn open(&self) -> Result<Link, String> {
+        let ex = self.feed.exchange;
+        let conn_id = uuid::Uuid::new_v4().to_string();
+        token(&self.dispatcher, ex, protocol::CONNECT_GROUP, &conn_id).await?;
+        let connect = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(self.feed.url.as_str()));
+        let ws = match connect.await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => return Err(format!("connect {}: {e}", self.feed.url)),
+            Err(_) => return Err(format!("connect {}: timed out", self.feed.url)),
+        };
+        let mut link = Link { ws, conn_id, opened: Instant::now(), requests: 0, acks: 0, data: 0, acked: protocol::acknowledges(ex) };
+        for req in protocol::subscribe(&self.feed, &self.natives) {
+            link.send(self, req).await.map_err(|e| format!("subscribe: {e}"))?;
+            link.requests += 1;
+        }
+        Ok(link)
+    }
+
+    /// One frame into the pipeline; true when it was an answer to our requests.
+    fn on_frame(&self, msg: &Message, recv: i64, pipeline: &mut Pipeline, st: &mut Scratch, health: &ConnHealth) -> Frame {
+        // Parsed in place from the frame's bytes: no copy per frame.
+        let text = match msg {
+            Message::Text(t) => t.as_str(),
+            Message::Binary(b) => match std::str::from_utf8(b) {
+                Ok(t) => t,
+                Err(_) => {
+                    health.malformed("a binary frame that is not UTF-8");
+                    return Frame::Other;
+                }
+            },
+            _ => return Frame::Other,
+        };
+        match crate::parse::parse(self.feed.exchange, text) {
+            Ok(Parsed::Data(mds)) => {
+                for md in mds {
+                    pipeline.on_md(md, recv, &mut st.out, &mut st.needs);
+                }
+                Frame::Data
+            }
+            Ok(Parsed::Rejected(why)) => {
+                tracing::warn!(venue = %self.feed.venue(), %why, "the exchange refused a request");
+                health.rejected();
+                Frame::Ack
+            }
+            Ok(Parsed::Ack) => Frame::Ack,
+            Ok(Parsed::Pong | Parsed::Ignored) => Frame::Other,
+            Err(e) => {
+                health.malformed(&e.to_string());
+                Frame::Other
+            }
+        }
+    }
+
+    /// One session: a link, replaced before its cut-off when the exchange has
+    /// one, until it fails or `stop`.
     async fn session(
         &self,
         pipeline: &mut Pipeline,
@@ -178,26 +234,10 @@ impl Conn {
         stop: &CancellationToken,
     ) -> Ended {
         let ex = self.feed.exchange;
-        let conn_id = uuid::Uuid::new_v4().to_string();
-        if let Err(e) = token(&self.dispatcher, ex, protocol::CONNECT_GROUP, &conn_id).await {
-            return Ended::Failed(e);
-        }
-        let connect = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(self.feed.url.as_str()));
-        let mut ws = match connect.await {
-            Ok(Ok((ws, _))) => ws,
-            Ok(Err(e)) => return Ended::Failed(format!("connect {}: {e}", self.feed.url)),
-            Err(_) => return Ended::Failed(format!("connect {}: timed out", self.feed.url)),
+        let mut link = match self.open().await {
+            Ok(l) => l,
+            Err(e) => return Ended::Failed(e),
         };
-        for req in protocol::subscribe(&self.feed, &self.natives) {
-            if let Some(g) = protocol::message_group(ex)
-                && let Err(e) = token(&self.dispatcher, ex, g, &conn_id).await
-            {
-                return Ended::Failed(e);
-            }
-            if let Err(e) = ws.send(Message::text(req)).await {
-                return Ended::Failed(format!("subscribe: {e}"));
-            }
-        }
         health.set_connected(true);
         let (snap_tx, mut snap_rx) = mpsc::channel(16);
         let watched: Vec<(Channel, String)> = self
@@ -205,31 +245,35 @@ impl Conn {
             .iter()
             .flat_map(|n| self.feed.channels.iter().filter(|c| matches!(c, Channel::Book | Channel::Ticker)).map(move |c| (*c, n.clone())))
             .collect();
-        let subscribed_ns = now_ns();
+        let mut subscribed_ns = now_ns();
         let idle_ns = (self.config.idle_ms as i64).saturating_mul(1_000_000);
         let ping = protocol::keepalive(ex);
         let mut keepalive = ping.map(|(every, _)| tokio::time::interval_at(Instant::now() + every, every));
         // Depth flushes follow the depth interval; counts and the watchdog, the heartbeat.
         let mut flush = tokio::time::interval(Duration::from_millis(self.config.depth_interval_ms.max(10)));
         let mut housekeeping = tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms.min(1000)));
-        let mut out = Vec::new();
-        let mut needs = Vec::new();
+        let mut st = Scratch::default();
         // Binance: every book starts from a REST snapshot.
         if ex == Exchange::Binance && self.feed.channels.contains(&Channel::Book) {
-            needs.extend(self.natives.iter().map(|n| Need::RestSnapshot(n.clone())));
+            st.needs.extend(self.natives.iter().map(|n| Need::RestSnapshot(n.clone())));
         }
+        // A connection the exchange will cut at a fixed age is replaced before then
+        // by a second one, opened while the first still runs (see `overlap_plan`).
+        let plan = self.feed.max_connection_age().map(overlap_plan);
+        let mut next: Option<Link> = None;
+        let mut opening: Option<Opening<'_>> = None;
+        let mut next_ready: Option<Instant> = None;
+        // The old link may have been behind the new one: trades stay deduplicated a
+        // while after a switch.
+        let mut switched_at: Option<Instant> = None;
+        let mut plan_at = plan.map(|p| link.opened + p.replace_after);
         loop {
-            for need in needs.drain(..) {
+            for need in st.needs.drain(..) {
                 match need {
                     Need::RestSnapshot(native) => self.fetch_snapshot(native, Duration::ZERO, &snap_tx),
                     Need::Resubscribe(native) => {
                         for req in protocol::resubscribe_book(ex, &native) {
-                            if let Some(g) = protocol::message_group(ex)
-                                && let Err(e) = token(&self.dispatcher, ex, g, &conn_id).await
-                            {
-                                return Ended::Failed(e);
-                            }
-                            if let Err(e) = ws.send(Message::text(req)).await {
+                            if let Err(e) = link.send(self, req).await {
                                 return Ended::Failed(format!("resubscribe: {e}"));
                             }
                         }
@@ -238,60 +282,116 @@ impl Conn {
             }
             tokio::select! {
                 _ = stop.cancelled() => {
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, ws.close(None)).await;
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, link.ws.close(None)).await;
+                    if let Some(mut n) = next.take() {
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, n.ws.close(None)).await;
+                    }
                     return Ended::Stopped;
                 }
-                frame = ws.next() => {
+                frame = link.ws.next() => {
                     let recv = now_ns();
-                    let msg = match frame {
-                        None => return Ended::Failed("the exchange closed the connection".into()),
-                        Some(Err(e)) => return Ended::Failed(format!("read: {e}")),
-                        Some(Ok(Message::Close(c))) => return Ended::Failed(format!("closed by the exchange: {c:?}")),
-                        Some(Ok(m)) => m,
-                    };
-                    // Parsed in place from the frame's bytes: no copy per frame.
-                    let text = match &msg {
-                        Message::Text(t) => t.as_str(),
-                        Message::Binary(b) => match std::str::from_utf8(b) {
-                            Ok(t) => t,
-                            Err(_) => {
-                                health.malformed("a binary frame that is not UTF-8");
-                                continue;
-                            }
-                        },
-                        _ => continue,
-                    };
-                    match crate::parse::parse(ex, text) {
-                        Ok(Parsed::Data(mds)) => {
-                            for md in mds {
-                                pipeline.on_md(md, recv, &mut out, &mut needs);
+                    match frame {
+                        Some(Ok(m)) if !m.is_close() => {
+                            let kind = self.on_frame(&m, recv, pipeline, &mut st, health);
+                            link.count(kind);
+                        }
+                        other => {
+                            let why = match other {
+                                None => "the exchange closed the connection".to_owned(),
+                                Some(Err(e)) => format!("read: {e}"),
+                                Some(Ok(m)) => format!("closed by the exchange: {m:?}"),
+                            };
+                            // Cut while its successor already runs: the successor takes over.
+                            match next.take() {
+                                Some(n) => {
+                                    tracing::info!(venue = %self.feed.venue(), reason = %why, "connection ended during its planned replacement; the new one takes over");
+                                    link = n;
+                                    next_ready = None;
+                                    switched_at = Some(Instant::now());
+                                    plan_at = plan.map(|p| link.opened + p.replace_after);
+                                    health.planned();
+                                }
+                                None => return Ended::Failed(why),
                             }
                         }
-                        Ok(Parsed::Rejected(why)) => {
-                            tracing::warn!(venue = %self.feed.venue(), %why, "the exchange refused a request");
-                            health.rejected();
-                        }
-                        Ok(Parsed::Pong | Parsed::Ack | Parsed::Ignored) => {}
-                        Err(e) => health.malformed(&e.to_string()),
                     }
                 }
+                frame = async { next.as_mut().expect("guarded").ws.next().await }, if next.is_some() => {
+                    let recv = now_ns();
+                    match frame {
+                        Some(Ok(m)) if !m.is_close() => {
+                            let kind = self.on_frame(&m, recv, pipeline, &mut st, health);
+                            let n = next.as_mut().expect("guarded");
+                            n.count(kind);
+                            if next_ready.is_none() && n.subscribed() {
+                                next_ready = Some(Instant::now() + plan.map_or(Duration::ZERO, |p| p.grace));
+                            }
+                        }
+                        _ => {
+                            // The replacement failed: keep the old one, try again soon.
+                            tracing::warn!(venue = %self.feed.venue(), "the replacement connection failed; retrying");
+                            next = None;
+                            next_ready = None;
+                            plan_at = Some(Instant::now() + Duration::from_millis(self.config.backoff_min_ms));
+                        }
+                    }
+                }
+                _ = sleep_until_opt(plan_at), if plan_at.is_some() && next.is_none() && opening.is_none() => {
+                    plan_at = None;
+                    tracing::info!(venue = %self.feed.venue(), age_s = link.opened.elapsed().as_secs(), "opening the planned replacement connection");
+                    // Opened beside the running link, which keeps being read meanwhile.
+                    opening = Some(Box::pin(self.open()));
+                }
+                opened = async { opening.as_mut().expect("guarded").await }, if opening.is_some() => {
+                    opening = None;
+                    match opened {
+                        Ok(n) => {
+                            pipeline.set_overlap(true);
+                            next = Some(n);
+                        }
+                        Err(e) => {
+                            tracing::warn!(venue = %self.feed.venue(), error = %e, "the planned replacement could not connect; retrying");
+                            plan_at = Some(Instant::now() + Duration::from_millis(self.config.backoff_min_ms));
+                        }
+                    }
+                }
+                _ = sleep_until_opt(next_ready), if next_ready.is_some() => {
+                    // Both links have carried every stream for the grace period: the
+                    // old one can go. Trades seen on both were published once.
+                    let mut old = std::mem::replace(&mut link, next.take().expect("ready implies a next link"));
+                    next_ready = None;
+                    plan_at = plan.map(|p| link.opened + p.replace_after);
+                    subscribed_ns = now_ns();
+                    switched_at = Some(Instant::now());
+                    health.planned();
+                    tracing::info!(venue = %self.feed.venue(), "switched to the replacement connection");
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, old.ws.close(None)).await;
+                    });
+                }
                 Some((native, r)) = snap_rx.recv() => match r {
-                    Ok((last, bids, asks)) => pipeline.on_rest_snapshot(&native, last, bids, asks, now_ns(), &mut out, &mut needs),
+                    Ok((last, bids, asks)) => pipeline.on_rest_snapshot(&native, last, bids, asks, now_ns(), &mut st.out, &mut st.needs),
                     Err(e) => {
                         tracing::warn!(symbol = %native, error = %e, "depth snapshot failed; retrying");
                         self.fetch_snapshot(native, Duration::from_millis(self.config.backoff_min_ms), &snap_tx);
                     }
                 },
                 _ = async { keepalive.as_mut().expect("guarded").tick().await }, if keepalive.is_some() => {
-                    if let Some((_, text)) = ping
-                        && let Err(e) = ws.send(Message::text(text)).await
-                    {
-                        return Ended::Failed(format!("keep-alive: {e}"));
+                    if let Some((_, text)) = ping {
+                        if let Err(e) = link.ws.send(Message::text(text)).await {
+                            return Ended::Failed(format!("keep-alive: {e}"));
+                        }
+                        if let Some(n) = next.as_mut() {
+                            let _ = n.ws.send(Message::text(text)).await;
+                        }
                     }
                 }
-                _ = flush.tick() => pipeline.flush(now_ns(), &mut out),
+                _ = flush.tick() => pipeline.flush(now_ns(), &mut st.out),
                 _ = housekeeping.tick() => {
                     self.health.record(&self.id, pipeline.streams());
+                    if next.is_none() && switched_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        pipeline.set_overlap(false);
+                    }
                     // Per subscription: a book or ticker silent past idle_ms means
                     // the socket is open but dead. (Trades and candles may be
                     // legitimately quiet.)
@@ -306,7 +406,7 @@ impl Conn {
                     }
                 }
             }
-            for o in out.drain(..) {
+            for o in st.out.drain(..) {
                 if let Err(mpsc::error::TrySendError::Full(o)) = pub_tx.try_send(o) {
                     // NATS is behind: count it and make the book's next depth go out
                     // at once, so consumers are never left with a silent stale book.
@@ -320,11 +420,105 @@ impl Conn {
     }
 }
 
+/// What a frame was, for a link's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    Data,
+    Ack,
+    Other,
+}
+
+/// Buffers reused across frames.
+#[derive(Default)]
+struct Scratch {
+    out: Vec<Output>,
+    needs: Vec<Need>,
+}
+
+/// A replacement link being opened beside the running one.
+type Opening<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Link, String>> + Send + 'a>>;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One open WebSocket and what it has carried.
+struct Link {
+    ws: Ws,
+    /// Our id for it in the dispatcher's connection-scoped budgets.
+    conn_id: String,
+    opened: Instant,
+    requests: usize,
+    acks: usize,
+    data: u64,
+    /// The exchange answers subscribe requests (all but Upbit).
+    acked: bool,
+}
+
+impl Link {
+    /// Sends one request on a token of the exchange's message budget.
+    async fn send(&mut self, conn: &Conn, text: String) -> Result<(), String> {
+        let ex = conn.feed.exchange;
+        if let Some(g) = protocol::message_group(ex) {
+            token(&conn.dispatcher, ex, g, &self.conn_id).await?;
+        }
+        self.ws.send(Message::text(text)).await.map_err(|e| e.to_string())
+    }
+
+    fn count(&mut self, f: Frame) {
+        match f {
+            Frame::Data => self.data += 1,
+            Frame::Ack => self.acks += 1,
+            Frame::Other => {}
+        }
+    }
+
+    /// Every subscribe request answered (Upbit answers none) and data flowing.
+    fn subscribed(&self) -> bool {
+        self.data > 0 && (!self.acked || self.acks >= self.requests)
+    }
+}
+
+/// When to replace a connection the exchange cuts at `max_age`, and how long
+/// both run together once the new one carries everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Overlap {
+    replace_after: Duration,
+    grace: Duration,
+}
+
+/// A tenth of the age ahead of the cut, at most ten minutes; both connections
+/// then run side by side for a third of that lead, at most a second, so frames
+/// still in flight on the old one arrive before it is closed.
+fn overlap_plan(max_age: Duration) -> Overlap {
+    let lead = (max_age / 10).min(Duration::from_secs(600));
+    Overlap { replace_after: max_age - lead, grace: (lead / 3).min(Duration::from_secs(1)) }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sends queued messages to NATS, in order.
 async fn publish(nats: async_nats::Client, mut rx: mpsc::Receiver<Output>) {
     while let Some(o) = rx.recv().await {
         if let Err(e) = nats.publish(o.subject, o.payload).await {
             tracing::warn!(error = %e, "publishing to NATS failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binance_connections_are_replaced_ten_minutes_before_the_24_hour_cut() {
+        let p = overlap_plan(Duration::from_secs(86_400));
+        assert_eq!(p.replace_after, Duration::from_secs(86_400 - 600));
+        assert_eq!(p.grace, Duration::from_secs(1));
+        let short = overlap_plan(Duration::from_millis(3_000));
+        assert_eq!((short.replace_after, short.grace), (Duration::from_millis(2_700), Duration::from_millis(100)));
     }
 }

@@ -44,18 +44,20 @@ pub(crate) struct Health {
     resyncs: Family<StreamLabels, Counter>,
     age: Family<StreamLabels, Gauge>,
     reconnects: Family<VenueLabels, Counter>,
+    planned: Family<VenueLabels, Counter>,
     malformed: Family<VenueLabels, Counter>,
     dropped: Family<VenueLabels, Counter>,
     stale: Family<VenueLabels, Counter>,
     rejected: Family<VenueLabels, Counter>,
     connected: Gauge,
     conns: Mutex<HashMap<String, Conn>>,
-    totals: [AtomicU64; 3],
+    totals: [AtomicU64; 4],
 }
 
 const RECONNECTS: usize = 0;
 const DROPPED: usize = 1;
 const MALFORMED: usize = 2;
+const PLANNED: usize = 3;
 
 impl Health {
     pub(crate) fn new(collector: &str, registry: &mut Registry) -> Arc<Health> {
@@ -66,6 +68,7 @@ impl Health {
             resyncs: Family::default(),
             age: Family::default(),
             reconnects: Family::default(),
+            planned: Family::default(),
             malformed: Family::default(),
             dropped: Family::default(),
             stale: Family::default(),
@@ -80,6 +83,11 @@ impl Health {
         r.register("resyncs", "Book rebuilds (gaps, restarts, stale snapshots) per book", h.resyncs.clone());
         r.register("stream_age_ms", "Time since each stream's last message", h.age.clone());
         r.register("reconnects", "WebSocket reconnects per venue", h.reconnects.clone());
+        r.register(
+            "planned_replacements",
+            "Connections replaced before the exchange's cut-off, overlapping the old one",
+            h.planned.clone(),
+        );
         r.register("malformed", "Frames that could not be parsed (skipped) per venue", h.malformed.clone());
         r.register("dropped", "Messages not published because NATS was behind, per venue", h.dropped.clone());
         r.register("stale_connections", "Connections replaced because a subscription went silent", h.stale.clone());
@@ -142,6 +150,7 @@ impl Health {
             reconnects: self.totals[RECONNECTS].load(Ordering::Relaxed),
             dropped: self.totals[DROPPED].load(Ordering::Relaxed),
             malformed: self.totals[MALFORMED].load(Ordering::Relaxed),
+            planned_replacements: self.totals[PLANNED].load(Ordering::Relaxed),
             streams,
         }
     }
@@ -164,6 +173,11 @@ impl ConnHealth {
     pub(crate) fn reconnected(&self) {
         self.health.reconnects.get_or_create(&self.venue).inc();
         self.health.totals[RECONNECTS].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn planned(&self) {
+        self.health.planned.get_or_create(&self.venue).inc();
+        self.health.totals[PLANNED].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn malformed(&self, why: &str) {

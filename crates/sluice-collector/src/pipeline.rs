@@ -43,6 +43,8 @@ pub struct StreamStat {
     pub last_ns: i64,
     /// The book's state (book streams only).
     pub book: Option<State>,
+    /// The highest trade sequence seen (trade streams).
+    pub last_seq: u64,
 }
 
 struct Names {
@@ -77,6 +79,9 @@ pub struct Pipeline {
     /// Per symbol, per channel (indexed by `Channel::index`): looked up by `&str`,
     /// so counting a message allocates nothing.
     stats: HashMap<String, [StreamStat; 4]>,
+    /// Two connections carry the same streams (a planned replacement): a trade
+    /// whose sequence is not above the last one seen was already published.
+    overlap: bool,
 }
 
 fn dec(d: Decimal) -> String {
@@ -120,7 +125,15 @@ impl Pipeline {
             depth_levels,
             depth_interval_ns: (depth_interval_ms as i64) * 1_000_000,
             stats: HashMap::new(),
+            overlap: false,
         }
+    }
+
+    /// While two connections carry the same streams, trades are published once:
+    /// books already skip deltas they have applied, and tickers and candles are
+    /// states that may repeat.
+    pub fn set_overlap(&mut self, on: bool) {
+        self.overlap = on;
     }
 
     /// Every stream that has seen a message: channel, symbol and its counts.
@@ -165,6 +178,15 @@ impl Pipeline {
         match md {
             Md::Trade(t) => {
                 let Some(n) = self.names.get(&t.native) else { return };
+                // Only Binance's trade ids are known to rise (Upbit's sequential_id
+                // is unique but not ordered).
+                if self.overlap
+                    && self.exchange == Exchange::Binance
+                    && t.seq != 0
+                    && self.stats.get(&t.native).is_some_and(|p| t.seq <= p[Channel::Trade.index()].last_seq)
+                {
+                    return;
+                }
                 let m = pb::Trade {
                     source: Some(self.source(n, &t.native, t.ts_ms, recv_ns, t.seq)),
                     trade_id: t.id,
@@ -177,7 +199,7 @@ impl Pipeline {
                     } as i32,
                 };
                 out.push(Output { subject: n.subjects[TRADE].clone(), payload: m.encode_to_vec().into(), book: None });
-                self.count(Channel::Trade, &t.native, recv_ns, |_| {});
+                self.count(Channel::Trade, &t.native, recv_ns, |s| s.last_seq = s.last_seq.max(t.seq));
             }
             Md::Ticker(t) => {
                 let Some(n) = self.names.get(&t.native) else { return };

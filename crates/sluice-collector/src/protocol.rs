@@ -20,6 +20,11 @@ pub fn message_group(exchange: Exchange) -> Option<&'static str> {
     }
 }
 
+/// Whether the exchange answers every subscribe request (Upbit answers none).
+pub fn acknowledges(exchange: Exchange) -> bool {
+    exchange != Exchange::Upbit
+}
+
 /// Our keep-alive: what to send and how often. Binance pings us instead (the
 /// WebSocket library answers its pings).
 pub fn keepalive(exchange: Exchange) -> Option<(Duration, &'static str)> {
@@ -127,6 +132,7 @@ mod tests {
             channels: vec![Channel::Trade, Channel::Ticker, Channel::Book, Channel::Candle],
             symbols_per_connection: 10,
             format: Some("SIMPLE".into()),
+            max_connection_age_ms: None,
         };
         (f, (0..n).map(|i| format!("S{i}USDT")).collect())
     }

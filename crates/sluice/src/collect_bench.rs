@@ -84,6 +84,7 @@ fn feed() -> FeedConfig {
         channels: vec![Channel::Trade, Channel::Book],
         symbols_per_connection: 10,
         format: None,
+        max_connection_age_ms: None,
     }
 }
 

@@ -57,14 +57,19 @@ fn all_live(s: &Seen) -> bool {
     s.depth.len() == 12 && s.depth.values().all(|d| d.0 == pb::BookState::Live as i32)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_feed_fault_heals_and_books_equal_the_simulator() {
+/// A nats-server, the simulator and a dispatcher pointed at it.
+struct Stack {
+    nats: Nats,
+    sim: sluice_sim::SimHandle,
+    dispatcher: sluice_dispatcher::Running,
+    stop: CancellationToken,
+}
+
+async fn stack(sim_cfg: SimConfig) -> Stack {
     sluice_service::telemetry::init("test");
     let nats = Nats::start().await.unwrap();
     let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
-    let sim = sluice_sim::start(SimConfig::shipped(), stop.clone()).await.unwrap();
-
+    let sim = sluice_sim::start(sim_cfg, stop.clone()).await.unwrap();
     let mut dcfg = DispatcherConfig::load(None, &|_| None).unwrap();
     dcfg.listen = "127.0.0.1:0".parse().unwrap();
     dcfg.ops_listen = "127.0.0.1:0".parse().unwrap();
@@ -73,27 +78,42 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
         dcfg.base_urls.insert(ex, sim.base_url(ex));
     }
     let dispatcher = sluice_dispatcher::start(dcfg, Keyring::default(), stop.clone()).await.unwrap();
+    Stack { nats, sim, dispatcher, stop }
+}
 
-    let ws = |ex: Exchange, path: &str| format!("ws://{}{path}", sim.addr(ex).unwrap());
-    let env: HashMap<String, String> = [
-        ("SLUICE_COLLECTOR_NATS_URL", nats.url()),
-        ("SLUICE_COLLECTOR_DISPATCHER_URL", format!("http://{}", dispatcher.grpc_addr)),
-        ("SLUICE_COLLECTOR_OPS_LISTEN", "127.0.0.1:0".into()),
-        ("SLUICE_COLLECTOR_NAME", "test".into()),
-        ("SLUICE_COLLECTOR_UPBIT_URL", ws(Exchange::Upbit, "/websocket/v1")),
-        ("SLUICE_COLLECTOR_BYBIT_URL", ws(Exchange::Bybit, "/v5/public/spot")),
-        ("SLUICE_COLLECTOR_BYBIT_LINEAR_URL", ws(Exchange::Bybit, "/v5/public/linear")),
-        ("SLUICE_COLLECTOR_BINANCE_URL", ws(Exchange::Binance, "/stream")),
-        ("SLUICE_COLLECTOR_OKX_URL", ws(Exchange::Okx, "/ws/v5/public")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let mut ccfg = CollectorConfig::load(None, &|k| env.get(k).cloned()).unwrap();
-    ccfg.idle_ms = 1_500;
-    ccfg.backoff_min_ms = 50;
-    ccfg.backoff_max_ms = 400;
-    ccfg.heartbeat_ms = 200;
+impl Stack {
+    /// The shipped collector config pointed at this stack, with quick timers.
+    fn collector_config(&self) -> CollectorConfig {
+        let ws = |ex: Exchange, path: &str| format!("ws://{}{path}", self.sim.addr(ex).unwrap());
+        let env: HashMap<String, String> = [
+            ("SLUICE_COLLECTOR_NATS_URL", self.nats.url()),
+            ("SLUICE_COLLECTOR_DISPATCHER_URL", format!("http://{}", self.dispatcher.grpc_addr)),
+            ("SLUICE_COLLECTOR_OPS_LISTEN", "127.0.0.1:0".into()),
+            ("SLUICE_COLLECTOR_NAME", "test".into()),
+            ("SLUICE_COLLECTOR_UPBIT_URL", ws(Exchange::Upbit, "/websocket/v1")),
+            ("SLUICE_COLLECTOR_BYBIT_URL", ws(Exchange::Bybit, "/v5/public/spot")),
+            ("SLUICE_COLLECTOR_BYBIT_LINEAR_URL", ws(Exchange::Bybit, "/v5/public/linear")),
+            ("SLUICE_COLLECTOR_BINANCE_URL", ws(Exchange::Binance, "/stream")),
+            ("SLUICE_COLLECTOR_OKX_URL", ws(Exchange::Okx, "/ws/v5/public")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut ccfg = CollectorConfig::load(None, &|k| env.get(k).cloned()).unwrap();
+        ccfg.idle_ms = 1_500;
+        ccfg.backoff_min_ms = 50;
+        ccfg.backoff_max_ms = 400;
+        ccfg.heartbeat_ms = 200;
+        ccfg
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_feed_fault_heals_and_books_equal_the_simulator() {
+    let st = stack(SimConfig::shipped()).await;
+    let _guard = st.stop.clone().drop_guard();
+    let (nats, sim, stop) = (&st.nats, &st.sim, &st.stop);
+    let ccfg = st.collector_config();
 
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut sub = client.subscribe("md.>").await.unwrap();
@@ -240,5 +260,63 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
     }
     stop.cancel();
     collector.wait().await;
-    let _ = dispatcher.wait().await;
+}
+
+/// Binance ends connections at a fixed age (24 h; 3 s here). The collector opens
+/// the next connection before then and runs both until the new one carries every
+/// stream: no reconnect, no resync, and every trade published exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_connections_are_replaced_before_their_cut_off_without_a_gap() {
+    let mut sim_cfg = SimConfig::shipped();
+    sim_cfg.exchanges.get_mut(&Exchange::Binance).unwrap().feed.max_age_ms = Some(3_000);
+    let st = stack(sim_cfg).await;
+    let _guard = st.stop.clone().drop_guard();
+    let mut ccfg = st.collector_config();
+    ccfg.feeds.retain(|f| f.exchange == Exchange::Binance);
+    ccfg.feeds[0].max_connection_age_ms = Some(3_000);
+
+    let client = async_nats::connect(st.nats.url()).await.unwrap();
+    let mut trades = client.subscribe("md.binance.trade.>").await.unwrap();
+    let mut depth = client.subscribe("md.binance.depth.>").await.unwrap();
+    let mut hb = client.subscribe("collector.heartbeat.>").await.unwrap();
+    let collector = sluice_collector::start(ccfg, st.stop.clone()).await.unwrap();
+
+    let mut ids: HashMap<String, Vec<u64>> = HashMap::new();
+    let (mut live, mut resyncing_after_live) = (0u64, 0u64);
+    let mut last_hb = None;
+    let end = tokio::time::Instant::now() + Duration::from_secs(9);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            Some(m) = trades.next() => {
+                let t = pb::Trade::decode(m.payload).unwrap();
+                ids.entry(m.subject.to_string()).or_default().push(t.trade_id.parse().unwrap());
+            }
+            Some(m) = depth.next() => {
+                let d = pb::BookDepth::decode(m.payload).unwrap();
+                if d.state == pb::BookState::Live as i32 {
+                    live += 1;
+                } else if live > 0 {
+                    resyncing_after_live += 1;
+                }
+            }
+            Some(m) = hb.next() => last_hb = Some(pb::CollectorHeartbeat::decode(m.payload).unwrap()),
+        }
+    }
+    let h = last_hb.expect("heartbeats");
+    assert!(h.planned_replacements >= 2, "{h:?}");
+    assert_eq!(h.reconnects, 0, "a planned replacement is not a reconnect: {h:?}");
+    assert!(live > 0);
+    assert_eq!(resyncing_after_live, 0, "no book was rebuilt");
+    assert_eq!(ids.len(), 3, "{:?}", ids.keys());
+    for (subject, seq) in &ids {
+        assert!(seq.len() > 20, "{subject}: {} trades", seq.len());
+        let broken: Vec<_> = seq.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+        assert!(broken.is_empty(), "{subject}: trades missed or repeated at {broken:?}");
+    }
+    let feed = st.sim.stats().exchange(Exchange::Binance).unwrap().feed.clone();
+    assert!(feed.connections >= 3, "{feed:?}");
+    assert_eq!(feed.refused + feed.rate_limited, 0, "{feed:?}");
+    st.stop.cancel();
+    collector.wait().await;
 }
