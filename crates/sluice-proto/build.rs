@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["sluice/dispatcher/v1/dispatcher.proto", "sluice/cluster/v1/cluster.proto", "sluice/md/v1/md.proto"];
+const PROTOS: &[&str] = &[
+    "sluice/dispatcher/v1/dispatcher.proto",
+    "sluice/cluster/v1/cluster.proto",
+    "sluice/md/v1/md.proto",
+    "sluice/account/v1/account.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");

@@ -12,7 +12,7 @@ use sluice_exchange::policy::Policies;
 use sluice_proto::dispatcher::v1::dispatcher_server::Dispatcher;
 use sluice_proto::dispatcher::v1::{
     AcquireRequest, AcquireResponse, BucketStatus, CallRequest, CallResponse, ClusterStatus, GetBudgetsRequest, GetBudgetsResponse,
-    GetClusterRequest, Header, Member, WatchBudgetsRequest, WindowStatus,
+    GetClusterRequest, Header, Member, MintStreamAuthRequest, MintStreamAuthResponse, WatchBudgetsRequest, WindowStatus,
 };
 use sluice_proto::prost_types;
 use sluice_rate::{Clock, MonotonicClock};
@@ -295,6 +295,31 @@ impl Dispatcher for DispatcherService {
         inner.shard(exchange)?.try_send(Command::Grant { grant: Box::new(grant), reply }).map_err(|e| inner.unsent(exchange, e))?;
         let g = rx.await.map_err(|_| Status::unavailable("the dispatcher stopped"))??;
         Ok(Response::new(AcquireResponse { use_within: Some(duration(g.use_within)), queued: Some(duration(g.queued)), bucket: g.bucket }))
+    }
+
+    async fn mint_stream_auth(&self, request: Request<MintStreamAuthRequest>) -> Result<Response<MintStreamAuthResponse>, Status> {
+        let req = request.into_inner();
+        let exchange: Exchange =
+            req.exchange.parse().map_err(|_| Status::invalid_argument(format!("unknown exchange '{}'", req.exchange)))?;
+        if req.account.trim().is_empty() {
+            return Err(Status::invalid_argument("account is required: name the account whose stream this is"));
+        }
+        let creds = self.inner.keyring.get(exchange, &req.account).map_err(crate::request::key_status)?;
+        let ctx = sluice_exchange::sign::SignContext {
+            now_ms: self.inner.clock.now().as_millis(),
+            nonce: uuid::Uuid::new_v4().to_string(),
+            recv_window_ms: 0,
+        };
+        let auth = sluice_exchange::sign::stream_auth(exchange, &creds, &ctx).map_err(|e| match e {
+            sluice_exchange::sign::StreamAuthError::Sign(s) => Status::failed_precondition(s.to_string()),
+            other => Status::invalid_argument(other.to_string()),
+        })?;
+        tracing::debug!(%exchange, account = %req.account, "minted a private stream login");
+        Ok(Response::new(MintStreamAuthResponse {
+            headers: auth.headers.into_iter().map(|(name, value)| Header { name: name.to_owned(), value }).collect(),
+            login_message: auth.login.unwrap_or_default(),
+            valid_for: Some(duration(Duration::from_millis(auth.valid_for_ms))),
+        }))
     }
 
     async fn get_budgets(&self, request: Request<GetBudgetsRequest>) -> Result<Response<GetBudgetsResponse>, Status> {

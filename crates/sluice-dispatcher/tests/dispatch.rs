@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Setup, dur, harness, json, req, timeout};
 use sluice_domain::Exchange;
-use sluice_proto::dispatcher::v1::{AcquireRequest, CallRequest, GetBudgetsRequest, Priority, WatchBudgetsRequest};
+use sluice_proto::dispatcher::v1::{AcquireRequest, CallRequest, GetBudgetsRequest, MintStreamAuthRequest, Priority, WatchBudgetsRequest};
 use sluice_sim::{Fault, FaultKind};
 use tonic::Code;
 
@@ -210,6 +210,24 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
     let e =
         h.client.acquire(AcquireRequest { exchange: "upbit".into(), group: "nope".into(), ..AcquireRequest::default() }).await.unwrap_err();
     assert!(e.message().contains("no group 'nope'"), "{}", e.message());
+    let mint = |exchange: &str, account: &str| MintStreamAuthRequest { exchange: exchange.into(), account: account.into() };
+    let stream_cases = [
+        (mint("binance", "demo"), Code::InvalidArgument, "listen key"),
+        (mint("kraken", "demo"), Code::InvalidArgument, "unknown exchange 'kraken'"),
+        (mint("upbit", ""), Code::InvalidArgument, "account is required"),
+        (mint("upbit", "ghost"), Code::NotFound, "no account 'ghost'"),
+        (mint("okx", "half"), Code::FailedPrecondition, "has no secret"),
+    ];
+    for (r, code, needle) in stream_cases {
+        let e = h.client.mint_stream_auth(r.clone()).await.expect_err(&format!("{r:?} minted"));
+        assert_eq!(e.code(), code, "{r:?}: {}", e.message());
+        assert!(e.message().contains(needle), "'{}' lacks '{needle}'", e.message());
+    }
+    let bybit = h.client.mint_stream_auth(mint("bybit", "demo")).await.unwrap().into_inner();
+    assert!(bybit.login_message.contains(r#""op":"auth""#), "{}", bybit.login_message);
+    let upbit = h.client.mint_stream_auth(mint("upbit", "demo")).await.unwrap().into_inner();
+    assert_eq!(upbit.headers[0].name, "authorization");
+    assert!(upbit.valid_for.is_some_and(|d| d.seconds > 0));
     // The dispatcher still serves.
     let r = h.client.call(req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC")).await.unwrap().into_inner();
     assert_eq!(r.status, 200);

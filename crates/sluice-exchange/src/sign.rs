@@ -257,6 +257,77 @@ fn sign_binance(creds: &Credentials, req: Unsigned<'_>, ctx: &SignContext) -> Si
     Signed { query, headers: vec![("x-mbx-apikey", creds.api_key.expose_secret().to_owned())] }
 }
 
+/// How a private WebSocket connection logs in. Derived from secrets: never log it.
+pub struct StreamAuth {
+    /// Headers for the upgrade request (Upbit's JWT).
+    pub headers: Vec<(&'static str, String)>,
+    /// The first message to send once connected (Bybit `auth`, OKX `login`).
+    pub login: Option<String>,
+    /// How long it may be used.
+    pub valid_for_ms: u64,
+}
+
+impl std::fmt::Debug for StreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.headers.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("StreamAuth").field("headers", &names).field("login", &self.login.as_ref().map(|_| "[REDACTED]")).finish()
+    }
+}
+
+/// Why a private stream login cannot be minted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamAuthError {
+    #[error("binance private streams use a listen key: create one with Call POST /api/v3/userDataStream")]
+    ListenKey,
+    #[error(transparent)]
+    Sign(#[from] SignError),
+}
+
+/// How long a minted stream login is good for: Bybit's `expires` is set this far
+/// ahead; Upbit's nonce and OKX's timestamp are checked against a similar window.
+pub const STREAM_AUTH_VALID_MS: u64 = 10_000;
+
+/// Mints the login of one private WebSocket connection:
+///
+/// * Upbit: the JWT (no query claims) in `Authorization: Bearer`.
+/// * Bybit: `{"op":"auth","args":[api_key, expires, signature]}` with the hex
+///   HMAC-SHA256 of `"GET/realtime" + expires` (ms).
+/// * OKX: `{"op":"login","args":[{apiKey, passphrase, timestamp, sign}]}` with the
+///   base64 HMAC-SHA256 of `timestamp + "GET" + "/users/self/verify"`, the
+///   timestamp in seconds.
+pub fn stream_auth(exchange: Exchange, creds: &Credentials, ctx: &SignContext) -> Result<StreamAuth, StreamAuthError> {
+    let valid_for_ms = STREAM_AUTH_VALID_MS;
+    match exchange {
+        Exchange::Upbit => {
+            let jwt = upbit_jwt(creds, "", &ctx.nonce);
+            Ok(StreamAuth { headers: vec![("authorization", format!("Bearer {jwt}"))], login: None, valid_for_ms })
+        }
+        Exchange::Bybit => {
+            let expires = ctx.now_ms + valid_for_ms;
+            let sig = hex::encode(hmac_sha256(creds.secret.expose_secret(), &[b"GET/realtime", expires.to_string().as_bytes()]));
+            let login = serde_json::json!({ "op": "auth", "args": [creds.api_key.expose_secret(), expires, sig] }).to_string();
+            Ok(StreamAuth { headers: Vec::new(), login: Some(login), valid_for_ms })
+        }
+        Exchange::Okx => {
+            let passphrase = creds.passphrase.as_ref().ok_or(SignError::MissingPassphrase)?;
+            let ts = (ctx.now_ms / 1000).to_string();
+            let sign = STANDARD.encode(hmac_sha256(creds.secret.expose_secret(), &[ts.as_bytes(), b"GET/users/self/verify"]));
+            let args = serde_json::json!({
+                "apiKey": creds.api_key.expose_secret(),
+                "passphrase": passphrase.expose_secret(),
+                "timestamp": ts,
+                "sign": sign,
+            });
+            Ok(StreamAuth {
+                headers: Vec::new(),
+                login: Some(serde_json::json!({ "op": "login", "args": [args] }).to_string()),
+                valid_for_ms,
+            })
+        }
+        Exchange::Binance => Err(StreamAuthError::ListenKey),
+    }
+}
+
 /// OKX's timestamp format: ISO 8601 UTC with milliseconds.
 pub fn okx_timestamp(now_ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -394,6 +465,28 @@ mod tests {
         let out = String::from_utf8(creds.redact(body).unwrap()).unwrap();
         assert_eq!(out, r#"{"retMsg":"error sign! origin_string[1499827319559[REDACTED]5000]","p":"[REDACTED]"}"#);
         assert!(creds.redact(b"nothing to hide").is_none());
+    }
+
+    // Expected signatures computed with Python's hmac/hashlib.
+    #[test]
+    fn stream_logins_are_signed_as_each_exchange_documents() {
+        let creds = Credentials::new("key", "secret", Some("pass".into()));
+        let bybit = stream_auth(Exchange::Bybit, &creds, &ctx()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(bybit.login.as_deref().unwrap()).unwrap();
+        assert_eq!(v["op"], "auth");
+        assert_eq!(v["args"][0], "key");
+        assert_eq!(v["args"][1], 1_499_827_329_559u64);
+        assert_eq!(v["args"][2], "055a26dae42bf8d172f0f498cfbe98948a9d2fc060843e07d2e8ab9063cff45c");
+        let okx = stream_auth(Exchange::Okx, &creds, &ctx()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(okx.login.as_deref().unwrap()).unwrap();
+        assert_eq!(v["args"][0]["timestamp"], "1499827319");
+        assert_eq!(v["args"][0]["sign"], "k4vtacXFV+wzJmpMxo0Z2167XFXNEfLD2wPTcv+mKY4=");
+        let upbit = stream_auth(Exchange::Upbit, &creds, &ctx()).unwrap();
+        assert!(upbit.headers[0].1.starts_with("Bearer ey"));
+        assert!(upbit.login.is_none());
+        assert_eq!(stream_auth(Exchange::Binance, &creds, &ctx()).unwrap_err(), StreamAuthError::ListenKey);
+        let shown = format!("{bybit:?} {upbit:?}");
+        assert!(!shown.contains("key\"") && !shown.contains("Bearer") && shown.contains("REDACTED"), "{shown}");
     }
 
     #[test]

@@ -29,6 +29,16 @@ pub mod md {
     }
 }
 
+/// `sluice.account.*`
+pub mod account {
+    /// `sluice.account.v1`: an account's orders, fills and balances from the
+    /// exchanges' private streams, as the collector publishes them on NATS.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.account.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every sluice proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 
