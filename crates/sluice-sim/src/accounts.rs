@@ -97,11 +97,24 @@ pub(crate) enum OrderKey {
     Client(String),
 }
 
+/// What changed in an account, for the private WebSocket streams.
+#[derive(Debug, Clone)]
+pub(crate) enum AccountEvent {
+    /// An order's state after a change.
+    Order(SimOrder),
+    /// One execution, with the order as it stands after it.
+    Fill { order: SimOrder, trade_id: String, price: Decimal, qty: Decimal },
+    /// The balances that changed, as they are now.
+    Balances(Vec<(String, Balance)>),
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Account {
     pub(crate) balances: BTreeMap<String, Balance>,
     orders: BTreeMap<String, SimOrder>,
     by_client: HashMap<String, String>,
+    /// Changes since the last `take_events`, in order.
+    events: Vec<AccountEvent>,
 }
 
 fn on_step(v: Decimal, step: Decimal) -> bool {
@@ -114,7 +127,18 @@ impl Account {
             balances: balances.iter().map(|(a, v)| (a.clone(), Balance { free: *v, locked: Decimal::ZERO })).collect(),
             orders: BTreeMap::new(),
             by_client: HashMap::new(),
+            events: Vec::new(),
         }
+    }
+
+    /// The changes since the last call, in order.
+    pub(crate) fn take_events(&mut self) -> Vec<AccountEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn balances_changed(&mut self, assets: &[&str]) {
+        let now: Vec<(String, Balance)> = assets.iter().map(|a| ((*a).to_owned(), *self.balance(a))).collect();
+        self.events.push(AccountEvent::Balances(now));
     }
 
     fn balance(&mut self, asset: &str) -> &mut Balance {
@@ -208,7 +232,10 @@ impl Account {
             order.filled = qty;
             order.filled_quote = px * qty;
             order.status = OrderStatus::Filled;
+            self.events.push(AccountEvent::Fill { order: order.clone(), trade_id: format!("{id}-1"), price: px, qty });
         }
+        self.events.push(AccountEvent::Order(order.clone()));
+        self.balances_changed(&[&base, &quote]);
         if let Some(c) = o.client_id {
             self.by_client.insert(c, id.clone());
         }
@@ -237,7 +264,10 @@ impl Account {
         let o = self.orders.get_mut(&id).expect("present above");
         o.status = OrderStatus::Canceled;
         o.updated_ms = now_ms;
-        Ok(o.clone())
+        let o = o.clone();
+        self.events.push(AccountEvent::Order(o.clone()));
+        self.balances_changed(&[&asset]);
+        Ok(o)
     }
 }
 

@@ -72,8 +72,8 @@ pub struct VenueStats {
 pub(crate) struct VenueState {
     pub(crate) market: Market,
     pub(crate) accounts: BTreeMap<String, Account>,
-    keys: Keys,
-    nonces: NonceLog,
+    pub(crate) keys: Keys,
+    pub(crate) nonces: NonceLog,
     pub(crate) limits: Limits,
     stats: VenueStats,
     faults: VecDeque<Fault>,
@@ -112,7 +112,7 @@ impl VenueServer {
             faults: VecDeque::new(),
             next_id: 1_000_000,
         };
-        let feeds = crate::feed::Feeds::new(ex_cfg.feed.clone(), cfg.feed_backlog);
+        let feeds = crate::feed::Feeds::new(ex_cfg.feed.clone(), cfg.feed_backlog, state.keys.clone());
         VenueServer { venue, shared, state: Mutex::new(state), feeds }
     }
 
@@ -138,6 +138,17 @@ impl VenueServer {
         st.faults.clear();
         st.stats = VenueStats { exchange: self.exchange().to_string(), ..VenueStats::default() };
         self.feeds.reset();
+    }
+
+    /// Checks the credentials of a private WebSocket upgrade the way the REST API
+    /// checks a request's; the account name, or the exchange's reason.
+    pub(crate) fn authenticate_stream(&self, req: &SimRequest) -> Result<String, String> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        self.venue.authenticate(req, &crate::venues::Params::default(), &st.keys, &mut st.nonces).map_err(|reply| {
+            st.stats.auth_failed += 1;
+            String::from_utf8_lossy(&reply.body).into_owned()
+        })
     }
 
     pub(crate) fn inject_feed(&self, fault: crate::feed::FeedFault) {
@@ -231,6 +242,16 @@ impl VenueServer {
         let ctx = Ctx { req: &req, params: &params, market: &st.market, account: acct, next_id: &mut st.next_id };
         let mut reply = v.handle(ep, ctx);
         reply.headers.extend(v.usage_headers(&usage));
+        // The account's changes go to its private streams under the lock, so they
+        // reach every stream in the order they happened.
+        if let Some(name) = account
+            && let Some(acct) = st.accounts.get_mut(&name)
+        {
+            let events = acct.take_events();
+            if !events.is_empty() && self.feeds.private.receiver_count() > 0 {
+                let _ = self.feeds.private.send(Arc::new(crate::feed::AccountEvents { account: name, ts_ms: req.now_ms, events }));
+            }
+        }
         if (200..300).contains(&reply.status) {
             st.stats.ok += 1;
         }

@@ -234,3 +234,104 @@ async fn injected_faults_and_jitter() {
     let s = h.stats();
     assert_eq!(s.exchange(Exchange::Binance).unwrap().injected, 1);
 }
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws(h: &SimHandle, ex: Exchange, path: &str, headers: &[(&'static str, String)]) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}{path}", h.addr(ex).unwrap()).into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// The next frame as JSON (Upbit's come in binary frames).
+async fn next_json(ws: &mut Ws) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame within 5 s").expect("open").unwrap();
+        match m {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Binary(b) => return serde_json::from_slice(&b).unwrap(),
+            Message::Close(c) => return Value::String(format!("closed: {c:?}")),
+            _ => {}
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(text.to_owned())).await.unwrap();
+}
+
+fn stream_login(ex: Exchange, c: &Credentials) -> sluice_exchange::sign::StreamAuth {
+    let ctx =
+        SignContext { now_ms: sluice_exchange::feedback::unix_now_ms(), nonce: uuid::Uuid::new_v4().to_string(), recv_window_ms: 5000 };
+    sluice_exchange::sign::stream_auth(ex, c, &ctx).unwrap()
+}
+
+#[tokio::test]
+async fn upbit_private_stream_checks_the_jwt_and_carries_my_order_and_my_asset() {
+    let (h, _stop) = sim().await;
+    let bad = stream_login(Exchange::Upbit, &creds(Exchange::Upbit, false));
+    let mut refused = ws(&h, Exchange::Upbit, "/websocket/v1/private", &bad.headers).await;
+    assert_eq!(next_json(&mut refused).await["error"]["name"], "INVALID_AUTH");
+
+    let good = stream_login(Exchange::Upbit, &creds(Exchange::Upbit, true));
+    let mut s = ws(&h, Exchange::Upbit, "/websocket/v1/private", &good.headers).await;
+    send(&mut s, r#"[{"ticket":"t"},{"type":"myAsset","codes":["KRW-BTC"]}]"#).await;
+    assert_eq!(next_json(&mut s).await["error"]["name"], "WRONG_FORMAT", "myAsset takes no codes");
+    send(&mut s, r#"[{"ticket":"t"},{"type":"myOrder","codes":["KRW-BTC"]},{"type":"myAsset"},{"format":"SIMPLE"}]"#).await;
+    send(&mut s, "PING").await;
+    assert_eq!(next_json(&mut s).await["status"], "UP");
+    let body = r#"{"market":"KRW-BTC","side":"bid","price":"100000","ord_type":"price","identifier":"ws-1"}"#;
+    let placed = call(&h, Exchange::Upbit, "POST", "/v1/orders", "", body, Some(&creds(Exchange::Upbit, true))).await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    let trade = next_json(&mut s).await;
+    assert_eq!(
+        (trade["ty"].as_str(), trade["s"].as_str(), trade["id"].as_str()),
+        (Some("myOrder"), Some("trade"), Some("ws-1")),
+        "{trade}"
+    );
+    assert!(trade["tuid"].is_string() && trade["ab"] == "BID" && trade["ot"] == "price");
+    let done = next_json(&mut s).await;
+    assert_eq!(done["s"], "done", "{done}");
+    let asset = next_json(&mut s).await;
+    assert_eq!(asset["ty"], "myAsset", "{asset}");
+    let currencies: Vec<&str> = asset["ast"].as_array().unwrap().iter().filter_map(|a| a["cu"].as_str()).collect();
+    assert_eq!(currencies, ["BTC", "KRW"]);
+}
+
+#[tokio::test]
+async fn bybit_private_stream_wants_a_signed_unexpired_login_before_subscribing() {
+    let (h, _stop) = sim().await;
+    let mut s = ws(&h, Exchange::Bybit, "/v5/private", &[]).await;
+    send(&mut s, r#"{"op":"subscribe","args":["order"]}"#).await;
+    let r = next_json(&mut s).await;
+    assert_eq!((r["success"].as_bool(), r["ret_msg"].as_str()), (Some(false), Some("Request not authorized")), "{r}");
+    let bad = stream_login(Exchange::Bybit, &creds(Exchange::Bybit, false));
+    send(&mut s, bad.login.as_deref().unwrap()).await;
+    let r = next_json(&mut s).await;
+    assert_eq!((r["op"].as_str(), r["success"].as_bool()), (Some("auth"), Some(false)), "{r}");
+    let c = creds(Exchange::Bybit, true);
+    let expired =
+        format!(r#"{{"op":"auth","args":["{}",1000,"00"]}}"#, SimConfig::shipped().account(Exchange::Bybit, "demo").unwrap().api_key);
+    send(&mut s, &expired).await;
+    assert!(next_json(&mut s).await["ret_msg"].as_str().unwrap().starts_with("Request expired"));
+    send(&mut s, stream_login(Exchange::Bybit, &c).login.as_deref().unwrap()).await;
+    assert_eq!(next_json(&mut s).await["success"], true);
+    send(&mut s, r#"{"op":"subscribe","args":["order","execution","wallet"]}"#).await;
+    assert_eq!(next_json(&mut s).await["success"], true);
+    send(&mut s, r#"{"op":"ping"}"#).await;
+    assert_eq!(next_json(&mut s).await["op"], "pong");
+    let body = r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Market","qty":"0.01","orderLinkId":"ws-2"}"#;
+    let placed = call(&h, Exchange::Bybit, "POST", "/v5/order/create", "", body, Some(&c)).await;
+    assert_eq!(placed.json["retCode"], 0, "{}", placed.json);
+    let topics: Vec<String> = [next_json(&mut s).await, next_json(&mut s).await, next_json(&mut s).await]
+        .iter()
+        .map(|m| m["topic"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert_eq!(topics, ["execution", "order", "wallet"]);
+}

@@ -12,11 +12,17 @@
 //! connection without a close frame, go silent without closing, withhold one book
 //! message per symbol (a sequence gap), restart (Bybit: a snapshot with `u` = 1),
 //! or stall and then deliver the backlog in one burst, or send broken frames.
+//!
+//! Private streams (Upbit myOrder/myAsset, Bybit order/execution/wallet) log in
+//! with the account's keys and carry its [`AccountEvents`], which the REST
+//! pipeline broadcasts under the same lock as the change, in order.
 
 mod binance;
 mod bybit;
+mod bybit_private;
 mod okx;
 mod upbit;
+mod upbit_private;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +32,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -36,9 +42,11 @@ use sluice_rate::{Clock, Time};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use crate::accounts::AccountEvent;
 use crate::config::{FeedConfig, WindowConfig};
 use crate::market::{Candle, Instrument, LevelChange, Levels, Market, Trade};
 use crate::server::VenueServer;
+use crate::venues::{Keys, SimRequest};
 
 /// A fault to inject into every open WebSocket session of an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,9 +173,20 @@ impl Tick {
     }
 }
 
+/// An account's changes from one request, for its private streams.
+#[derive(Debug)]
+pub(crate) struct AccountEvents {
+    pub account: String,
+    pub ts_ms: u64,
+    pub events: Vec<AccountEvent>,
+}
+
 /// The feeds' shared state inside a [`VenueServer`].
 pub(crate) struct Feeds {
     pub(crate) ticks: broadcast::Sender<Arc<Tick>>,
+    pub(crate) private: broadcast::Sender<Arc<AccountEvents>>,
+    /// The exchange's API keys, for private streams that log in with a message.
+    keys: Keys,
     pub(crate) faults: broadcast::Sender<FeedFault>,
     pub(crate) config: FeedConfig,
     connects: std::sync::Mutex<BTreeMap<IpAddr, Vec<ServerWindow>>>,
@@ -190,9 +209,11 @@ fn take(ws: &mut [ServerWindow], at: Time) -> bool {
 }
 
 impl Feeds {
-    pub(crate) fn new(config: FeedConfig, backlog: usize) -> Feeds {
+    pub(crate) fn new(config: FeedConfig, backlog: usize, keys: Keys) -> Feeds {
         Feeds {
             ticks: broadcast::channel(backlog.max(1)).0,
+            private: broadcast::channel(backlog.max(1)).0,
+            keys,
             faults: broadcast::channel(16).0,
             config,
             connects: std::sync::Mutex::new(BTreeMap::new()),
@@ -224,12 +245,15 @@ impl Feeds {
 /// The WebSocket paths an exchange serves.
 pub(crate) fn paths(exchange: Exchange) -> &'static [&'static str] {
     match exchange {
-        Exchange::Upbit => &["/websocket/v1"],
-        Exchange::Bybit => &["/v5/public/spot", "/v5/public/linear"],
+        Exchange::Upbit => &["/websocket/v1", UPBIT_PRIVATE],
+        Exchange::Bybit => &["/v5/public/spot", "/v5/public/linear", "/v5/private"],
         Exchange::Binance => &["/ws", "/ws/{*streams}", "/stream"],
         Exchange::Okx => &["/ws/v5/public"],
     }
 }
+
+/// Upbit's private endpoint, authenticated by the JWT in the upgrade request.
+const UPBIT_PRIVATE: &str = "/websocket/v1/private";
 
 /// What a session gives its exchange's protocol to work with.
 pub(crate) struct Cx<'a> {
@@ -242,6 +266,7 @@ pub(crate) struct Cx<'a> {
     pub withhold: &'a mut HashSet<String>,
     pub bad_requests: u64,
     pub config: &'a FeedConfig,
+    pub keys: &'a Keys,
 }
 
 impl Cx<'_> {
@@ -265,6 +290,14 @@ pub(crate) trait Protocol: Send {
     fn url_streams(&mut self, _path: &str, _query: &str, _market: &Market) -> Result<(), String> {
         Ok(())
     }
+    /// The connection is open: a first frame or a refusal (a failed login).
+    fn on_open(&mut self, _cx: &mut Cx<'_>) {}
+    /// Reads account events instead of market steps.
+    fn private(&self) -> bool {
+        false
+    }
+    /// One request's changes to an account (private streams only).
+    fn on_account(&mut self, _ev: &AccountEvents, _cx: &mut Cx<'_>) {}
     /// A text message from the client (the market is locked, for snapshots).
     fn on_text(&mut self, text: &str, market: &Market, cx: &mut Cx<'_>);
     /// Frames for one market step.
@@ -293,9 +326,14 @@ fn malformed(proto: &dyn Protocol) -> Vec<Message> {
     ]
 }
 
-fn protocol(exchange: Exchange, path: &str) -> Box<dyn Protocol> {
+/// The protocol of `path`; Upbit's private one with the outcome of its login.
+fn protocol(exchange: Exchange, path: &str, login: Option<Result<String, String>>) -> Box<dyn Protocol> {
     match exchange {
-        Exchange::Upbit => Box::new(upbit::Upbit::default()),
+        Exchange::Upbit => match login {
+            Some(login) => Box::new(upbit_private::UpbitPrivate::new(login)),
+            None => Box::new(upbit::Upbit::default()),
+        },
+        Exchange::Bybit if path == "/v5/private" => Box::new(bybit_private::BybitPrivate::default()),
         Exchange::Bybit => Box::new(bybit::Bybit::new(path.ends_with("linear"))),
         Exchange::Binance => Box::new(binance::Binance::new(path.starts_with("/stream"))),
         Exchange::Okx => Box::new(okx::Okx::default()),
@@ -307,6 +345,7 @@ pub(crate) async fn upgrade(
     State(server): State<Arc<VenueServer>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let feeds = &server.feeds;
@@ -316,7 +355,21 @@ pub(crate) async fn upgrade(
         tracing::debug!(%exchange, %peer, "websocket connect over the limit: refused");
         return (StatusCode::TOO_MANY_REQUESTS, "Too many requests").into_response();
     }
-    let mut proto = protocol(exchange, uri.path());
+    // Upbit checks the JWT of the upgrade request; the refusal comes as an error
+    // frame on the opened socket.
+    let login = (exchange == Exchange::Upbit && uri.path() == UPBIT_PRIVATE).then(|| {
+        let req = SimRequest {
+            method: "GET".into(),
+            path: uri.path().to_owned(),
+            query: String::new(),
+            headers: headers.iter().map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_owned())).collect(),
+            body: Vec::new(),
+            peer: peer.ip(),
+            now_ms: server.shared.clock.now().as_millis(),
+        };
+        server.authenticate_stream(&req)
+    });
+    let mut proto = protocol(exchange, uri.path(), login);
     {
         let st = server.lock();
         if let Err(why) = proto.url_streams(uri.path(), uri.query().unwrap_or(""), &st.market) {
@@ -339,7 +392,9 @@ enum End {
 async fn session(server: Arc<VenueServer>, mut proto: Box<dyn Protocol>, mut socket: WebSocket, conn_id: u64) {
     let feeds = &server.feeds;
     let cfg = feeds.config.clone();
-    let mut ticks = feeds.ticks.subscribe();
+    let private = proto.private();
+    let mut ticks = (!private).then(|| feeds.ticks.subscribe());
+    let mut accounts = private.then(|| feeds.private.subscribe());
     let mut faults = feeds.faults.subscribe();
     let started = Instant::now();
     let mut messages = windows(&cfg.messages);
@@ -352,8 +407,22 @@ async fn session(server: Arc<VenueServer>, mut proto: Box<dyn Protocol>, mut soc
     let mut out = Vec::new();
     let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
     let mut next_ping = cfg.ping_every_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut refused = {
+        let mut cx = Cx {
+            out: &mut out,
+            now_ms: server.shared.clock.now().as_millis(),
+            conn_id,
+            close: None,
+            withhold: &mut withhold,
+            bad_requests: 0,
+            config: &cfg,
+            keys: &feeds.keys,
+        };
+        proto.on_open(&mut cx);
+        cx.close.take()
+    };
     let end = 'run: loop {
-        let mut close = None;
+        let mut close = refused.take();
         let mut bad = 0;
         {
             let mut cx = Cx {
@@ -364,6 +433,7 @@ async fn session(server: Arc<VenueServer>, mut proto: Box<dyn Protocol>, mut soc
                 withhold: &mut withhold,
                 bad_requests: 0,
                 config: &cfg,
+                keys: &feeds.keys,
             };
             let silent = silent_until.is_some();
             let stalled = stalled_until.is_some();
@@ -395,13 +465,13 @@ async fn session(server: Arc<VenueServer>, mut proto: Box<dyn Protocol>, mut soc
                         }
                     }
                 },
-                t = ticks.recv(), if !silent && !stalled => match t {
+                t = recv(&mut ticks), if ticks.is_some() && !silent && !stalled => match t {
                     Ok(tick) => proto.on_tick(&tick, &mut cx),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        feeds.count(|s| s.slow_consumers += 1);
-                        break 'run End::Close(1008, "slow consumer: too far behind".into());
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break 'run End::Close(1001, "server shutting down".into()),
+                    Err(e) => break 'run behind(feeds, e),
+                },
+                e = recv(&mut accounts), if accounts.is_some() && !silent && !stalled => match e {
+                    Ok(ev) => proto.on_account(&ev, &mut cx),
+                    Err(e) => break 'run behind(feeds, e),
                 },
                 f = faults.recv() => match f {
                     Ok(FeedFault::Drop) => break 'run End::Dropped,
@@ -475,6 +545,25 @@ async fn session(server: Arc<VenueServer>, mut proto: Box<dyn Protocol>, mut soc
         }
         // Dropping the socket ends the TCP connection with no close frame.
         End::Dropped | End::ClientGone => {}
+    }
+}
+
+/// The next message of an optional receiver (the select guard checks it is there).
+async fn recv<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Result<T, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a session ends when its broadcast failed: a lagging client is a slow consumer.
+fn behind(feeds: &Feeds, e: broadcast::error::RecvError) -> End {
+    match e {
+        broadcast::error::RecvError::Lagged(_) => {
+            feeds.count(|s| s.slow_consumers += 1);
+            End::Close(1008, "slow consumer: too far behind".into())
+        }
+        broadcast::error::RecvError::Closed => End::Close(1001, "server shutting down".into()),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::market::{Candle, Market, Trade};
 use crate::venues::num;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Format {
+pub(super) enum Format {
     #[default]
     Default,
     Simple,
@@ -23,11 +23,42 @@ enum Format {
 }
 
 impl Format {
-    fn simple(self) -> bool {
+    pub(super) fn simple(self) -> bool {
         matches!(self, Format::Simple | Format::SimpleList)
     }
-    fn list(self) -> bool {
+    pub(super) fn list(self) -> bool {
         matches!(self, Format::List | Format::SimpleList)
+    }
+}
+
+impl Format {
+    /// A request's `format` field; an INVALID_PARAM error otherwise.
+    pub(super) fn parse(f: &Value, cx: &mut Cx<'_>) -> Option<Format> {
+        Some(match f.as_str() {
+            Some("DEFAULT") => Format::Default,
+            Some("SIMPLE") => Format::Simple,
+            Some("JSON_LIST") => Format::List,
+            Some("SIMPLE_LIST") => Format::SimpleList,
+            _ => {
+                error(cx, "INVALID_PARAM", "format must be DEFAULT, SIMPLE, JSON_LIST or SIMPLE_LIST");
+                return None;
+            }
+        })
+    }
+
+    /// Messages in this format: one frame each, or one list frame.
+    pub(super) fn send(self, msgs: Vec<Msg>, cx: &mut Cx<'_>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let simple = self.simple();
+        if self.list() {
+            cx.json(&Value::Array(msgs.into_iter().map(|m| m.render(simple)).collect()));
+        } else {
+            for m in msgs {
+                cx.json(&m.render(simple));
+            }
+        }
     }
 }
 
@@ -52,16 +83,16 @@ pub(crate) struct Upbit {
     format: Format,
 }
 
-fn error(cx: &mut Cx<'_>, name: &str, message: &str) {
+pub(super) fn error(cx: &mut Cx<'_>, name: &str, message: &str) {
     cx.bad_requests += 1;
     cx.json(&json!({ "error": { "name": name, "message": message } }));
 }
 
 /// A message with its DEFAULT and SIMPLE keys side by side.
-struct Msg(Vec<(&'static str, &'static str, Value)>);
+pub(super) struct Msg(pub(super) Vec<(&'static str, &'static str, Value)>);
 
 impl Msg {
-    fn render(self, simple: bool) -> Value {
+    pub(super) fn render(self, simple: bool) -> Value {
         let mut m = Map::new();
         for (d, s, v) in self.0 {
             m.insert(if simple { s } else { d }.to_owned(), v);
@@ -70,7 +101,7 @@ impl Msg {
     }
 }
 
-fn stream_type(snapshot: bool) -> Value {
+pub(super) fn stream_type(snapshot: bool) -> Value {
     Value::String(if snapshot { "SNAPSHOT" } else { "REALTIME" }.into())
 }
 
@@ -193,16 +224,7 @@ impl Upbit {
         let mut wanted = Vec::new();
         for p in &parts {
             if let Some(f) = p.get("format") {
-                format = match f.as_str() {
-                    Some("DEFAULT") => Format::Default,
-                    Some("SIMPLE") => Format::Simple,
-                    Some("JSON_LIST") => Format::List,
-                    Some("SIMPLE_LIST") => Format::SimpleList,
-                    _ => {
-                        error(cx, "INVALID_PARAM", "format must be DEFAULT, SIMPLE, JSON_LIST or SIMPLE_LIST");
-                        return None;
-                    }
-                };
+                format = Format::parse(f, cx)?;
             }
             let Some(ty) = p.get("type") else { continue };
             let kind = match ty.as_str() {
@@ -248,17 +270,7 @@ impl Upbit {
     }
 
     fn send(&self, msgs: Vec<Msg>, cx: &mut Cx<'_>) {
-        if msgs.is_empty() {
-            return;
-        }
-        let simple = self.format.simple();
-        if self.format.list() {
-            cx.json(&Value::Array(msgs.into_iter().map(|m| m.render(simple)).collect()));
-        } else {
-            for m in msgs {
-                cx.json(&m.render(simple));
-            }
-        }
+        self.format.send(msgs, cx);
     }
 }
 
