@@ -99,6 +99,34 @@ impl FeedConfig {
     }
 }
 
+/// One account's private stream (orders, fills, balances). The collector logs in
+/// with credentials the dispatcher mints for the account: it holds no secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateConfig {
+    /// Upbit or Bybit.
+    pub exchange: Exchange,
+    /// The account's name in the dispatcher's keyring (a NATS subject token).
+    pub account: String,
+    /// e.g. "wss://api.upbit.com/websocket/v1/private", "wss://stream.bybit.com/v5/private".
+    pub url: String,
+    /// Keep-alive interval (default: the exchange's); a stream that answers nothing
+    /// for two of them is replaced.
+    #[serde(default)]
+    pub keepalive_ms: Option<u64>,
+}
+
+impl PrivateConfig {
+    /// The venue label of its metrics and logs.
+    pub fn venue(&self) -> String {
+        format!("{}-private", self.exchange)
+    }
+}
+
+fn default_account_stream() -> StreamConfig {
+    StreamConfig { name: "ACCOUNT".into(), max_age_s: 7 * 86_400, max_bytes: 1 << 30 }
+}
+
 /// The JetStream stream that keeps market data for replay.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +162,12 @@ pub struct CollectorConfig {
     pub binance_snapshot_limit: u32,
     #[serde(default)]
     pub feeds: Vec<FeedConfig>,
+    /// Keeps `account.>` (private streams' events), so none is lost while the
+    /// execution service is away.
+    #[serde(default = "default_account_stream")]
+    pub account_stream: StreamConfig,
+    #[serde(default)]
+    pub private: Vec<PrivateConfig>,
 }
 
 /// The configuration shipped with sluice (the offline stack's feeds).
@@ -155,10 +189,15 @@ impl CollectorConfig {
         if let Some(v) = env("SLUICE_COLLECTOR_NAME") {
             cfg.collector = v;
         }
+        let url_key = |venue: String| format!("SLUICE_COLLECTOR_{}_URL", venue.replace('-', "_").to_ascii_uppercase());
         for f in &mut cfg.feeds {
-            let key = format!("SLUICE_COLLECTOR_{}_URL", f.venue().replace('-', "_").to_ascii_uppercase());
-            if let Some(v) = env(&key) {
+            if let Some(v) = env(&url_key(f.venue())) {
                 f.url = v;
+            }
+        }
+        for p in &mut cfg.private {
+            if let Some(v) = env(&url_key(p.venue())) {
+                p.url = v;
             }
         }
         cfg.validate()?;
@@ -190,6 +229,24 @@ impl CollectorConfig {
                 return bad("feed okx: candles are on OKX's business endpoint, which the collector does not read yet".into());
             }
         }
+        for p in &self.private {
+            let name = format!("private {} {}", p.exchange, p.account);
+            if !matches!(p.exchange, Exchange::Upbit | Exchange::Bybit) {
+                return bad(format!("{name}: private streams are read from Upbit and Bybit only"));
+            }
+            if p.account.is_empty() || !p.account.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return bad(format!("{name}: the account name must be letters, digits, '-' or '_' (it is a NATS subject token)"));
+            }
+            if !(p.url.starts_with("ws://") || p.url.starts_with("wss://")) {
+                return bad(format!("{name}: url '{}' is not a ws:// or wss:// URL", p.url));
+            }
+            if self.dispatcher_url.is_none() {
+                return bad(format!("{name}: the login comes from the dispatcher; set dispatcher_url"));
+            }
+            if p.keepalive_ms == Some(0) {
+                return bad(format!("{name}: keepalive_ms must be positive"));
+            }
+        }
         Ok(())
     }
 }
@@ -203,12 +260,26 @@ mod tests {
         let env = |k: &str| match k {
             "SLUICE_COLLECTOR_NATS_URL" => Some("nats://127.0.0.1:1".to_owned()),
             "SLUICE_COLLECTOR_BYBIT_LINEAR_URL" => Some("ws://127.0.0.1:2/v5/public/linear".to_owned()),
+            "SLUICE_COLLECTOR_BYBIT_PRIVATE_URL" => Some("ws://127.0.0.1:3/v5/private".to_owned()),
             _ => None,
         };
         let c = CollectorConfig::load(None, &env).unwrap();
         assert_eq!(c.nats_url, "nats://127.0.0.1:1");
+        let private = c.private.iter().find(|p| p.exchange == Exchange::Bybit).unwrap();
+        assert_eq!((private.account.as_str(), private.url.as_str()), ("demo", "ws://127.0.0.1:3/v5/private"));
+        assert_eq!(c.account_stream.name, "ACCOUNT");
         let linear = c.feeds.iter().find(|f| f.venue() == "bybit-linear").unwrap();
         assert_eq!(linear.url, "ws://127.0.0.1:2/v5/public/linear");
+    }
+
+    #[test]
+    fn bad_private_streams_are_named() {
+        let text = SHIPPED.replace("account = \"demo\"\nurl = \"ws://127.0.0.1:18082", "account = \"de.mo\"\nurl = \"ws://127.0.0.1:18082");
+        let e = CollectorConfig::load(Some(&text), &|_| None).unwrap_err();
+        assert!(e.to_string().contains("private bybit de.mo: the account name must be"), "{e}");
+        let text = SHIPPED.replace("exchange = \"upbit\"\naccount", "exchange = \"okx\"\naccount");
+        let e = CollectorConfig::load(Some(&text), &|_| None).unwrap_err();
+        assert!(e.to_string().contains("private okx demo: private streams are read from Upbit and Bybit only"), "{e}");
     }
 
     #[test]

@@ -25,16 +25,16 @@ use crate::protocol;
 /// The dispatcher, if one is configured: tokens and REST snapshots.
 pub(crate) type Dispatcher = Option<DispatcherClient<tonic::transport::Channel>>;
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-fn pb_duration(d: Duration) -> sluice_proto::prost_types::Duration {
+pub(crate) fn pb_duration(d: Duration) -> sluice_proto::prost_types::Duration {
     sluice_proto::prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
 /// Takes one token of `group` from the dispatcher; without a dispatcher, at once.
-async fn token(d: &Dispatcher, exchange: Exchange, group: &str, connection: &str) -> Result<(), String> {
+pub(crate) async fn token(d: &Dispatcher, exchange: Exchange, group: &str, connection: &str) -> Result<(), String> {
     let Some(client) = d else { return Ok(()) };
     let req = AcquireRequest {
         exchange: exchange.as_str().to_owned(),
@@ -91,7 +91,7 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a connection ended.
 #[derive(Debug)]
-enum Ended {
+pub(crate) enum Ended {
     Stopped,
     Failed(String),
 }
@@ -130,14 +130,7 @@ impl Conn {
                 Ended::Stopped => break,
                 Ended::Failed(why) => why,
             };
-            // A connection that lived a while earns a fresh start of the backoff.
-            if started.elapsed() > Duration::from_secs(60) {
-                attempt = 0;
-            }
-            let cap = self.config.backoff_max_ms;
-            let d = self.config.backoff_min_ms.saturating_mul(1 << attempt.min(20)).min(cap);
-            let wait = Duration::from_millis(rand::rng().random_range(d / 2..=d.max(1)));
-            attempt += 1;
+            let wait = backoff(&self.config, &mut attempt, started);
             conn_health.reconnected();
             tracing::warn!(%venue, conn = %self.id, reason = %why, wait_ms = wait.as_millis() as u64, "connection lost; reconnecting");
             let mut out = Vec::new();
@@ -493,6 +486,18 @@ fn overlap_plan(max_age: Duration) -> Overlap {
     Overlap { replace_after: max_age - lead, grace: (lead / 3).min(Duration::from_secs(1)) }
 }
 
+/// The wait before the next reconnect: random in [d/2, d], d doubling from
+/// `backoff_min_ms` to `backoff_max_ms`; a connection that lived a minute earns a
+/// fresh start.
+pub(crate) fn backoff(config: &CollectorConfig, attempt: &mut u32, started: Instant) -> Duration {
+    if started.elapsed() > Duration::from_secs(60) {
+        *attempt = 0;
+    }
+    let d = config.backoff_min_ms.saturating_mul(1 << (*attempt).min(20)).min(config.backoff_max_ms);
+    *attempt += 1;
+    Duration::from_millis(rand::rng().random_range(d / 2..=d.max(1)))
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -512,6 +517,28 @@ async fn publish(nats: async_nats::Client, mut rx: mpsc::Receiver<Output>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exchanges are reached over wss://: the client must open with a TLS
+    /// ClientHello (record type 0x16), not refuse the scheme or send plain HTTP.
+    #[tokio::test]
+    async fn wss_urls_speak_tls() {
+        use tokio::io::AsyncReadExt;
+        sluice_service::http_client::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut first = [0u8; 3];
+            sock.read_exact(&mut first).await.unwrap();
+            first
+        });
+        let url = format!("wss://localhost:{port}/ws");
+        let client = tokio::spawn(async move { tokio_tungstenite::connect_async(url.as_str()).await.map(|_| ()) });
+        let first = tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+        assert_eq!(first[0], 0x16, "a TLS handshake record");
+        assert_eq!(first[1], 0x03, "TLS 1.x");
+        client.abort();
+    }
 
     #[test]
     fn binance_connections_are_replaced_ten_minutes_before_the_24_hour_cut() {

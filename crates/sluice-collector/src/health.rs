@@ -49,8 +49,11 @@ pub(crate) struct Health {
     dropped: Family<VenueLabels, Counter>,
     stale: Family<VenueLabels, Counter>,
     rejected: Family<VenueLabels, Counter>,
+    account_events: Family<VenueLabels, Counter>,
     connected: Gauge,
     conns: Mutex<HashMap<String, Conn>>,
+    /// "exchange/account" to its private stream's state, for the heartbeat.
+    private: Mutex<std::collections::BTreeMap<String, pb::PrivateStreamHealth>>,
     totals: [AtomicU64; 4],
 }
 
@@ -73,8 +76,10 @@ impl Health {
             dropped: Family::default(),
             stale: Family::default(),
             rejected: Family::default(),
+            account_events: Family::default(),
             connected: Gauge::default(),
             conns: Mutex::new(HashMap::new()),
+            private: Mutex::new(std::collections::BTreeMap::new()),
             totals: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice_collector");
@@ -91,7 +96,8 @@ impl Health {
         r.register("malformed", "Frames that could not be parsed (skipped) per venue", h.malformed.clone());
         r.register("dropped", "Messages not published because NATS was behind, per venue", h.dropped.clone());
         r.register("stale_connections", "Connections replaced because a subscription went silent", h.stale.clone());
-        r.register("rejected", "Requests the exchange refused", h.rejected.clone());
+        r.register("rejected", "Requests the exchange refused (private streams: logins too)", h.rejected.clone());
+        r.register("account_events", "Orders, fills and balances read from private streams", h.account_events.clone());
         r.register("connections", "Open WebSocket connections", h.connected.clone());
         Arc::new(h)
     }
@@ -115,6 +121,17 @@ impl Health {
             self.resyncs.get_or_create(&l).inc_by(now.resyncs - before.resyncs);
             c.stats.insert(k, now);
         }
+    }
+
+    /// Changes the heartbeat's view of the private stream of `exchange`/`account`.
+    pub(crate) fn private_stream(&self, exchange: &str, account: &str, f: impl FnOnce(&mut pb::PrivateStreamHealth)) {
+        let mut all = self.private.lock().unwrap_or_else(|p| p.into_inner());
+        let p = all.entry(format!("{exchange}/{account}")).or_insert_with(|| pb::PrivateStreamHealth {
+            exchange: exchange.to_owned(),
+            account: account.to_owned(),
+            ..Default::default()
+        });
+        f(p);
     }
 
     /// The heartbeat now, with every stream's age; also refreshes the age gauges.
@@ -152,6 +169,7 @@ impl Health {
             malformed: self.totals[MALFORMED].load(Ordering::Relaxed),
             planned_replacements: self.totals[PLANNED].load(Ordering::Relaxed),
             streams,
+            private_streams: self.private.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
         }
     }
 }
@@ -168,6 +186,10 @@ impl ConnHealth {
         let v = i64::from(up);
         let was = self.connected.swap(v, Ordering::Relaxed);
         self.health.connected.inc_by(v - was);
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn reconnected(&self) {
@@ -197,5 +219,9 @@ impl ConnHealth {
 
     pub(crate) fn rejected(&self) {
         self.health.rejected.get_or_create(&self.venue).inc();
+    }
+
+    pub(crate) fn account_event(&self) {
+        self.health.account_events.get_or_create(&self.venue).inc();
     }
 }

@@ -7,6 +7,7 @@
 //! * [`pipeline`]: parsed data to subjects and encoded messages.
 //! * [`protocol`]: what we send each exchange.
 //! * `conn`: one connection's life (tokens, watchdog, backoff, resync).
+//! * [`private`]: one account's private stream (minted login, acked publishing).
 //! * `health`: metrics and the NATS heartbeat.
 //!
 //! [`start`] runs everything in-process (tests); [`run`] is what the binary calls.
@@ -18,6 +19,7 @@ pub mod event;
 mod health;
 pub mod parse;
 pub mod pipeline;
+pub mod private;
 pub mod protocol;
 
 use std::net::SocketAddr;
@@ -67,13 +69,13 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Creates the replay stream, or updates its limits. Retried by the heartbeat
-/// until it works: publishing does not wait for it.
-async fn ensure_stream(nats: &async_nats::Client, cfg: &config::StreamConfig) -> Result<(), String> {
+/// Creates a JetStream stream over `subjects`, or updates its limits. Retried by
+/// the heartbeat until it works: publishing does not wait for it.
+async fn ensure_stream(nats: &async_nats::Client, cfg: &config::StreamConfig, subjects: &str) -> Result<(), String> {
     let js = async_nats::jetstream::new(nats.clone());
     let want = async_nats::jetstream::stream::Config {
         name: cfg.name.clone(),
-        subjects: vec!["md.>".into()],
+        subjects: vec![subjects.into()],
         max_age: Duration::from_secs(cfg.max_age_s),
         max_bytes: cfg.max_bytes,
         storage: async_nats::jetstream::stream::StorageType::File,
@@ -85,6 +87,8 @@ async fn ensure_stream(nats: &async_nats::Client, cfg: &config::StreamConfig) ->
 
 /// Starts every connection, the heartbeat and the operations endpoint.
 pub async fn start(config: CollectorConfig, shutdown: CancellationToken) -> Result<Running, CollectorError> {
+    // wss:// feeds use rustls with the same `ring` provider as every HTTP client.
+    sluice_service::http_client::install_crypto_provider();
     let config = Arc::new(config);
     let nats = async_nats::ConnectOptions::new()
         .name(format!("sluice-collector {}", config.collector))
@@ -124,22 +128,38 @@ pub async fn start(config: CollectorConfig, shutdown: CancellationToken) -> Resu
             tasks.push(tokio::spawn(c.run(shutdown.clone())));
         }
     }
+    for p in &config.private {
+        let s = private::PrivateStream {
+            cfg: p.clone(),
+            config: config.clone(),
+            dispatcher: dispatcher.clone(),
+            nats: nats.clone(),
+            health: health.clone(),
+        };
+        tasks.push(tokio::spawn(s.run(shutdown.clone())));
+    }
     let (hb_nats, hb_cfg, stop) = (nats.clone(), config.clone(), shutdown.clone());
     tasks.push(tokio::spawn(async move {
         let subject = heartbeat_subject(&hb_cfg.collector);
         let mut every = tokio::time::interval(Duration::from_millis(hb_cfg.heartbeat_ms));
-        let mut stream_ready = false;
+        // The replay stream, and the account stream when there are private streams.
+        let mut streams: Vec<(&config::StreamConfig, &str)> = vec![(&hb_cfg.stream, "md.>")];
+        if !hb_cfg.private.is_empty() {
+            streams.push((&hb_cfg.account_stream, "account.>"));
+        }
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = every.tick() => {}
             }
-            if !stream_ready {
-                match ensure_stream(&hb_nats, &hb_cfg.stream).await {
-                    Ok(()) => stream_ready = true,
-                    Err(e) => tracing::warn!(stream = %hb_cfg.stream.name, error = %e, "cannot set up the replay stream yet; retrying"),
+            let mut pending = Vec::new();
+            for (cfg, subjects) in streams.drain(..) {
+                if let Err(e) = ensure_stream(&hb_nats, cfg, subjects).await {
+                    tracing::warn!(stream = %cfg.name, error = %e, "cannot set up the stream yet; retrying");
+                    pending.push((cfg, subjects));
                 }
             }
+            streams = pending;
             let hb = health.heartbeat(now_ns());
             if let Err(e) = hb_nats.publish(subject.clone(), hb.encode_to_vec().into()).await {
                 tracing::warn!(error = %e, "heartbeat not published");
@@ -148,7 +168,7 @@ pub async fn start(config: CollectorConfig, shutdown: CancellationToken) -> Resu
         let _ = tokio::time::timeout(conn::SHUTDOWN_GRACE, hb_nats.flush()).await;
     }));
     ready.set(true);
-    tracing::info!(collector = %config.collector, %ops_addr, feeds = config.feeds.len(), "collector running");
+    tracing::info!(collector = %config.collector, %ops_addr, feeds = config.feeds.len(), private = config.private.len(), "collector running");
     Ok(Running { ops_addr, tasks })
 }
 

@@ -119,6 +119,20 @@ pub fn resubscribe_book(exchange: Exchange, native: &str) -> Vec<String> {
     }
 }
 
+/// The request that subscribes a private stream to all of the account's orders,
+/// fills and balances (sent after the login, on Bybit).
+pub fn private_subscribe(exchange: Exchange) -> Option<String> {
+    match exchange {
+        // No codes: every market's orders. myAsset takes none.
+        Exchange::Upbit => Some(
+            json!([{ "ticket": uuid::Uuid::new_v4().to_string() }, { "type": "myOrder" }, { "type": "myAsset" }, { "format": "DEFAULT" }])
+                .to_string(),
+        ),
+        Exchange::Bybit => Some(json!({ "op": "subscribe", "args": ["order", "execution", "wallet"] }).to_string()),
+        Exchange::Binance | Exchange::Okx => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

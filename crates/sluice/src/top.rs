@@ -32,7 +32,8 @@ pub struct TopArgs {
     /// Print one summary and exit.
     #[arg(long)]
     pub once: bool,
-    /// NATS, to show the collector's live prices (`md.*.book.*` and its heartbeat).
+    /// NATS, to show the collector's live prices (`md.*.book.*` and its heartbeat,
+    /// which also carries its private streams' state).
     #[arg(long, env = "SLUICE_NATS_URL")]
     pub nats: Option<String>,
 }
@@ -81,6 +82,10 @@ pub fn render_prices(board: &Board, now_ns: i64) -> String {
             "collector {name}: {} connections, {} reconnects, {} dropped, {} malformed",
             h.connections, h.reconnects, h.dropped, h.malformed
         );
+    }
+    for p in board.heartbeats.values().flat_map(|h| &h.private_streams) {
+        let state = if p.connected { "up".to_owned() } else { format!("DOWN ({})", p.reason) };
+        let _ = writeln!(out, "private {}/{}: {state}; {} events, {} reconnects", p.exchange, p.account, p.events, p.reconnects);
     }
     if board.tops.is_empty() {
         let _ = writeln!(out, "no prices on NATS yet");
@@ -334,5 +339,20 @@ mod tests {
         );
         assert!(text.lines().any(|l| l.contains("ETH/USDT") && l.ends_with("RESYNCING")), "{text}");
         assert!(!text.contains("SOL/USDT"), "{text}");
+
+        let streams = vec![
+            md::PrivateStreamHealth {
+                exchange: "bybit".into(),
+                account: "demo".into(),
+                reason: "login refused".into(),
+                ..Default::default()
+            },
+            md::PrivateStreamHealth { exchange: "upbit".into(), account: "demo".into(), connected: true, events: 3, ..Default::default() },
+        ];
+        let hb = md::CollectorHeartbeat { private_streams: streams, ..hb };
+        board.take("collector.heartbeat.c-0", &hb.encode_to_vec());
+        let text = render_prices(&board, 1_250_000_000);
+        assert!(text.contains("private bybit/demo: DOWN (login refused); 0 events"), "{text}");
+        assert!(text.contains("private upbit/demo: up; 3 events, 0 reconnects"), "{text}");
     }
 }

@@ -69,6 +69,7 @@ async fn stack(sim_cfg: SimConfig) -> Stack {
     sluice_service::telemetry::init("test");
     let nats = Nats::start().await.unwrap();
     let stop = CancellationToken::new();
+    let sim_cfg_accounts = sim_cfg.accounts.clone();
     let sim = sluice_sim::start(sim_cfg, stop.clone()).await.unwrap();
     let mut dcfg = DispatcherConfig::load(None, &|_| None).unwrap();
     dcfg.listen = "127.0.0.1:0".parse().unwrap();
@@ -77,7 +78,20 @@ async fn stack(sim_cfg: SimConfig) -> Stack {
     for ex in Exchange::ALL {
         dcfg.base_urls.insert(ex, sim.base_url(ex));
     }
-    let dispatcher = sluice_dispatcher::start(dcfg, Keyring::default(), stop.clone()).await.unwrap();
+    // Every simulated account as "demo", and as "bad" with a wrong secret.
+    let mut env = Vec::new();
+    for a in &sim_cfg_accounts {
+        let ex = a.exchange.as_str().to_ascii_uppercase();
+        for (name, secret) in [("DEMO", a.secret.as_str()), ("BAD", "not-the-secret")] {
+            env.push((format!("SLUICE_{ex}_{name}_API_KEY"), a.api_key.clone()));
+            env.push((format!("SLUICE_{ex}_{name}_SECRET"), secret.to_owned()));
+            if let Some(p) = &a.passphrase {
+                env.push((format!("SLUICE_{ex}_{name}_PASSPHRASE"), p.clone()));
+            }
+        }
+    }
+    let keyring = Keyring::load(None, env).unwrap();
+    let dispatcher = sluice_dispatcher::start(dcfg, keyring, stop.clone()).await.unwrap();
     Stack { nats, sim, dispatcher, stop }
 }
 
@@ -100,6 +114,8 @@ impl Stack {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let mut ccfg = CollectorConfig::load(None, &|k| env.get(k).cloned()).unwrap();
+        // Market data only; the private streams have their own test.
+        ccfg.private.clear();
         ccfg.idle_ms = 1_500;
         ccfg.backoff_min_ms = 50;
         ccfg.backoff_max_ms = 400;
@@ -317,6 +333,266 @@ async fn binance_connections_are_replaced_before_their_cut_off_without_a_gap() {
     let feed = st.sim.stats().exchange(Exchange::Binance).unwrap().feed.clone();
     assert!(feed.connections >= 3, "{feed:?}");
     assert_eq!(feed.refused + feed.rate_limited, 0, "{feed:?}");
+    st.stop.cancel();
+    collector.wait().await;
+}
+
+/// What arrived on `account.>`, decoded.
+#[derive(Default)]
+struct Account {
+    orders: Vec<(String, acct::OrderUpdate)>,
+    fills: Vec<(String, acct::Fill)>,
+    balances: Vec<(String, acct::BalanceUpdate)>,
+    /// (subject, connected, reason) in order.
+    status: Vec<(String, bool, String)>,
+    decode_errors: Vec<String>,
+}
+
+use sluice_proto::account::v1 as acct;
+
+async fn wait_account(what: &str, seen: &Arc<Mutex<Account>>, within: Duration, ok: impl Fn(&Account) -> bool) {
+    let end = tokio::time::Instant::now() + within;
+    while !ok(&seen.lock().unwrap()) {
+        if tokio::time::Instant::now() > end {
+            let s = seen.lock().unwrap();
+            panic!(
+                "{what}: not within {within:?}; status {:?}, orders {:?}, fills {}, balances {}",
+                s.status,
+                s.orders.iter().map(|(_, o)| (&o.order_id, o.status)).collect::<Vec<_>>(),
+                s.fills.len(),
+                s.balances.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ups(s: &Account, subject: &str) -> usize {
+    s.status.iter().filter(|(sub, up, _)| sub == subject && *up).count()
+}
+
+/// Places an order through the dispatcher; the exchange's JSON answer.
+async fn call(st: &Stack, exchange: &str, method: &str, path: &str, query: &str, body: &str) -> serde_json::Value {
+    use sluice_proto::dispatcher::v1::CallRequest;
+    let mut client =
+        sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient::connect(format!("http://{}", st.dispatcher.grpc_addr))
+            .await
+            .unwrap();
+    let r = client
+        .call(CallRequest {
+            exchange: exchange.into(),
+            account: "demo".into(),
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            body: body.as_bytes().to_vec(),
+            ..CallRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!((200..300).contains(&r.status), "{exchange} {path}: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_streams_publish_orders_fills_and_balances_with_minted_logins() {
+    let st = stack(SimConfig::shipped()).await;
+    let _guard = st.stop.clone().drop_guard();
+    let mut ccfg = st.collector_config();
+    ccfg.feeds.clear();
+    let ws = |ex: Exchange, path: &str| format!("ws://{}{path}", st.sim.addr(ex).unwrap());
+    let private = |ex: Exchange, account: &str, path: &str| sluice_collector::config::PrivateConfig {
+        exchange: ex,
+        account: account.into(),
+        url: ws(ex, path),
+        // Quick, to see silence soon; Upbit's keep-alives spend its 100 messages a minute.
+        keepalive_ms: Some(if ex == Exchange::Upbit { 1_000 } else { 300 }),
+    };
+    ccfg.private = vec![
+        private(Exchange::Upbit, "demo", "/websocket/v1/private"),
+        private(Exchange::Bybit, "demo", "/v5/private"),
+        // The dispatcher signs this one with a wrong secret: refused, retried, counted.
+        private(Exchange::Bybit, "bad", "/v5/private"),
+    ];
+
+    let client = async_nats::connect(st.nats.url()).await.unwrap();
+    let mut sub = client.subscribe("account.>").await.unwrap();
+    let seen = Arc::new(Mutex::new(Account::default()));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let subject = m.subject.to_string();
+            let mut s = s2.lock().unwrap();
+            let r = match subject.rsplit('.').next().unwrap_or("") {
+                "order" => acct::OrderUpdate::decode(m.payload).map(|o| s.orders.push((subject.clone(), o))),
+                "fill" => acct::Fill::decode(m.payload).map(|f| s.fills.push((subject.clone(), f))),
+                "balance" => acct::BalanceUpdate::decode(m.payload).map(|b| s.balances.push((subject.clone(), b))),
+                "status" => acct::StreamStatus::decode(m.payload).map(|x| s.status.push((subject.clone(), x.connected, x.reason))),
+                other => {
+                    s.decode_errors.push(format!("unexpected subject kind {other}"));
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                s.decode_errors.push(format!("{subject}: {e}"));
+            }
+        }
+    });
+    let collector = sluice_collector::start(ccfg, st.stop.clone()).await.unwrap();
+    let (up_status, by_status) = ("account.upbit.demo.status", "account.bybit.demo.status");
+    wait_account("both demo streams up", &seen, Duration::from_secs(20), |s| ups(s, up_status) == 1 && ups(s, by_status) == 1).await;
+
+    // Upbit: a resting limit buy, a market buy by amount (fills at once), a cancel.
+    let resting = call(
+        &st,
+        "upbit",
+        "POST",
+        "/v1/orders",
+        "",
+        r#"{"market":"KRW-BTC","side":"bid","volume":"0.001","price":"50000000","ord_type":"limit","identifier":"rest-1"}"#,
+    )
+    .await;
+    let resting_id = resting["uuid"].as_str().unwrap().to_owned();
+    call(
+        &st,
+        "upbit",
+        "POST",
+        "/v1/orders",
+        "",
+        r#"{"market":"KRW-BTC","side":"bid","price":"200000","ord_type":"price","identifier":"mkt-1"}"#,
+    )
+    .await;
+    call(&st, "upbit", "DELETE", "/v1/order", &format!("uuid={resting_id}"), "").await;
+    // Bybit: a market buy and a resting limit sell that is then cancelled.
+    call(
+        &st,
+        "bybit",
+        "POST",
+        "/v5/order/create",
+        "",
+        r#"{"category":"spot","symbol":"ETHUSDT","side":"Buy","orderType":"Market","qty":"0.5","orderLinkId":"by-mkt"}"#,
+    )
+    .await;
+    call(
+        &st,
+        "bybit",
+        "POST",
+        "/v5/order/create",
+        "",
+        r#"{"category":"spot","symbol":"BTCUSDT","side":"Sell","orderType":"Limit","qty":"0.01","price":"900000","orderLinkId":"by-rest"}"#,
+    )
+    .await;
+    call(&st, "bybit", "POST", "/v5/order/cancel", "", r#"{"category":"spot","symbol":"BTCUSDT","orderLinkId":"by-rest"}"#).await;
+
+    let status_of = |s: &Account, client_id: &str| -> Vec<i32> {
+        s.orders.iter().filter(|(_, o)| o.client_order_id == client_id).map(|(_, o)| o.status).collect()
+    };
+    use acct::OrderStatus as St;
+    wait_account("every order's updates", &seen, Duration::from_secs(20), |s| {
+        status_of(s, "rest-1") == [St::Open as i32, St::Canceled as i32]
+            && status_of(s, "mkt-1").last() == Some(&(St::Filled as i32))
+            && status_of(s, "by-mkt") == [St::Filled as i32]
+            && status_of(s, "by-rest") == [St::Open as i32, St::Canceled as i32]
+            && s.fills.len() == 2
+    })
+    .await;
+    {
+        let s = seen.lock().unwrap();
+        assert!(s.decode_errors.is_empty(), "{:?}", s.decode_errors);
+        let (subject, upbit_fill) = s.fills.iter().find(|(_, f)| f.client_order_id == "mkt-1").unwrap();
+        assert_eq!(subject, "account.upbit.demo.fill");
+        assert_eq!(
+            (upbit_fill.symbol.as_str(), upbit_fill.native.as_str(), upbit_fill.side),
+            ("BTC/KRW", "KRW-BTC", acct::Side::Buy as i32)
+        );
+        let px: Decimal = upbit_fill.price.parse().unwrap();
+        let qty: Decimal = upbit_fill.qty.parse().unwrap();
+        assert!(px > Decimal::ZERO && qty > Decimal::ZERO && px * qty <= Decimal::from(200_000), "{px} x {qty} within the amount");
+        let src = upbit_fill.source.clone().unwrap();
+        assert_eq!(
+            (src.exchange.as_str(), src.account.as_str(), src.market.as_str(), src.collector.as_str()),
+            ("upbit", "demo", "spot", "test")
+        );
+        assert!(src.exchange_ts_ns > 0 && src.receive_ts_ns >= src.exchange_ts_ns - 5_000_000_000);
+        let (_, bybit_fill) = s.fills.iter().find(|(_, f)| f.client_order_id == "by-mkt").unwrap();
+        assert_eq!((bybit_fill.symbol.as_str(), bybit_fill.qty.as_str()), ("ETH/USDT", "0.5"));
+        // The resting Upbit buy locked its KRW and the cancel freed it.
+        let krw: Vec<(String, String)> = s
+            .balances
+            .iter()
+            .filter(|(sub, _)| sub == "account.upbit.demo.balance")
+            .flat_map(|(_, b)| b.balances.iter().filter(|b| b.asset == "KRW").map(|b| (b.free.clone(), b.locked.clone())))
+            .collect();
+        assert_eq!(krw.first().map(|k| k.1.as_str()), Some("50000"), "0.001 at 50,000,000 locked: {krw:?}");
+        assert_eq!(krw.last().map(|k| k.1.as_str()), Some("0"), "unlocked after the cancel: {krw:?}");
+        assert!(s.balances.iter().any(|(sub, b)| sub == "account.bybit.demo.balance" && b.balances.iter().any(|b| b.asset == "ETH")));
+        assert!(!s.status.iter().any(|(sub, up, _)| sub == "account.bybit.bad.status" && *up), "a wrong secret never logs in");
+    }
+
+    // A dropped connection and a silent one: each stream says it went down, comes
+    // back by itself, and carries the next order.
+    st.sim.inject_feed(Exchange::Upbit, FeedFault::Drop);
+    st.sim.inject_feed(Exchange::Bybit, FeedFault::Silence { ms: 3_000 });
+    wait_account("both streams down and up again", &seen, Duration::from_secs(20), |s| {
+        let downs = |subject: &str| s.status.iter().filter(|(sub, up, _)| sub == subject && !*up).count();
+        ups(s, up_status) == 2 && ups(s, by_status) == 2 && downs(up_status) == 1 && downs(by_status) == 1
+    })
+    .await;
+    call(
+        &st,
+        "upbit",
+        "POST",
+        "/v1/orders",
+        "",
+        r#"{"market":"KRW-ETH","side":"ask","volume":"0.1","ord_type":"market","identifier":"after-drop"}"#,
+    )
+    .await;
+    call(
+        &st,
+        "bybit",
+        "POST",
+        "/v5/order/create",
+        "",
+        r#"{"category":"spot","symbol":"BTCUSDT","side":"Sell","orderType":"Market","qty":"0.001","orderLinkId":"after-silence"}"#,
+    )
+    .await;
+    wait_account("orders after the faults", &seen, Duration::from_secs(20), |s| {
+        status_of(s, "after-drop").last() == Some(&(St::Filled as i32)) && status_of(s, "after-silence") == [St::Filled as i32]
+    })
+    .await;
+
+    // The account stream keeps every event for the execution service.
+    let js = async_nats::jetstream::new(client.clone());
+    let expected = {
+        let s = seen.lock().unwrap();
+        (s.orders.len() + s.fills.len() + s.balances.len() + s.status.len()) as u64
+    };
+    let mut stream = js.get_stream("ACCOUNT").await.unwrap();
+    let kept = stream.info().await.unwrap().state.messages;
+    assert!(kept >= expected, "ACCOUNT keeps {kept} of the {expected} messages seen");
+
+    // The heartbeat shows each private stream's state for alerting.
+    let mut hb = client.subscribe("collector.heartbeat.test").await.unwrap();
+    let beat = tokio::time::timeout(Duration::from_secs(5), hb.next()).await.unwrap().unwrap();
+    let beat = pb::CollectorHeartbeat::decode(beat.payload).unwrap();
+    let line = |ex: &str, a: &str| beat.private_streams.iter().find(|p| p.exchange == ex && p.account == a).cloned().unwrap();
+    let (up, by, bad) = (line("upbit", "demo"), line("bybit", "demo"), line("bybit", "bad"));
+    assert!(up.connected && up.events >= 8 && up.reconnects == 1, "{up:?}");
+    assert!(by.connected && by.events >= 7 && by.reconnects == 1, "{by:?}");
+    assert!(!bad.connected && bad.reason.contains("login refused: Signature verification failed") && bad.events == 0, "{bad:?}");
+
+    let metrics = sluice_service::http_client::client().get(format!("http://{}/metrics", collector.ops_addr)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let rejected = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("sluice_collector_rejected_total{venue=\"bybit-private\"}")
+                || l.starts_with("rejected_total{venue=\"bybit-private\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(rejected >= 2, "the wrong secret was refused and retried: {rejected}\n{metrics}");
     st.stop.cancel();
     collector.wait().await;
 }

@@ -5,6 +5,7 @@
 pub mod binance;
 pub mod bybit;
 pub mod okx;
+pub mod private;
 pub mod upbit;
 
 use sluice_domain::Exchange;
