@@ -94,7 +94,8 @@ impl PrivateStream {
         match msg {
             AccountMsg::Order(mut o) => {
                 o.source = source;
-                let id = format!("{ex}.{acct}.order.{}.{}.{}", o.order_id, o.exchange_status, o.filled_qty);
+                // With the exchange's time: an amended order keeps its status and fill.
+                let id = format!("{ex}.{acct}.order.{}.{}.{}.{ts_ms}", o.order_id, o.exchange_status, o.filled_qty);
                 Outgoing { subject: self.subject("order"), payload: o.encode_to_vec().into(), id: Some(id) }
             }
             AccountMsg::Fill(mut f) => {
@@ -127,7 +128,9 @@ impl PrivateStream {
             health.set_connected(false);
             let why = match ended {
                 Ended::Stopped => {
-                    let _ = tx.send(self.status(false, "collector stopping".into())).await;
+                    if was_up {
+                        let _ = tx.send(self.status(false, "collector stopping".into())).await;
+                    }
                     break;
                 }
                 Ended::Failed(why) => why,
@@ -156,8 +159,9 @@ impl PrivateStream {
         }
     }
 
-    /// Connects with a freshly minted login; the socket once the exchange accepted it.
-    async fn connect(&self, health: &ConnHealth) -> Result<Ws, String> {
+    /// Connects with a freshly minted login; the socket once the exchange accepted
+    /// it, and our id for it in the dispatcher's connection-scoped budgets.
+    async fn connect(&self, health: &ConnHealth) -> Result<(Ws, String), String> {
         let ex = self.cfg.exchange;
         let Some(client) = &self.dispatcher else { return Err("no dispatcher to mint a login".into()) };
         let conn_id = uuid::Uuid::new_v4().to_string();
@@ -202,19 +206,18 @@ impl PrivateStream {
                 }
             }
         }
-        Ok(ws)
+        Ok((ws, conn_id))
     }
 
     /// One connection, until it fails or `stop`.
     async fn session(&self, tx: &mpsc::Sender<Outgoing>, health: &ConnHealth, stop: &CancellationToken) -> Ended {
         let ex = self.cfg.exchange;
-        let mut ws = match self.connect(health).await {
-            Ok(ws) => ws,
+        let (mut ws, conn_id) = match self.connect(health).await {
+            Ok(c) => c,
             Err(e) => return Ended::Failed(e),
         };
         let (every, ping) = protocol::keepalive(ex).unwrap_or((Duration::from_secs(20), "ping"));
         let every = self.cfg.keepalive_ms.map_or(every, Duration::from_millis);
-        let conn_id = uuid::Uuid::new_v4().to_string();
         // The subscription, then (Upbit, which does not answer subscriptions) a
         // keep-alive: the exchange answers in order, so its answer shows the
         // subscription is in place. Only then is the stream reported up.

@@ -578,8 +578,8 @@ async fn private_streams_publish_orders_fills_and_balances_with_minted_logins() 
     let beat = pb::CollectorHeartbeat::decode(beat.payload).unwrap();
     let line = |ex: &str, a: &str| beat.private_streams.iter().find(|p| p.exchange == ex && p.account == a).cloned().unwrap();
     let (up, by, bad) = (line("upbit", "demo"), line("bybit", "demo"), line("bybit", "bad"));
-    assert!(up.connected && up.events >= 8 && up.reconnects == 1, "{up:?}");
-    assert!(by.connected && by.events >= 7 && by.reconnects == 1, "{by:?}");
+    assert!(up.connected && up.events >= 8 && up.reconnects >= 1, "{up:?}");
+    assert!(by.connected && by.events >= 7 && by.reconnects >= 1, "{by:?}");
     assert!(!bad.connected && bad.reason.contains("login refused: Signature verification failed") && bad.events == 0, "{bad:?}");
 
     let metrics = sluice_service::http_client::client().get(format!("http://{}/metrics", collector.ops_addr)).send().await.unwrap();
