@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "sluice/cluster/v1/cluster.proto",
     "sluice/md/v1/md.proto",
     "sluice/account/v1/account.proto",
+    "sluice/signal/v1/signal.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -39,6 +39,15 @@ pub mod account {
     }
 }
 
+/// `sluice.signal.*`
+pub mod signal {
+    /// `sluice.signal.v1`: trading signals the signal service publishes on NATS.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.signal.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every sluice proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 
