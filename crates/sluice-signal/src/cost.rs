@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 
 /// Prices of one model, US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     pub input_per_m: Decimal,
     pub output_per_m: Decimal,

@@ -168,6 +168,8 @@ fn validate(v: &Value) -> Result<Verdict, OutputError> {
 }
 
 #[cfg(test)]
+// Confidences parsed or rounded from the same decimal text are the same f64.
+#[allow(clippy::float_cmp)]
 mod tests {
     use super::*;
 

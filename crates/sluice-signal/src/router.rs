@@ -24,7 +24,7 @@ use crate::output::{self, Verdict};
 pub struct ModelConfig {
     /// The gateway's model name, e.g. "deepseek-chat".
     pub name: String,
-    #[serde(flatten)]
+    /// `{ input_per_m = "0.42", output_per_m = "0.42" }`, US dollars.
     pub price: Price,
     /// The model takes `response_format: json_schema`; otherwise `json_object`
     /// with the schema in the prompt, validated here.
@@ -101,12 +101,42 @@ struct Health {
 /// A function told of every call, for metrics.
 pub type Observer = Box<dyn Fn(&CallRecord) + Send + Sync>;
 
+/// The gateway's own limits, requests and tokens per minute, taken before each
+/// call (tokens estimated as the prompt's characters / 4 plus `max_tokens`).
+pub struct Limits {
+    requests: governor::DefaultDirectRateLimiter,
+    tokens: governor::DefaultDirectRateLimiter,
+    tokens_per_minute: u32,
+}
+
+impl Limits {
+    pub fn new(requests_per_minute: u32, tokens_per_minute: u32) -> Limits {
+        let per_min = |n: u32| governor::Quota::per_minute(std::num::NonZeroU32::new(n.max(1)).expect("at least 1"));
+        Limits {
+            requests: governor::RateLimiter::direct(per_min(requests_per_minute)),
+            tokens: governor::RateLimiter::direct(per_min(tokens_per_minute)),
+            tokens_per_minute: tokens_per_minute.max(1),
+        }
+    }
+
+    async fn take(&self, tokens: u64) {
+        self.requests.until_ready().await;
+        // A call larger than a minute's tokens waits for a whole minute's worth.
+        let n = u32::try_from(tokens).unwrap_or(u32::MAX).clamp(1, self.tokens_per_minute);
+        let n = std::num::NonZeroU32::new(n).expect("clamped to at least 1");
+        let _ = self.tokens.until_n_ready(n).await;
+    }
+}
+
 pub struct Router {
     gateway: Gateway,
     models: HashMap<String, ModelConfig>,
     policy: Policy,
     state: Mutex<(HashMap<String, Health>, Ledger)>,
     observer: Observer,
+    limits: Option<Limits>,
+    /// A 429's Retry-After holds every call to the gateway, not just the retry.
+    paused_until: Mutex<Option<Instant>>,
 }
 
 /// A HOLD that says why.
@@ -128,7 +158,38 @@ fn now_ns() -> i64 {
 impl Router {
     pub fn new(gateway: Gateway, models: Vec<ModelConfig>, policy: Policy, observer: Observer) -> Router {
         let models = models.into_iter().map(|m| (m.name.clone(), m)).collect();
-        Router { gateway, models, policy, state: Mutex::new((HashMap::new(), Ledger::default())), observer }
+        Router {
+            gateway,
+            models,
+            policy,
+            state: Mutex::new((HashMap::new(), Ledger::default())),
+            observer,
+            limits: None,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Enforces the gateway's limits before every call.
+    pub fn with_limits(mut self, limits: Limits) -> Router {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// The configured model `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.get(name)
+    }
+
+    /// Waits out a gateway-wide pause and takes the limits' tokens.
+    async fn before_call(&self, req: &ChatRequest) {
+        let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+        if let Some(l) = &self.limits {
+            let chars: usize = req.messages.iter().map(|m| m.content.len()).sum();
+            l.take((chars as u64).div_ceil(4) + u64::from(req.max_tokens)).await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Health>, Ledger)> {
@@ -252,6 +313,7 @@ impl Router {
                 first_token: Duration::from_millis(m.first_token_ms),
                 total: Duration::from_millis(m.total_ms),
             };
+            self.before_call(&req).await;
             let started = Instant::now();
             let result = self.gateway.complete(&req).await;
             ans.latency += started.elapsed();
@@ -293,11 +355,15 @@ impl Router {
                         format = Format::JsonObject;
                         continue;
                     }
+                    let backoff = Duration::from_millis(self.policy.backoff_ms << (attempt - 1).min(6));
                     let wait = match &e {
-                        CallError::RateLimited { retry_after, .. } => {
-                            retry_after.unwrap_or(Duration::from_millis(self.policy.backoff_ms << (attempt - 1).min(6)))
+                        CallError::RateLimited { retry_after: Some(after), .. } => {
+                            let mut p = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+                            let until = Instant::now() + *after;
+                            *p = Some(p.map_or(until, |t| t.max(until)));
+                            *after
                         }
-                        _ => Duration::from_millis(self.policy.backoff_ms << (attempt - 1).min(6)),
+                        _ => backoff,
                     };
                     let too_long = wait > Duration::from_millis(self.policy.max_retry_after_ms);
                     if !e.retryable() || attempt >= self.policy.attempts || too_long {

@@ -4,6 +4,9 @@
 //! stalled stream, a refused `json_schema`. Each must get the right treatment,
 //! and the money must add up exactly.
 
+// Confidences parsed from the same decimal text are the same f64.
+#![allow(clippy::float_cmp)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

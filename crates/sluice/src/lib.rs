@@ -11,6 +11,7 @@ pub mod call;
 pub mod collect_bench;
 pub mod load;
 pub mod replicas;
+pub mod signal_bench;
 pub mod top;
 
 /// Percentile of a sorted slice (nearest rank).

@@ -30,6 +30,9 @@ enum Bench {
     Dispatch(sluice::bench::DispatchArgs),
     /// The collector's pipeline: frames/s on one core and wire-to-NATS latency.
     Collect(sluice::collect_bench::CollectArgs),
+    /// The signal service through a mock gateway: tick-to-signal without the
+    /// model's time, and money per 1,000 signals at the shipped routing.
+    Signal(sluice::signal_bench::SignalArgs),
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             sluice::bench::dispatch(a, &mut out).await?;
         }
         Command::Bench { which: Bench::Collect(a) } => sluice::collect_bench::run(a, &mut out).await?,
+        Command::Bench { which: Bench::Signal(a) } => sluice::signal_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
         Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,

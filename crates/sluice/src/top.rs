@@ -33,7 +33,7 @@ pub struct TopArgs {
     #[arg(long)]
     pub once: bool,
     /// NATS, to show the collector's live prices (`md.*.book.*` and its heartbeat,
-    /// which also carries its private streams' state).
+    /// which also carries its private streams' state) and the latest signals.
     #[arg(long, env = "SLUICE_NATS_URL")]
     pub nats: Option<String>,
 }
@@ -45,6 +45,8 @@ pub struct Board {
     /// (venue, symbol) to the last top of book.
     pub tops: BTreeMap<(String, String), md::BookTop>,
     pub heartbeats: BTreeMap<String, md::CollectorHeartbeat>,
+    /// (venue, symbol) to its latest signal.
+    pub signals: BTreeMap<(String, String), sluice_proto::signal::v1::Signal>,
 }
 
 impl Board {
@@ -61,6 +63,11 @@ impl Board {
             ["collector", "heartbeat", name] => {
                 if let Ok(h) = md::CollectorHeartbeat::decode(payload) {
                     self.heartbeats.insert((*name).to_owned(), h);
+                }
+            }
+            ["signal", venue, symbol] => {
+                if let Ok(s) = sluice_proto::signal::v1::Signal::decode(payload) {
+                    self.signals.insert(((*venue).to_owned(), symbol.replacen('-', "/", 1)), s);
                 }
             }
             _ => {}
@@ -86,6 +93,23 @@ pub fn render_prices(board: &Board, now_ns: i64) -> String {
     for p in board.heartbeats.values().flat_map(|h| &h.private_streams) {
         let state = if p.connected { "up".to_owned() } else { format!("DOWN ({})", p.reason) };
         let _ = writeln!(out, "private {}/{}: {state}; {} events, {} reconnects", p.exchange, p.account, p.events, p.reconnects);
+    }
+    if !board.signals.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<13} {:<10} {:<6} {:>5} {:<18} {:<9} {:>8} {:>10}",
+            "VENUE", "SYMBOL", "SIGNAL", "CONF", "MODEL", "TRIGGER", "AGE", "COST_USD"
+        );
+        for ((venue, symbol), s) in &board.signals {
+            let action = s.action().as_str_name().trim_start_matches("ACTION_");
+            let age_s = (now_ns - s.ts_ns).max(0) / 1_000_000_000;
+            let cost = s.cost.as_ref().map_or("-", |c| c.usd.as_str());
+            let _ = writeln!(
+                out,
+                "{venue:<13} {symbol:<10} {action:<6} {:>5.2} {:<18} {:<9} {:>7}s {cost:>10}",
+                s.confidence, s.model, s.trigger, age_s
+            );
+        }
     }
     if board.tops.is_empty() {
         let _ = writeln!(out, "no prices on NATS yet");
@@ -116,11 +140,13 @@ async fn watch_prices(url: &str, board: Arc<Mutex<Board>>) -> anyhow::Result<()>
     let client = async_nats::connect(url).await.map_err(|e| anyhow::anyhow!("cannot reach NATS at {url}: {e}"))?;
     let mut books = client.subscribe("md.*.book.*").await?;
     let mut beats = client.subscribe("collector.heartbeat.*").await?;
+    let mut signals = client.subscribe("signal.*.*").await?;
     tokio::spawn(async move {
         loop {
             let m = tokio::select! {
                 Some(m) = books.next() => m,
                 Some(m) = beats.next() => m,
+                Some(m) = signals.next() => m,
                 else => break,
             };
             board.lock().unwrap_or_else(|p| p.into_inner()).take(m.subject.as_str(), &m.payload);
@@ -354,5 +380,27 @@ mod tests {
         let text = render_prices(&board, 1_250_000_000);
         assert!(text.contains("private bybit/demo: DOWN (login refused); 0 events"), "{text}");
         assert!(text.contains("private upbit/demo: up; 3 events, 0 reconnects"), "{text}");
+
+        use sluice_proto::signal::v1 as sig;
+        let s = sig::Signal {
+            action: sig::Action::Buy as i32,
+            confidence: 0.85,
+            model: "offline-trend-v1".into(),
+            trigger: "move".into(),
+            ts_ns: 250_000_000,
+            cost: Some(sig::Cost { usd: "0".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        board.take("signal.binance.BTC-USDT", &s.encode_to_vec());
+        let text = render_prices(&board, 2_250_000_000);
+        let line = text.lines().find(|l| l.starts_with("binance") && l.contains("BUY")).unwrap_or_default();
+        assert!(
+            line.contains("BTC/USDT")
+                && line.contains("0.85")
+                && line.contains("offline-trend-v1")
+                && line.contains("move")
+                && line.contains("2s"),
+            "{text}"
+        );
     }
 }

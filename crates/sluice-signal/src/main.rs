@@ -1,0 +1,28 @@
+//! `sluice-signal`: read config, start logging, run until SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Market data from NATS to structured trading signals.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file (SLUICE_SIGNAL_* environment variables override it).
+    #[arg(long, env = "SLUICE_SIGNAL_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    sluice_service::telemetry::init("sluice-signal");
+    let text = match &args.config {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let config = sluice_signal::SignalConfig::load(text.as_deref(), &|k| std::env::var(k).ok())?;
+    sluice_signal::run(config, sluice_service::shutdown::on_signals()).await?;
+    Ok(())
+}
