@@ -286,3 +286,19 @@ async fn a_spent_budget_routes_to_the_cheap_model_or_stops() {
     assert_eq!((a.verdict.action, a.calls), (Action::Hold, 0), "0.001008 spent: the cheap model is over too");
     assert_eq!(calls(&s, "valid"), 2);
 }
+
+#[tokio::test]
+async fn the_gateways_own_request_limit_is_kept() {
+    let (url, mock) = mock().await;
+    let gw = Gateway::new(sluice_service::http_client::client(), &url, SecretString::from(KEY));
+    // 120 a minute: a minute's worth at once, then one every 0.5 s.
+    let router = Router::new(gw, vec![model("valid", None)], policy(), Box::new(|_| {}))
+        .with_limits(sluice_signal::router::Limits::new(120, 10_000_000));
+    let started = Instant::now();
+    for _ in 0..122 {
+        assert_eq!(router.ask("valid", question()).await.verdict.action, Action::Buy);
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "the 121st and 122nd waited for the limit: {took:?}");
+    assert_eq!(mock.lock().unwrap().calls["valid"].len(), 122);
+}

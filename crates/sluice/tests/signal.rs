@@ -150,3 +150,61 @@ async fn through_a_gateway_sentiment_routine_and_confirmation_add_up() {
     let calls = calls.lock().unwrap().clone();
     assert_eq!((calls["claude-sonnet-4-5"], calls["deepseek-chat"], calls["gpt-4.1"]), (1, 1, 1), "{calls:?}");
 }
+
+/// A gateway that takes 1.5 s per answer.
+async fn slow_chat(State(calls): State<Calls>, Json(body): Json<Value>) -> axum::response::Response {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    chat(State(calls), Json(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_that_waited_too_long_for_a_slot_is_skipped_not_queued() {
+    sluice_service::telemetry::init("test");
+    let nats = Nats::start().await.unwrap();
+    let calls: Calls = Arc::default();
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(slow_chat)).with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut cfg = config(&nats, &[("HOLYSHEEP_API_KEY", "sk-test".into()), ("SLUICE_SIGNAL_GATEWAY_URL", gateway)]);
+    // Two symbols on a 1 s schedule, one slot, answers taking 1.5 s: one
+    // symbol's work always waits for the slot longer than max_wait_ms.
+    cfg.symbols = SignalConfig::load(None, &|_| None).unwrap().symbols.into_iter().filter(|s| s.venue == "binance").collect();
+    assert_eq!(cfg.symbols.len(), 2);
+    cfg.cadence.concurrency = 1;
+    cfg.cadence.max_wait_ms = 300;
+    cfg.cadence.every_ms = 1_000;
+    cfg.routing.confirm = None;
+    cfg.routing.sentiment = None;
+    let running = sluice_signal::start(cfg, stop.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for sym in ["BTC-USDT", "ETH-USDT"] {
+        for _ in 0..6 {
+            let src = md::Source { receive_ts_ns: now_ns(), ..Default::default() };
+            let t = md::Trade { source: Some(src), price: "100".into(), qty: "1".into(), ..Default::default() };
+            client.publish(format!("md.binance.trade.{sym}"), t.encode_to_vec().into()).await.unwrap();
+        }
+    }
+    client.flush().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let http = sluice_service::http_client::client();
+    let url = format!("http://{}/metrics", running.ops_addr);
+    let mut stale = 0;
+    while stale == 0 {
+        assert!(started.elapsed() < Duration::from_secs(15), "no stale work skipped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+        stale = text
+            .lines()
+            .find(|l| l.starts_with("sluice_signal_skipped_total{reason=\"stale\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    // Nothing piled up: the one slot made at most one call per 1.5 s.
+    let made: u32 = calls.lock().unwrap().values().sum();
+    let bound = (started.elapsed().as_millis() / 1_500) as u32 + 2;
+    assert!(made <= bound, "{made} calls in {:?}: work queued up", started.elapsed());
+}
