@@ -141,6 +141,27 @@ async fn watch_prices(url: &str, board: Arc<Mutex<Board>>) -> anyhow::Result<()>
     let mut books = client.subscribe("md.*.book.*").await?;
     let mut beats = client.subscribe("collector.heartbeat.*").await?;
     let mut signals = client.subscribe("signal.*.*").await?;
+    // Signals come a minute apart: the latest of each symbol is read from the
+    // SIGNAL stream at once (the live subscription brings the ones after).
+    let js = async_nats::jetstream::new(client.clone());
+    if let Ok(stream) = js.get_stream("SIGNAL").await {
+        let cfg = async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "signal.>".into(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        };
+        if let Ok(mut c) = stream.create_consumer(cfg).await
+            && let Ok(pending) = c.info().await.map(|i| i.num_pending)
+            && let Ok(mut msgs) = c.messages().await
+        {
+            for _ in 0..pending {
+                match tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
+                    Ok(Some(Ok(m))) => board.lock().unwrap_or_else(|p| p.into_inner()).take(m.subject.as_str(), &m.payload),
+                    _ => break,
+                }
+            }
+        }
+    }
     tokio::spawn(async move {
         loop {
             let m = tokio::select! {
