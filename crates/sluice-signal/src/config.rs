@@ -25,8 +25,12 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     pub base_url: String,
-    /// The environment variable holding the key; no key there means the offline model.
+    /// The environment variable holding the key.
     pub api_key_env: String,
+    /// Or a file holding it (a mounted Kubernetes Secret); the variable wins when
+    /// both are set. No key in either means the offline model.
+    #[serde(default)]
+    pub api_key_file: Option<std::path::PathBuf>,
     /// The gateway's limits, enforced here before each call (the key lives in
     /// this service, not in the dispatcher).
     pub requests_per_minute: u32,
@@ -115,7 +119,14 @@ impl SignalConfig {
         if let Some(v) = env("SLUICE_SIGNAL_EVERY_MS") {
             cfg.cadence.every_ms = v.parse().map_err(|_| ConfigError::Invalid(format!("SLUICE_SIGNAL_EVERY_MS '{v}' is not a number")))?;
         }
-        cfg.api_key = env(&cfg.gateway.api_key_env).filter(|k| !k.trim().is_empty()).map(|k| SecretString::from(k.trim().to_owned()));
+        let from_file = match &cfg.gateway.api_key_file {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|e| ConfigError::Invalid(format!("gateway: api_key_file {}: {e}", p.display())))?)
+            }
+            None => None,
+        };
+        cfg.api_key =
+            env(&cfg.gateway.api_key_env).or(from_file).filter(|k| !k.trim().is_empty()).map(|k| SecretString::from(k.trim().to_owned()));
         cfg.validate()?;
         Ok(cfg)
     }
@@ -184,6 +195,24 @@ mod tests {
         let c = SignalConfig::load(None, &env).unwrap();
         assert!(!c.offline());
         assert!(!format!("{c:?}").contains("sk-x"), "the key never shows");
+    }
+
+    #[test]
+    fn the_key_can_come_from_a_mounted_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-signal-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("api_key");
+        std::fs::write(&file, "sk-from-file\n").unwrap();
+        let text = SHIPPED.replace(
+            "api_key_env = \"HOLYSHEEP_API_KEY\"",
+            &format!("api_key_env = \"HOLYSHEEP_API_KEY\"\napi_key_file = {:?}", file.display().to_string()),
+        );
+        let c = SignalConfig::load(Some(&text), &|_| None).unwrap();
+        assert!(!c.offline());
+        let missing = text.replace(&file.display().to_string(), "/nonexistent/key");
+        let e = SignalConfig::load(Some(&missing), &|_| None).unwrap_err();
+        assert!(e.to_string().contains("api_key_file /nonexistent/key"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
