@@ -233,6 +233,13 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
     let ready = sluice_service::http::Readiness::default();
     let (ops_addr, ops) =
         sluice_service::http::serve(config.ops_listen, Arc::new(Mutex::new(registry)), ready.clone(), shutdown.clone()).await?;
+    // Subscribed before `start` returns (and the server has them, after the
+    // flush): nothing published once the service runs is missed.
+    let mut subs = Vec::new();
+    for subject in ["md.*.trade.*", "md.*.book.*", "md.*.depth.*", "news.*"] {
+        subs.push(nats.subscribe(subject).await.map_err(|e| SignalError::Nats { url: config.nats_url.clone(), message: e.to_string() })?);
+    }
+    nats.flush().await.map_err(|e| SignalError::Nats { url: config.nats_url.clone(), message: e.to_string() })?;
     let offline = matches!(brain, Brain::Offline);
     let shared = Arc::new(Shared {
         slots: Semaphore::new(config.cadence.concurrency),
@@ -246,7 +253,7 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
     let tasks = vec![
         ops,
         tokio::spawn(keep_stream(shared.nats.clone(), shared.config.stream_max_age_s, shutdown.clone())),
-        tokio::spawn(inputs(shared.clone(), shutdown.clone())),
+        tokio::spawn(inputs(shared.clone(), subs, shutdown.clone())),
         tokio::spawn(schedule(shared.clone(), shutdown.clone())),
     ];
     ready.set(true);
@@ -261,17 +268,7 @@ pub async fn run(config: SignalConfig, shutdown: CancellationToken) -> Result<()
 }
 
 /// Reads trades, books and headlines into the windows; fires move triggers.
-async fn inputs(sh: Arc<Shared>, stop: CancellationToken) {
-    let mut subs = Vec::new();
-    for s in ["md.*.trade.*", "md.*.book.*", "md.*.depth.*", "news.*"] {
-        match sh.nats.subscribe(s).await {
-            Ok(sub) => subs.push(sub),
-            Err(e) => {
-                tracing::error!(error = %e, subject = s, "cannot subscribe");
-                return;
-            }
-        }
-    }
+async fn inputs(sh: Arc<Shared>, subs: Vec<async_nats::Subscriber>, stop: CancellationToken) {
     let mut all = futures::stream::select_all(subs);
     loop {
         let m = tokio::select! {

@@ -73,7 +73,6 @@ async fn offline_signals_come_on_schedule_and_on_a_move() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut sub = client.subscribe("signal.>").await.unwrap();
     let running = sluice_signal::start(config(&nats, &[]), stop.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     book(&client).await;
     for p in ["65000", "65010", "65020", "65030", "65040", "65050"] {
         trade(&client, p).await;
@@ -131,7 +130,6 @@ async fn through_a_gateway_sentiment_routine_and_confirmation_add_up() {
     let cfg = config(&nats, &[("HOLYSHEEP_API_KEY", "sk-test".into()), ("SLUICE_SIGNAL_GATEWAY_URL", gateway)]);
     assert!(!cfg.offline());
     sluice_signal::start(cfg, stop.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     client.publish("news.BTC", "Spot ETF inflows hit a record".into()).await.unwrap();
     book(&client).await;
     for p in ["65000", "65010", "65020", "65030", "65040"] {
@@ -180,7 +178,6 @@ async fn work_that_waited_too_long_for_a_slot_is_skipped_not_queued() {
     cfg.routing.confirm = None;
     cfg.routing.sentiment = None;
     let running = sluice_signal::start(cfg, stop.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for sym in ["BTC-USDT", "ETH-USDT"] {
         for _ in 0..6 {
             let src = md::Source { receive_ts_ns: now_ns(), ..Default::default() };
