@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("sluice_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // Our codec: a request that cannot be decoded is INVALID_ARGUMENT (see src/codec.rs).
+    tonic_prost_build::configure().build_client(true).build_server(true).codec_path("crate::codec::StrictCodec").compile_fds(fds)?;
     Ok(())
 }

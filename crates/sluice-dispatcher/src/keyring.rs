@@ -14,8 +14,10 @@ use sluice_exchange::sign::Credentials;
 /// Why an account cannot sign.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("no account '{account}' for {exchange} (configured: {known})")]
-    NotFound { exchange: Exchange, account: String, known: String },
+    /// Names only the account asked for: which accounts exist is not the
+    /// caller's business (the dispatcher's startup log lists them).
+    #[error("no account '{account}' for {exchange}")]
+    NotFound { exchange: Exchange, account: String },
     #[error("account '{account}' for {exchange} has no {missing}")]
     Incomplete { exchange: Exchange, account: String, missing: &'static str },
 }
@@ -122,11 +124,7 @@ impl Keyring {
         match self.accounts.get(&(exchange, name.clone())) {
             Some(Entry::Ready(c)) => Ok(c.clone()),
             Some(Entry::Incomplete(missing)) => Err(KeyError::Incomplete { exchange, account: name, missing }),
-            None => {
-                let known: Vec<&str> = self.accounts.keys().filter(|(e, _)| *e == exchange).map(|(_, a)| a.as_str()).collect();
-                let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-                Err(KeyError::NotFound { exchange, account: name, known })
-            }
+            None => Err(KeyError::NotFound { exchange, account: name }),
         }
     }
 
@@ -166,7 +164,7 @@ mod tests {
         );
         assert_eq!(k.get(Exchange::Bybit, "half").unwrap_err().to_string(), "account 'half' for bybit has no secret");
         let e = k.get(Exchange::Upbit, "other").unwrap_err();
-        assert_eq!(e.to_string(), "no account 'other' for upbit (configured: main)");
+        assert_eq!(e.to_string(), "no account 'other' for upbit");
     }
 
     #[test]

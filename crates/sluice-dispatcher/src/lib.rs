@@ -177,11 +177,15 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
     let svc = DispatcherServer::new(service::DispatcherService { inner }).max_decoding_message_size(max_message);
 
     health.set_serving::<DispatcherServer<service::DispatcherService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| DispatchError::Reflection(e.to_string()))?;
+    // Both reflection versions: grpcurl speaks v1, but many libraries (grpcio's
+    // reflection client among them) still speak v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| DispatchError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| DispatchError::Reflection(e.to_string()))?;
 
     // Shutdown: report NOT_SERVING first, give load balancers the grace period,
     // then stop accepting and drain what is in flight.
@@ -199,8 +203,11 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
         });
     }
     let serving = tonic::transport::Server::builder()
+        // A request above the decoding limit is INVALID_ARGUMENT, like every bad request.
+        .layer(sluice_service::grpc::OversizeLayer)
         .add_service(health_svc)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(svc)
         // Small gRPC frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async move {

@@ -123,25 +123,45 @@ fn class_of(p: i32, default: Class) -> Result<Class, Status> {
     }
 }
 
+/// A `google.protobuf.Duration` field as a positive `Duration`: it must be
+/// normalised (`0 <= nanos < 1e9`, not negative) and not zero.
+pub(crate) fn duration_field(field: &str, d: &prost_types::Duration) -> Result<Duration, Status> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(invalid(format!(
+            "{field} must be a positive, normalised duration (seconds >= 0, 0 <= nanos < 1000000000); got seconds={} nanos={}",
+            d.seconds, d.nanos
+        )));
+    }
+    if d.seconds == 0 && d.nanos == 0 {
+        return Err(invalid(format!("{field} must be positive")));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
 fn deadline(ctx: &Context<'_>, timeout: Option<&prost_types::Duration>) -> Result<Time, Status> {
+    let max = ctx.config.max_timeout();
     let asked = match timeout {
         Some(d) => {
-            if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) {
-                return Err(invalid("timeout must be positive"));
+            let t = duration_field("timeout", d)?;
+            if t > max {
+                return Err(invalid(format!(
+                    "timeout {} ms is above the dispatcher's maximum {} ms (max_timeout_ms)",
+                    t.as_millis(),
+                    ctx.config.max_timeout_ms
+                )));
             }
-            Some(Duration::new(d.seconds as u64, d.nanos as u32))
+            Some(t)
         }
         None => None,
     };
-    let t = match (asked, ctx.grpc_timeout) {
+    // A long gRPC deadline is the caller's patience, not a request: the dispatcher
+    // waits at most its maximum and then says DEADLINE_EXCEEDED.
+    let t = match (asked, ctx.grpc_timeout.map(|g| g.min(max))) {
         (Some(a), Some(g)) => a.min(g),
         (Some(a), None) => a,
         (None, Some(g)) => g,
         (None, None) => ctx.config.default_timeout(),
     };
-    if t > ctx.config.max_timeout() {
-        return Err(invalid(format!("timeout {} ms is above the dispatcher's maximum {} ms", t.as_millis(), ctx.config.max_timeout_ms)));
-    }
     Ok(ctx.now + t)
 }
 
@@ -340,7 +360,7 @@ mod tests {
             (
                 CallRequest { account: "ghost".into(), ..call("upbit", "GET", "/v1/accounts") },
                 Code::NotFound,
-                "no account 'ghost' for upbit (configured: demo)",
+                "no account 'ghost' for upbit",
             ),
             (
                 CallRequest { account: "x".into(), ..call("okx", "GET", "/api/v5/account/balance") },
@@ -352,12 +372,30 @@ mod tests {
             (
                 CallRequest { timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }), ..call("upbit", "GET", "/v1/ticker") },
                 Code::InvalidArgument,
+                "timeout must be a positive",
+            ),
+            (
+                CallRequest { timeout: Some(prost_types::Duration { seconds: 0, nanos: 0 }), ..call("upbit", "GET", "/v1/ticker") },
+                Code::InvalidArgument,
                 "timeout must be positive",
             ),
             (
                 CallRequest { timeout: Some(prost_types::Duration { seconds: 3600, nanos: 0 }), ..call("upbit", "GET", "/v1/ticker") },
                 Code::InvalidArgument,
-                "above the dispatcher's maximum",
+                "timeout 3600000 ms is above the dispatcher's maximum 300000 ms",
+            ),
+            (
+                CallRequest {
+                    timeout: Some(prost_types::Duration { seconds: 1, nanos: 1_500_000_000 }),
+                    ..call("upbit", "GET", "/v1/ticker")
+                },
+                Code::InvalidArgument,
+                "timeout must be a positive, normalised duration",
+            ),
+            (
+                CallRequest { timeout: Some(prost_types::Duration { seconds: 2, nanos: -5 }), ..call("upbit", "GET", "/v1/ticker") },
+                Code::InvalidArgument,
+                "nanos=-5",
             ),
             (CallRequest { idempotency_key: "a b".into(), ..call("upbit", "GET", "/v1/ticker") }, Code::InvalidArgument, "idempotency_key"),
             (
@@ -396,6 +434,9 @@ mod tests {
         assert_eq!(pc.needs[0].0.to_string(), "upbit/ip:default/candle");
         assert_eq!(pc.class, Class::MarketData);
         assert_eq!(pc.deadline, Time::from_millis(1_000_500), "the shorter of field and gRPC deadline");
+        cx.grpc_timeout = Some(Duration::from_secs(86_400));
+        let long = prepare_call(&call("upbit", "GET", "/v1/ticker"), &cx).unwrap();
+        assert_eq!(long.deadline, Time::from_millis(1_000_000 + 300_000), "a long gRPC deadline is held to the maximum");
         let signed = CallRequest { account: "Demo".into(), priority: Priority::Backfill as i32, ..call("upbit", "GET", "/v1/accounts") };
         let pc = prepare_call(&signed, &cx).unwrap();
         assert!(pc.signer.is_some());

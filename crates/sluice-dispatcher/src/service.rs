@@ -184,6 +184,11 @@ async fn shared_key_call(c: &Cluster, call: crate::request::PreparedCall, key: &
 /// Records how a keyed call ended and answers its caller.
 async fn keyed_ending(c: &Cluster, claim: cluster::Claim, result: Result<Answer, Failure>) -> Result<CallResponse, Status> {
     match result {
+        // Refused unexecuted (429, ban): the key is free, a retry is sent again.
+        Ok(answer) if answer.not_executed => {
+            c.finish(claim, cluster::Ending::NotSent).await;
+            Ok(response(&answer))
+        }
         Ok(answer) => {
             let r = response(&answer);
             c.finish(claim, cluster::Ending::Answered(r.clone())).await;
@@ -229,7 +234,10 @@ impl Dispatcher for DispatcherService {
                     return match inner.dispatch(call).await {
                         Ok(answer) => {
                             let r = response(&answer);
-                            guard.finish(Ending::Answered(Arc::new(r.clone())));
+                            // Only an answer that may have executed is replayed; a
+                            // rate-limit refusal frees the key for a retry.
+                            let ending = if answer.not_executed { Ending::NotSent } else { Ending::Answered(Arc::new(r.clone())) };
+                            guard.finish(ending);
                             Ok(Response::new(r))
                         }
                         Err(Failure::NotSent(s)) => {
@@ -344,10 +352,11 @@ impl Dispatcher for DispatcherService {
 
     async fn watch_budgets(&self, request: Request<WatchBudgetsRequest>) -> Result<Response<Self::WatchBudgetsStream>, Status> {
         let req = request.into_inner();
-        let every = req
-            .interval
-            .map_or(Duration::from_secs(1), |d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
-            .max(Duration::from_millis(100));
+        let every = match &req.interval {
+            Some(d) => crate::request::duration_field("interval", d)?,
+            None => Duration::from_secs(1),
+        }
+        .max(Duration::from_millis(100));
         // Validate the filter before streaming, so a bad one is an error, not an empty stream.
         self.inner.budgets(&req.exchange).await?;
         let (tx, rx) = mpsc::channel(4);

@@ -40,6 +40,17 @@ pub(crate) struct Answer {
     pub(crate) queued: Duration,
     pub(crate) upstream: Duration,
     pub(crate) buckets: Vec<String>,
+    /// The answer proves the exchange did not execute the request: a rate-limit
+    /// answer or a ban (see [`not_executed`]). Its idempotency key is then free
+    /// for a retry instead of replaying the refusal.
+    pub(crate) not_executed: bool,
+}
+
+/// Whether an answer proves the request was refused before the exchange acted on
+/// it: 429/418, Bybit's 403 ban and retCode 10006/10018, OKX 50011/50061, Binance
+/// -1003/-1015. Exactly the answers the feedback parser reads as throttled or banned.
+pub(crate) fn not_executed(observations: &[Observation]) -> bool {
+    observations.iter().any(|o| matches!(o, Observation::Throttled { .. } | Observation::Banned { .. }))
 }
 
 /// Why a call got no answer, and whether it may have reached the exchange.

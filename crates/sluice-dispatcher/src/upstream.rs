@@ -157,7 +157,9 @@ impl Upstream {
                         self.metrics.upstream.get_or_create(&labels).observe(upstream.as_secs_f64());
                         let class = format!("{}xx", status / 100);
                         self.metrics.responses.get_or_create(&StatusLabels { exchange: labels.exchange, status: class }).inc();
-                        (Outcome::Answered { at, observations }, Ok(Answer { status, headers, body, queued, upstream, buckets }))
+                        let not_executed = crate::shard::not_executed(&observations);
+                        let answer = Answer { status, headers, body, queued, upstream, buckets, not_executed };
+                        (Outcome::Answered { at, observations }, Ok(answer))
                     }
                     Err(e) => {
                         let s = self.unavailable("the answer was cut off from", &e.without_url());

@@ -204,9 +204,20 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
         assert_eq!(e.code(), code, "{} {}: {}", r.method, r.path, e.message());
         assert!(e.message().contains(needle), "'{}' lacks '{needle}'", e.message());
     }
-    // Beyond the gRPC message limit: refused by the transport with a clear code.
+    // Beyond the gRPC decoding limit too: INVALID_ARGUMENT like any bad request.
     let e = h.client.call(CallRequest { body: vec![b'x'; 2 * 1024 * 1024], ..req("upbit", "POST", "/v1/orders", "") }).await.unwrap_err();
-    assert!(matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument), "{e:?}");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("larger than this server accepts"), "{}", e.message());
+    let long = CallRequest { timeout: timeout(Duration::from_secs(3600)), ..req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC") };
+    let e = h.client.call(long).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("timeout 3600000 ms is above the dispatcher's maximum"), "{}", e.message());
+    let odd = CallRequest {
+        timeout: Some(common::prost_types::Duration { seconds: 1, nanos: 2_000_000_000 }),
+        ..req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC")
+    };
+    let e = h.client.call(odd).await.unwrap_err();
+    assert!(e.message().contains("normalised"), "{}", e.message());
     let e =
         h.client.acquire(AcquireRequest { exchange: "upbit".into(), group: "nope".into(), ..AcquireRequest::default() }).await.unwrap_err();
     assert!(e.message().contains("no group 'nope'"), "{}", e.message());
@@ -318,6 +329,41 @@ async fn an_idempotency_key_is_never_sent_twice() {
     let up = h.sim.stats();
     let orders = up.exchange(Exchange::Upbit).unwrap().buckets.iter().find(|b| b.group == "order").unwrap().accepted;
     assert_eq!(orders, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_keyed_order_is_sent_again_on_retry_and_placed_once() {
+    let mut h = harness(Setup::default()).await;
+    h.sim.inject(Exchange::Upbit, Fault { kind: FaultKind::Throttle, count: 1, group: Some("order".into()) });
+    let order = CallRequest {
+        account: "demo".into(),
+        idempotency_key: "retry-1".into(),
+        timeout: timeout(Duration::from_secs(5)),
+        body: br#"{"market":"KRW-BTC","side":"bid","volume":"0.001","price":"90000000","ord_type":"limit","identifier":"retry-1"}"#
+            .to_vec(),
+        ..req("upbit", "POST", "/v1/orders", "")
+    };
+    let first = h.client.call(order.clone()).await.unwrap().into_inner();
+    assert_eq!(first.status, 429, "the exchange's refusal comes back verbatim");
+    // The same key again: not a replay of the 429, but sent (after the pause) and placed.
+    let second = h.client.call(order.clone()).await.unwrap().into_inner();
+    assert_eq!(second.status, 201, "{}", json(&second));
+    assert!(!second.replayed);
+    // From now on the key replays the order that was placed.
+    let third = h.client.call(order.clone()).await.unwrap().into_inner();
+    assert!(third.replayed);
+    assert_eq!(third.body, second.body);
+    let open = h
+        .client
+        .call(CallRequest { account: "demo".into(), ..req("upbit", "GET", "/v1/orders/open", "market=KRW-BTC") })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(json(&open).as_array().unwrap().len(), 1, "placed exactly once");
+    let stats = h.sim.stats();
+    let up = stats.exchange(Exchange::Upbit).unwrap();
+    assert_eq!(up.injected, 1);
+    assert_eq!(up.buckets.iter().find(|b| b.group == "order").unwrap().accepted, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,13 +530,30 @@ async fn budgets_status_stream_metrics_health_and_reflection() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut refl = ServerReflectionClient::new(channel);
+    let mut refl = ServerReflectionClient::new(channel.clone());
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message().await.unwrap().unwrap().message_response else {
         panic!("no service list")
     };
     assert!(list.service.iter().any(|s| s.name == "sluice.dispatcher.v1.Dispatcher"), "{:?}", list.service);
+    // The older v1alpha protocol too (grpcio's reflection client speaks it).
+    {
+        use tonic_reflection::pb::v1alpha as alpha;
+        let mut refl = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+        let req = alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "sluice.dispatcher.v1.Dispatcher".into(),
+            )),
+        };
+        let mut resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let answer = resp.message().await.unwrap().unwrap().message_response;
+        let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) = answer else {
+            panic!("v1alpha reflection did not describe the dispatcher: {answer:?}")
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
+    }
 
     h.stop.cancel();
     h.dispatcher.wait().await.unwrap();

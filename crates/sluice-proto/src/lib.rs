@@ -2,6 +2,8 @@
 //! source of truth: gRPC services and NATS payloads alike are defined there and
 //! only there.
 
+pub mod codec;
+
 /// `sluice.dispatcher.*`
 pub mod dispatcher {
     /// `sluice.dispatcher.v1`: the dispatcher's gRPC API.
