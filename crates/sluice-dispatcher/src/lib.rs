@@ -136,14 +136,14 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             metrics.clone(),
             Duration::from_millis(config.idle_bucket_ms),
             admit_until,
+            config.cluster.as_ref().map_or(Duration::ZERO, |c| Duration::from_millis(c.clock_skew_ms)),
             workers.clone(),
         );
         shards.insert(policy.exchange, handle);
         upstreams.insert(policy.exchange, up);
-        // The longest window a bucket of this exchange can have, stretched as far
-        // as the adaptive layer may stretch it.
+        // The longest window a bucket of this exchange can have.
         let period = policy.groups.values().flat_map(|g| g.windows.iter().map(|w| w.period)).max().unwrap_or_default();
-        longest.insert(policy.exchange, period.div_f64(policy.adaptive.floor.clamp(0.01, 1.0)));
+        longest.insert(policy.exchange, period);
     }
     tracing::info!(accounts = ?keyring.names(), exchanges = ?shards.keys().collect::<Vec<_>>(), "dispatcher configured");
 

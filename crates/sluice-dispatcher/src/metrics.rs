@@ -58,6 +58,8 @@ pub(crate) struct Metrics {
     pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) window_used: Family<WindowLabels, Gauge>,
     pub(crate) window_limit: Family<WindowLabels, Gauge>,
+    pub(crate) window_configured: Family<WindowLabels, Gauge>,
+    pub(crate) window_learned: Family<WindowLabels, Gauge>,
     pub(crate) window_usage_ratio: Family<WindowLabels, Gauge<f64, AtomicU64>>,
     pub(crate) rate_factor: Family<BucketLabels, Gauge<f64, AtomicU64>>,
     pub(crate) frozen: Family<BucketLabels, Gauge>,
@@ -80,6 +82,8 @@ impl Metrics {
     pub(crate) fn new() -> Arc<Self> {
         let window_used = Family::<WindowLabels, Gauge>::default();
         let window_limit = Family::<WindowLabels, Gauge>::default();
+        let window_configured = Family::<WindowLabels, Gauge>::default();
+        let window_learned = Family::<WindowLabels, Gauge>::default();
         let window_usage_ratio = Family::<WindowLabels, Gauge<f64, AtomicU64>>::default();
         let rate_factor = Family::<BucketLabels, Gauge<f64, AtomicU64>>::default();
         let frozen = Family::<BucketLabels, Gauge>::default();
@@ -98,9 +102,19 @@ impl Metrics {
         let cluster_owned = Family::<ExchangeLabels, Gauge>::default();
         let mut r = Registry::with_prefix("sluice_dispatcher");
         r.register("bucket_window_used", "Cost counting against a bucket window now, in flight included", window_used.clone());
-        r.register("bucket_window_limit", "Limit of a bucket window (configured, or lower if the exchange said so)", window_limit.clone());
+        r.register(
+            "bucket_window_limit",
+            "What this replica may hold in a bucket window now (learned limit less other replicas' fallback shares)",
+            window_limit.clone(),
+        );
+        r.register("bucket_window_configured_limit", "Limit of a bucket window in the policy file", window_configured.clone());
+        r.register(
+            "bucket_window_learned_limit",
+            "Limit of a bucket window as the exchange has shown it, when below the configured one (0: none)",
+            window_learned.clone(),
+        );
         r.register("bucket_window_usage_ratio", "Used over limit of a bucket window", window_usage_ratio.clone());
-        r.register("bucket_rate_factor", "Share of the configured rate allowed now (below 1 after a 429)", rate_factor.clone());
+        r.register("bucket_rate_factor", "Learned over configured limit, the smallest over a bucket's windows", rate_factor.clone());
         r.register("bucket_frozen", "1 while a bucket is paused or banned", frozen.clone());
         r.register("queue_depth", "Calls waiting for budget", queue_depth.clone());
         r.register("in_flight", "Calls sent and not yet answered", in_flight.clone());
@@ -123,6 +137,8 @@ impl Metrics {
             registry: Arc::new(Mutex::new(r)),
             window_used,
             window_limit,
+            window_configured,
+            window_learned,
             window_usage_ratio,
             rate_factor,
             frozen,

@@ -87,9 +87,14 @@ pub(crate) fn bucket_status(v: &BucketView, now: sluice_rate::Time) -> BucketSta
             .iter()
             .map(|w| WindowStatus {
                 period: Some(duration(w.period)),
-                effective_period: Some(duration(w.effective_period)),
+                effective_period: Some(duration(w.period)),
                 limit: w.limit,
                 used: w.used,
+                configured_limit: w.configured,
+                learned_limit: w.learned.unwrap_or(0),
+                learned_from: w.learned_from.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                verified: w.verified,
+                failed_count: w.failed.unwrap_or(0),
             })
             .collect(),
         rate_factor: v.status.rate_factor,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use sluice_domain::Exchange;
 use sluice_exchange::feedback::Observation;
 use sluice_exchange::policy::{ExchangePolicy, Scope};
-use sluice_rate::bucket::{BucketStatus, Share};
+use sluice_rate::bucket::{BucketStatus, Share, Usage};
 use sluice_rate::scheduler::{Admitted, BucketId, Dropped, Hold, Need, Refusal, Request, Scheduler, SchedulerSpec, Ticket};
 use sluice_rate::{Clock, MonotonicClock, Time};
 use tokio::sync::{mpsc, oneshot};
@@ -104,7 +104,7 @@ pub(crate) struct Reservation {
 #[derive(Debug)]
 pub(crate) enum LedgerEvent {
     /// A granted request is about to leave for the exchange.
-    Sending { grant_id: String, charges: Vec<(BucketKey, u64)>, bound: Time, held_until: Option<Time> },
+    Sending { grant_id: String, admitted: Time, charges: Vec<(BucketKey, u64)>, bound: Time, held_until: Option<Time> },
     /// How it ended.
     Settled { grant_id: String, outcome: Outcome, admitted_at: Time, route: String },
 }
@@ -141,6 +141,10 @@ pub(crate) enum Command {
     /// Admit nothing at or after this time (ownership lease);
     /// what waits then is refused as UNAVAILABLE so its caller asks again.
     AdmitUntil(Time),
+    /// The ledger copy holds everything since this time (it subscribed or rejoined;
+    /// `Time::MAX` while cut off from NATS, when the others' admissions go unseen):
+    /// answers about earlier windows are not learnt from.
+    LogSince(Time),
 }
 
 /// How a sent call ended, reported by its send task.
@@ -181,6 +185,16 @@ struct Issued {
     ids: Vec<BucketId>,
     /// Settled as unknown at this time if no report came.
     expires: Time,
+}
+
+/// An answer, as the buckets it charged apply it.
+struct Answered<'a> {
+    ids: &'a [BucketId],
+    /// The request's id in the buckets (its ticket, or the copied entry's id).
+    entry: u64,
+    route: &'a str,
+    admitted_at: Time,
+    at: Time,
 }
 
 /// A ledger entry admitted by another replica, copied into this shard's buckets.
@@ -284,6 +298,9 @@ struct Shard {
     next_copied: u64,
     /// What the cluster imposes on every bucket, those created later included.
     imposed: Imposed,
+    /// Replicas' clocks may differ this much (0 on a single dispatcher): ledger
+    /// copies carry other replicas' times.
+    clock_skew: Duration,
     admit_until: Time,
 }
 
@@ -295,11 +312,13 @@ struct Imposed {
     /// Each bucket is paused until this plus its longest window.
     paused_window_base: Time,
     close: Time,
+    log_since: Time,
 }
 
 impl Imposed {
     fn apply(&self, b: &mut sluice_rate::bucket::Bucket) {
         b.set_share(self.share);
+        b.set_log_since(self.log_since);
         b.close_from(self.close);
         b.pause_until(self.paused_until.max(self.paused_window_base + b.longest_period()));
     }
@@ -316,6 +335,7 @@ pub(crate) fn spawn(
     metrics: Arc<Metrics>,
     idle_bucket: Duration,
     admit_until: Time,
+    clock_skew: Duration,
     stop: CancellationToken,
 ) -> ShardHandle {
     // Commands are small; the scheduler's own capacity bounds what waits.
@@ -341,7 +361,14 @@ pub(crate) fn spawn(
         copied: HashMap::new(),
         cancelled: HashMap::new(),
         next_copied: COPIED_ID_BASE,
-        imposed: Imposed { share: Share::Whole, paused_until: Time::ZERO, paused_window_base: Time::ZERO, close: Time::MAX },
+        imposed: Imposed {
+            share: Share::Whole,
+            paused_until: Time::ZERO,
+            paused_window_base: Time::ZERO,
+            close: Time::MAX,
+            log_since: Time::ZERO,
+        },
+        clock_skew,
         admit_until,
     };
     tokio::spawn(shard.run(rx, done_rx, stop));
@@ -393,6 +420,7 @@ impl Shard {
         }
         if let Some(b) = self.sched.bucket_mut(id) {
             self.imposed.apply(b);
+            b.set_clock_skew(self.clock_skew);
         }
         self.ids.insert(key.clone(), id);
         self.keys.insert(id, key.clone());
@@ -427,6 +455,7 @@ impl Shard {
                 return;
             }
             Command::Close(base) => return self.impose(|i| i.close = base),
+            Command::LogSince(t) => return self.impose(|i| i.log_since = t),
         };
         let mut ids = Vec::with_capacity(needs.len());
         let mut sched_needs = Vec::with_capacity(needs.len());
@@ -580,7 +609,7 @@ impl Shard {
     /// next starts from it).
     fn on_ledger(&mut self, event: LedgerEvent, now: Time) {
         match event {
-            LedgerEvent::Sending { grant_id, charges, bound, held_until, .. } => {
+            LedgerEvent::Sending { grant_id, admitted, charges, bound, held_until } => {
                 if self.issued.contains_key(&grant_id) || self.copied.contains_key(&grant_id) {
                     return;
                 }
@@ -590,7 +619,9 @@ impl Shard {
                 for (key, cost) in &charges {
                     let Ok(id) = self.bucket_for(key) else { continue };
                     if let Some(b) = self.sched.bucket_mut(id) {
-                        b.charge(now, entry, *cost, held_until.unwrap_or(Time::MAX));
+                        // Logged at its real admission, so answers are read against
+                        // the exchange's window as it was.
+                        b.charge_admitted(now, admitted.min(now), entry, *cost, held_until.unwrap_or(Time::MAX));
                     }
                     self.last_used.insert(id, now);
                     ids.push(id);
@@ -611,9 +642,8 @@ impl Shard {
                         Outcome::Answered { at, observations } => {
                             self.settle_copied(&c, now, Some(at));
                             // The same feedback the sender's owner applies, so copies agree.
-                            for obs in observations {
-                                self.apply(&c.ids, &route, admitted_at, at, now, obs);
-                            }
+                            let answer = Answered { ids: &c.ids, entry: c.entry, route: &route, admitted_at, at };
+                            self.apply_all(&answer, now, observations);
                         }
                         Outcome::Unknown { at } => self.settle_copied(&c, now, Some(at + lost_hold)),
                         Outcome::NotSent => self.settle_copied(&c, now, None),
@@ -667,9 +697,8 @@ impl Shard {
             Outcome::Unknown { at } => self.sched.settle_unknown(now, d.ticket, at),
             Outcome::Answered { at, observations } => {
                 self.sched.settle(now, d.ticket, at);
-                for obs in observations {
-                    self.apply(&sent.ids, &sent.route, sent.admitted_at, at, now, obs);
-                }
+                let answer = Answered { ids: &sent.ids, entry: d.ticket.id(), route: &sent.route, admitted_at: sent.admitted_at, at };
+                self.apply_all(&answer, now, observations);
             }
         }
     }
@@ -691,7 +720,41 @@ impl Shard {
         }
     }
 
-    fn apply(&mut self, needs: &[BucketId], route: &str, admitted_at: Time, at: Time, now: Time, obs: Observation) {
+    /// Applies everything an answer said to the buckets it charged; an answer that
+    /// was not a refusal also tells them the exchange accepted the request.
+    fn apply_all(&mut self, a: &Answered<'_>, now: Time, observations: Vec<Observation>) {
+        let accepted = !not_executed(&observations);
+        // The exchange's own counts in this answer: on a refusal they are the evidence.
+        let counts: Vec<(Option<Scope>, Duration, u64)> = observations
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Usage { scope, period, used, remaining, limit, .. } => {
+                    Some((*scope, *period, used.or_else(|| Some(limit.as_ref()?.saturating_sub(*remaining.as_ref()?)))?))
+                }
+                _ => None,
+            })
+            .collect();
+        for obs in observations {
+            self.apply(a, now, obs, accepted, &counts);
+        }
+        if accepted {
+            for id in a.ids {
+                if let Some(b) = self.sched.bucket_mut(*id) {
+                    b.on_accepted(now, a.entry);
+                }
+            }
+        }
+    }
+
+    /// Logs a learned limit: the operator should fix the policy file.
+    fn learned(&self, key: &BucketKey, route: &str, change: &sluice_rate::adaptive::Change) {
+        tracing::warn!(bucket = %key, %route, window_ms = change.period.as_millis() as u64, policy = change.configured,
+            from = change.from, exchange_allows = change.to, evidence = change.evidence, source = change.source.as_str(),
+            "the exchange allows less than the policy says: learned a lower limit (fix the policy file if it stays)");
+    }
+
+    fn apply(&mut self, a: &Answered<'_>, now: Time, obs: Observation, accepted: bool, counts: &[(Option<Scope>, Duration, u64)]) {
+        let (needs, route, admitted_at, at) = (a.ids, a.route, a.admitted_at, a.at);
         match obs {
             Observation::Usage { scope, period, used, remaining, limit, group } => {
                 for id in self.targets(needs, scope) {
@@ -704,10 +767,9 @@ impl Shard {
                                 "the exchange counts this route in another group than the policy says; fix the route table");
                     }
                     let Some(b) = self.sched.bucket_mut(id) else { continue };
-                    let configured = b.window_specs().find(|w| w.period == period).map(|w| w.limit);
-                    let used = used.or_else(|| Some(limit.or(configured)?.saturating_sub(remaining?)));
-                    if let Some(u) = used {
-                        b.observe_usage(now, at, admitted_at, period, u, limit);
+                    let usage = Usage { used, remaining, limit };
+                    if let Some(Some(change)) = b.observe_usage(now, at, a.entry, admitted_at, period, usage, accepted) {
+                        self.learned(&key, route, &change);
                     }
                 }
             }
@@ -715,10 +777,15 @@ impl Shard {
                 let resume = at + retry_after.unwrap_or(self.policy.throttle_pause);
                 for id in self.targets(needs, scope) {
                     let Some(key) = self.keys.get(&id).cloned() else { continue };
-                    let cut = self.sched.bucket_mut(id).is_some_and(|b| b.on_throttled(now, admitted_at, resume));
+                    let own: Vec<(Duration, u64)> =
+                        counts.iter().filter(|(s, _, _)| s.is_none_or(|s| s == key.scope)).map(|(_, p, u)| (*p, *u)).collect();
+                    let change = self.sched.bucket_mut(id).and_then(|b| b.on_throttled(now, a.entry, admitted_at, resume, &own));
                     self.metrics.throttled.get_or_create(&Self::labels(&key)).inc();
-                    tracing::warn!(bucket = %key, %route, retry_after_ms = retry_after.map(|d| d.as_millis() as u64), rate_cut = cut,
+                    tracing::warn!(bucket = %key, %route, retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
                         "exchange answered with a rate-limit error");
+                    if let Some(change) = change {
+                        self.learned(&key, route, &change);
+                    }
                 }
             }
             Observation::Banned { scope, duration } => {
@@ -774,6 +841,8 @@ impl Shard {
                 let wl = WindowLabels { bucket: bl.clone(), window_ms: w.period.as_millis() as u64 };
                 self.metrics.window_used.get_or_create(&wl).set(w.used as i64);
                 self.metrics.window_limit.get_or_create(&wl).set(w.limit as i64);
+                self.metrics.window_configured.get_or_create(&wl).set(w.configured as i64);
+                self.metrics.window_learned.get_or_create(&wl).set(w.learned.unwrap_or(0) as i64);
                 self.metrics.window_usage_ratio.get_or_create(&wl).set(w.used as f64 / w.limit.max(1) as f64);
             }
             self.metrics.rate_factor.get_or_create(&bl).set(v.status.rate_factor);

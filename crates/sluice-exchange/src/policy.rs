@@ -80,6 +80,18 @@ struct AdaptiveFile {
     hold_ms: u64,
     step: f64,
     interval_ms: u64,
+    #[serde(default = "default_probe_below")]
+    probe_below: f64,
+    #[serde(default = "default_remember_ms")]
+    remember_ms: u64,
+}
+
+fn default_probe_below() -> f64 {
+    AdaptiveSpec::default().probe_below
+}
+
+fn default_remember_ms() -> u64 {
+    AdaptiveSpec::default().remember.as_millis() as u64
 }
 
 impl From<AdaptiveFile> for AdaptiveSpec {
@@ -90,6 +102,8 @@ impl From<AdaptiveFile> for AdaptiveSpec {
             hold: Duration::from_millis(a.hold_ms),
             step: a.step,
             interval: Duration::from_millis(a.interval_ms),
+            probe_below: a.probe_below,
+            remember: Duration::from_millis(a.remember_ms),
         }
     }
 }
@@ -109,6 +123,9 @@ struct ExchangeFile {
     ban_default_ms: u64,
     grant_ttl_ms: u64,
     network_jitter_ms: u64,
+    /// The exchange counts in calendar windows (Binance), not sliding ones.
+    #[serde(default)]
+    calendar_windows: bool,
     #[serde(default)]
     default_group: Option<String>,
     #[serde(default)]
@@ -228,6 +245,9 @@ pub struct ExchangePolicy {
     pub grant_ttl: Duration,
     /// Bound on send-to-arrival variation for granted tokens.
     pub network_jitter: Duration,
+    /// The exchange counts in calendar windows: usage headers are read against
+    /// our count in the same calendar window.
+    pub calendar_windows: bool,
     /// Group charged by endpoints missing from the route table; `None` refuses them.
     pub default_group: Option<String>,
     pub adaptive: AdaptiveSpec,
@@ -238,7 +258,11 @@ pub struct ExchangePolicy {
 impl ExchangePolicy {
     /// The bucket specification for a group.
     pub fn bucket_spec(&self, group: &str) -> Option<BucketSpec> {
-        self.groups.get(group).map(|g| BucketSpec { windows: g.windows.clone(), adaptive: self.adaptive.clone() })
+        self.groups.get(group).map(|g| BucketSpec {
+            windows: g.windows.clone(),
+            adaptive: self.adaptive.clone(),
+            calendar: self.calendar_windows,
+        })
     }
 }
 
@@ -335,6 +359,7 @@ fn build(exchange: Exchange, f: ExchangeFile, default_adaptive: &AdaptiveSpec) -
         ban_default: Duration::from_millis(f.ban_default_ms),
         grant_ttl: Duration::from_millis(f.grant_ttl_ms),
         network_jitter: Duration::from_millis(f.network_jitter_ms),
+        calendar_windows: f.calendar_windows,
         default_group: f.default_group,
         adaptive,
         groups,

@@ -16,13 +16,30 @@
 //! most the limit. Fixed windows are windows too, and a token bucket with burst >= N
 //! accepts anything a sliding window of N accepts. The price is the return trip of
 //! each response (about 1 % at 10 ms), not a guessed jitter bound.
+//!
+//! The limit of each window is what the exchange has shown, not only what the policy
+//! says (see [`crate::adaptive`]). To read the exchange's answers against *its*
+//! window at the request's arrival, the bucket also keeps a log of when each of its
+//! requests was admitted: a 429's evidence is the cost admitted in the window before
+//! the refused request, and a remaining header is compared with the cost admitted
+//! in the window up to it, not with whatever happens to be held when the answer is
+//! read.
+//!
+//! Another program's spending, seen in usage headers, is reserved as a whole: the
+//! most it was seen to spend in one window, over the last few windows, is kept
+//! free (over [`memory`](crate::adaptive::memory)). Holding only what was seen would leave nothing for
+//! what that program sends later in the same window, and it would meet a full
+//! window (and, on Binance, earn the ban for both of us). And while others spend
+//! on a window, our own requests are spread over it (at most a fifth of our part
+//! in any tenth of the window): a burst at the start would fill the window before
+//! their later requests, and leave us no answers to watch them by until it ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
 use crate::Time;
-use crate::adaptive::{Adaptive, AdaptiveSpec};
+use crate::adaptive::{AdaptiveSpec, Change, Learned, Source, memory};
 
 /// One published limit: at most `limit` cost in any `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +53,10 @@ pub struct WindowSpec {
 pub struct BucketSpec {
     pub windows: Vec<WindowSpec>,
     pub adaptive: AdaptiveSpec,
+    /// The exchange counts in calendar windows (`[kW, (k+1)W)` of Unix time, as
+    /// Binance does): its usage headers are read against our count in the same
+    /// calendar window. Admission stays the sliding rule, which is safe either way.
+    pub calendar: bool,
 }
 
 /// A bucket specification that cannot work.
@@ -86,10 +107,18 @@ pub enum Earliest {
 pub struct WindowStatus {
     /// The configured period.
     pub period: Duration,
-    /// The period in force (longer while the adaptive layer has cut the rate).
-    pub effective_period: Duration,
-    /// The configured limit, or a lower one announced by the exchange.
+    /// What this process may hold in the window now: the learned limit, less the
+    /// shares of other replicas that may be admitting on their own.
     pub limit: u64,
+    /// The limit in the policy file.
+    pub configured: u64,
+    /// The limit the exchange has shown, when it is below the configured one.
+    pub learned: Option<u64>,
+    pub learned_from: Option<Source>,
+    /// The largest window count the exchange is known to have accepted.
+    pub verified: u64,
+    /// The lowest count refused within the adaptive `remember` time.
+    pub failed: Option<u64>,
     /// Cost counting against the window now (in flight included).
     pub used: u64,
 }
@@ -98,7 +127,7 @@ pub struct WindowStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BucketStatus {
     pub windows: Vec<WindowStatus>,
-    /// Share of the configured rate currently allowed.
+    /// Share of the configured limit allowed now (the smallest over the windows).
     pub rate_factor: f64,
     /// The bucket admits nothing before this time (a 429 pause or a ban).
     pub frozen_until: Option<Time>,
@@ -135,54 +164,145 @@ impl Share {
     }
 }
 
+/// What the exchange said about one window in an answer (see [`Bucket::observe_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// The exchange's own count (Binance `X-MBX-USED-WEIGHT-1M`).
+    pub used: Option<u64>,
+    /// What is left (Upbit `Remaining-Req: sec`, Bybit `X-Bapi-Limit-Status`).
+    pub remaining: Option<u64>,
+    /// The limit the exchange announces (Bybit `X-Bapi-Limit`).
+    pub limit: Option<u64>,
+}
+
 type Key = (Time, u64);
 
 #[derive(Debug, Clone)]
 struct Window {
     spec: WindowSpec,
-    /// `spec.limit`, or lower if the exchange announced a lower limit.
-    limit: u64,
-    /// `spec.period` stretched by the adaptive factor.
-    period: Duration,
-    /// Cost of the entries that still count in this window.
+    learned: Learned,
+    /// Cost of the held entries that still count in this window.
     sum: u64,
     /// The last held entry already expired from this window; everything after it
     /// in key order is included in `sum`.
     cursor: Option<Key>,
+    /// The exchange reports usage for this window in headers: what it accepted is
+    /// known from them, not inferred from our own count.
+    headers: bool,
+    /// Others' spending seen in usage headers: increments by when they were seen.
+    others: BTreeMap<Key, u64>,
+    /// (when, others' spending in the window before it), over `memory`.
+    others_peaks: VecDeque<(Time, u64)>,
+    /// What is kept free for others, as of `reserve_at` (computed once per instant).
+    reserve_val: u64,
+    reserve_at: Time,
+    /// Calendar windows: the index of the current one, and our cost admitted in it.
+    cal_index: u64,
+    cal_sum: u64,
 }
 
 impl Window {
     fn threshold(&self, now: Time) -> Time {
-        now - self.period
+        now - self.spec.period
     }
 
     fn counts(&self, key: Key) -> bool {
         self.cursor.is_none_or(|c| key > c)
     }
+
+    /// Others' spending seen in a window reaching back to `from`.
+    fn others_since(&self, from: Time) -> u64 {
+        self.others.range((from, 0)..).map(|(_, c)| *c).sum()
+    }
+
+    /// When the reserve for others next drops (its current peak ages out).
+    fn reserve_drops_at(&self, now: Time) -> Option<Time> {
+        let memory = memory(self.spec.period);
+        let peak = self.peak(now);
+        let aged = self.others_peaks.iter().filter(|(t, c)| *c == peak && *t + memory > now).map(|(t, _)| (*t + memory).next()).max();
+        // A rate estimate over a young window shrinks as it ages: look again soon.
+        aged.or_else(|| (self.reserve_val > 0).then(|| now + self.spec.period / 10))
+    }
+
+    /// The most others were seen to spend in one window lately.
+    fn peak(&self, now: Time) -> u64 {
+        let from = now - memory(self.spec.period);
+        self.others_peaks.iter().filter(|(t, _)| *t >= from).map(|(_, c)| *c).max().unwrap_or(0)
+    }
+
+    /// What is kept free for others: the most they spent in one window lately.
+    fn compute_reserve(&self, now: Time) -> u64 {
+        self.peak(now)
+    }
+
+    fn reserve(&self, _now: Time) -> u64 {
+        self.reserve_val
+    }
+
+    /// The calendar window `at` falls in.
+    fn cal_index(&self, at: Time) -> u64 {
+        at.as_nanos() / u64::try_from(self.spec.period.as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn cal_start(&self, at: Time) -> Time {
+        Time::from_nanos(self.cal_index(at) * u64::try_from(self.spec.period.as_nanos()).unwrap_or(u64::MAX).max(1))
+    }
 }
 
-/// Phantom entries (server feedback) use ids from the top half, scheduler tickets
-/// the bottom half, so they never collide.
+/// How the exchange treated a logged request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Pending,
+    Accepted,
+    /// Refused as over a limit: the exchange did not count it.
+    Refused,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    cost: u64,
+    fate: Fate,
+    /// When it stopped counting for the exchange (its answer), once settled.
+    settled: Option<Time>,
+}
+
+/// How long after its admission an answer is still read against the log (see
+/// `prune`): answers are read as they come, and one slower than this is rare.
+const LOG_MARGIN: Duration = Duration::from_secs(10);
+
+/// Others' spending is keyed with ids from the top half, so keys never collide
+/// with scheduler tickets.
 const PHANTOM_ID_BASE: u64 = 1 << 63;
 
 /// One rate-limit budget; see the module documentation for the rule it keeps.
 #[derive(Debug, Clone)]
 pub struct Bucket {
     windows: Vec<Window>,
+    adaptive: AdaptiveSpec,
+    calendar: bool,
     /// Entries with a known hold time, ordered by it.
     held: BTreeMap<Key, u64>,
     /// Entries in flight: held until settled. Id to cost.
     open: HashMap<u64, u64>,
     open_cost: u64,
-    adaptive: Adaptive,
-    /// The factor the window periods are currently stretched by.
-    factor: f64,
+    /// Our requests by admission time, for reading answers against the exchange's
+    /// window at their arrival.
+    sent: BTreeMap<Key, Sent>,
+    sent_at: HashMap<u64, Time>,
     frozen_until: Time,
     /// Admits nothing from this time on (see [`Bucket::close_from`]).
     closed_from: Time,
     share: Share,
-    /// Entries older than this are gone from every window even at the floor factor.
+    /// Entries older than this are gone from every window.
     retain: Duration,
+    /// The log holds every request admitted since then (a replica's ledger copy
+    /// starts when it subscribes); answers about windows reaching further back
+    /// are not learnt from.
+    log_since: Time,
+    /// How far the clocks behind the log may disagree (other replicas' entries
+    /// carry their clocks): the bounds on what the exchange may have counted widen
+    /// by it.
+    skew: Duration,
     next_phantom: u64,
     admitted: u64,
     throttled: u64,
@@ -190,27 +310,42 @@ pub struct Bucket {
     phantom_cost: u64,
 }
 
-fn stretch(period: Duration, factor: f64) -> Duration {
-    if factor >= 1.0 { period } else { Duration::from_secs_f64(period.as_secs_f64() / factor) }
-}
-
 impl Bucket {
     pub fn new(spec: BucketSpec) -> Result<Self, SpecError> {
         spec.validate()?;
         let longest = spec.windows.iter().map(|w| w.period).max().unwrap_or_default();
-        let retain = stretch(longest, spec.adaptive.floor) + Duration::from_millis(1);
-        let windows = spec.windows.iter().map(|&w| Window { spec: w, limit: w.limit, period: w.period, sum: 0, cursor: None }).collect();
+        let windows = spec
+            .windows
+            .iter()
+            .map(|&w| Window {
+                spec: w,
+                learned: Learned::new(w.limit, w.period),
+                sum: 0,
+                cursor: None,
+                headers: false,
+                others: BTreeMap::new(),
+                others_peaks: VecDeque::new(),
+                reserve_val: 0,
+                reserve_at: Time::ZERO,
+                cal_index: 0,
+                cal_sum: 0,
+            })
+            .collect();
         Ok(Bucket {
             windows,
+            adaptive: spec.adaptive,
+            calendar: spec.calendar,
             held: BTreeMap::new(),
             open: HashMap::new(),
             open_cost: 0,
-            adaptive: Adaptive::new(spec.adaptive),
-            factor: 1.0,
+            sent: BTreeMap::new(),
+            sent_at: HashMap::new(),
             frozen_until: Time::ZERO,
             closed_from: Time::MAX,
             share: Share::Whole,
-            retain,
+            retain: longest + Duration::from_millis(1),
+            log_since: Time::ZERO,
+            skew: Duration::ZERO,
             next_phantom: PHANTOM_ID_BASE,
             admitted: 0,
             throttled: 0,
@@ -219,9 +354,25 @@ impl Bucket {
         })
     }
 
-    /// The smallest limit over the windows: no single request may cost more.
-    pub fn max_cost(&self) -> u64 {
-        self.windows.iter().map(|w| w.limit).min().unwrap_or(0)
+    /// The smallest limit over the windows now: no single request may cost more.
+    pub fn max_cost(&self, now: Time) -> u64 {
+        self.windows.iter().map(|w| w.learned.limit(now, &self.adaptive)).min().unwrap_or(0)
+    }
+
+    /// Entries of the log may come from clocks this far apart (dispatcher replicas).
+    pub fn set_clock_skew(&mut self, skew: Duration) {
+        self.skew = skew;
+    }
+
+    /// The log is complete from `since` on (see `log_since`).
+    pub fn set_log_since(&mut self, since: Time) {
+        self.log_since = since;
+    }
+
+    /// Whether window `i` of a request admitted at `admitted` lies within the log
+    /// (the log began before it, and the answer came within `LOG_MARGIN`).
+    fn trusted(&self, i: usize, admitted: Time, now: Time) -> bool {
+        admitted - self.windows[i].spec.period >= self.log_since && now.saturating_since(admitted) <= LOG_MARGIN
     }
 
     /// Limits this bucket to a share of each window (see [`Share`]).
@@ -229,9 +380,9 @@ impl Bucket {
         self.share = share;
     }
 
-    /// What window `w` may hold under the current share.
-    fn cap(&self, w: &Window) -> u64 {
-        self.share.apply(w.limit)
+    /// What window `w` may hold now under the learned limit and the current share.
+    fn cap(&self, w: &Window, now: Time) -> u64 {
+        self.share.apply(w.learned.limit(now, &self.adaptive))
     }
 
     /// The longest configured window.
@@ -244,22 +395,19 @@ impl Bucket {
         self.windows.iter().map(|w| w.spec)
     }
 
-    /// Brings the windows up to `now`: applies the adaptive factor, expires entries,
-    /// forgets entries no window can see any more.
+    /// Brings the windows up to `now`: expires entries, forgets entries no window
+    /// can see any more.
     fn refresh(&mut self, now: Time) {
-        let factor = self.adaptive.factor(now);
-        if (factor - self.factor).abs() > f64::EPSILON {
-            self.factor = factor;
-            for w in &mut self.windows {
-                w.period = stretch(w.spec.period, factor);
-            }
-            self.rebuild(now);
-        } else {
-            for i in 0..self.windows.len() {
-                self.advance(i, now);
-            }
+        for i in 0..self.windows.len() {
+            self.advance(i, now);
         }
         self.prune(now);
+        for w in &mut self.windows {
+            if w.reserve_at != now {
+                w.reserve_val = w.compute_reserve(now);
+                w.reserve_at = now;
+            }
+        }
     }
 
     fn advance(&mut self, i: usize, now: Time) {
@@ -275,22 +423,6 @@ impl Bucket {
         }
     }
 
-    /// Recomputes every window from the log (after the periods changed).
-    fn rebuild(&mut self, now: Time) {
-        for w in &mut self.windows {
-            let threshold = w.threshold(now);
-            w.sum = self.open_cost;
-            w.cursor = None;
-            for (&key, &cost) in &self.held {
-                if key.0 < threshold {
-                    w.cursor = Some(key);
-                } else {
-                    w.sum += cost;
-                }
-            }
-        }
-    }
-
     fn prune(&mut self, now: Time) {
         let horizon = now - self.retain;
         while let Some((&key, _)) = self.held.first_key_value() {
@@ -299,30 +431,90 @@ impl Bucket {
             }
             self.held.pop_first();
         }
+        for w in &mut self.windows {
+            let from = now - w.spec.period * 2;
+            while w.others.first_key_value().is_some_and(|(k, _)| k.0 < from) {
+                w.others.pop_first();
+            }
+            let from = now - memory(w.spec.period);
+            while w.others_peaks.front().is_some_and(|(t, _)| *t < from) {
+                w.others_peaks.pop_front();
+            }
+        }
+        // An answer is read against the window before its request's admission, so
+        // the log reaches a window back from any request still in flight, and from
+        // any admitted within `LOG_MARGIN` (answers are read just after they settle;
+        // slower ones are not learnt from).
+        let oldest_open = self.open.keys().filter_map(|id| self.sent_at.get(id)).min().copied().unwrap_or(now);
+        let log_horizon = oldest_open.min(now - LOG_MARGIN) - self.retain;
+        while let Some((&key, _)) = self.sent.first_key_value() {
+            if key.0 >= log_horizon {
+                break;
+            }
+            self.sent.pop_first();
+            self.sent_at.remove(&key.1);
+        }
     }
 
     /// When a request of `cost` could be admitted, given what is charged now.
     pub fn earliest(&mut self, now: Time, cost: u64) -> Earliest {
         self.refresh(now);
-        if let Some(w) = self.windows.iter().find(|w| cost > w.limit) {
-            return Earliest::Never { limit: w.limit };
+        if let Some(limit) = self.windows.iter().map(|w| w.learned.limit(now, &self.adaptive)).find(|&l| cost > l) {
+            return Earliest::Never { limit };
         }
         // Above the current share but within the limit: possible once the share grows.
-        if self.windows.iter().any(|w| cost > self.cap(w)) || now >= self.closed_from {
+        if self.windows.iter().any(|w| cost > self.cap(w, now)) || now >= self.closed_from {
             return Earliest::AfterSettle;
         }
         let mut t = now.max(self.frozen_until);
         for w in &self.windows {
-            let need = (w.sum + cost).saturating_sub(self.cap(w));
+            let reserve = w.reserve(now);
+            let need = (w.sum + cost + reserve).saturating_sub(self.cap(w, now));
             if need == 0 {
                 continue;
             }
             match Self::free_time(&self.held, w, need) {
                 Some(at) => t = t.max(at),
+                // What is kept for others is given back when their peak ages out.
+                None if reserve > 0 && need <= reserve + self.held_in(w) => {
+                    t = t.max(w.reserve_drops_at(now).unwrap_or(now)).max(Self::free_time(&self.held, w, self.held_in(w)).unwrap_or(now));
+                }
                 None => return Earliest::AfterSettle,
             }
         }
-        if t == now { Earliest::Now } else { Earliest::At(t) }
+        // While others spend on the window, spread ours over it (see the module docs).
+        for w in &self.windows {
+            let reserve = w.reserve(now);
+            if reserve == 0 {
+                continue;
+            }
+            let tenth = w.spec.period / 10;
+            let part = ((self.cap(w, now).saturating_sub(reserve)) / 5).max(cost);
+            let recent: Vec<(Time, u64)> =
+                self.sent.range((now - tenth, 0)..).filter(|(_, s)| s.fate != Fate::Refused).map(|(k, s)| (k.0, s.cost)).collect();
+            let mut over = (recent.iter().map(|(_, c)| c).sum::<u64>() + cost).saturating_sub(part);
+            for (at, c) in recent {
+                if over == 0 {
+                    break;
+                }
+                over = over.saturating_sub(c);
+                t = t.max((at + tenth).next());
+            }
+        }
+        if t > now {
+            return Earliest::At(t);
+        }
+        // Above what the exchange has shown it accepts, one request at a time: a
+        // wrong limit then costs one refusal, not one per request in flight.
+        if self.open_cost > 0
+            && self.windows.iter().any(|w| {
+                let line = w.learned.probe_line(now, &self.adaptive, self.cap(w, now));
+                line.is_some_and(|line| w.sum + w.reserve(now) + cost > line)
+            })
+        {
+            return Earliest::AfterSettle;
+        }
+        Earliest::Now
     }
 
     /// A lower bound on [`Bucket::earliest`] that assumes everything in flight settles
@@ -332,22 +524,27 @@ impl Bucket {
             Earliest::AfterSettle => {}
             other => return other,
         }
-        if self.windows.iter().any(|w| cost > self.cap(w)) || now >= self.closed_from {
+        if self.windows.iter().any(|w| cost > self.cap(w, now)) || now >= self.closed_from {
             return Earliest::AfterSettle;
         }
         let mut t = now.max(self.frozen_until);
         for w in &self.windows {
-            let need = (w.sum + cost).saturating_sub(self.cap(w));
+            let need = (w.sum + cost + w.reserve(now)).saturating_sub(self.cap(w, now));
             if need == 0 {
                 continue;
             }
             let from_held = Self::free_time(&self.held, w, need);
             // What the held entries cannot free, in-flight entries free one window
             // after they settle, which is now at the earliest.
-            let at = from_held.unwrap_or_else(|| (now + w.period).next());
+            let at = from_held.unwrap_or_else(|| (now + w.spec.period).next());
             t = t.max(at);
         }
         if t == now { Earliest::Now } else { Earliest::At(t) }
+    }
+
+    /// Cost of the held (settled) entries still counting in window `w`.
+    fn held_in(&self, w: &Window) -> u64 {
+        w.sum - self.open_cost.min(w.sum)
     }
 
     /// The time at which `need` cost of held entries has left window `w`.
@@ -358,7 +555,7 @@ impl Bucket {
             freed += cost;
             if freed >= need {
                 // The entry counts while held >= t - W, so it is gone strictly after held + W.
-                return Some((key.0 + w.period).next());
+                return Some((key.0 + w.spec.period).next());
             }
         }
         None
@@ -367,6 +564,12 @@ impl Bucket {
     /// Charges `cost` under `id`, held until `hold` (`Time::MAX` while in flight, to
     /// be settled later). The caller checked [`Bucket::earliest`] at `now`.
     pub fn charge(&mut self, now: Time, id: u64, cost: u64, hold: Time) {
+        self.charge_admitted(now, now, id, cost, hold);
+    }
+
+    /// [`Bucket::charge`] for a request admitted at `admitted` (not later than
+    /// `now`) elsewhere: another replica's, copied from the ledger.
+    pub fn charge_admitted(&mut self, now: Time, admitted: Time, id: u64, cost: u64, hold: Time) {
         self.refresh(now);
         self.admitted += 1;
         if hold == Time::MAX {
@@ -377,6 +580,22 @@ impl Bucket {
             }
         } else {
             self.insert_held((hold, id), cost);
+        }
+        let settled = (hold != Time::MAX).then_some(hold);
+        self.sent.insert((admitted, id), Sent { cost, fate: Fate::Pending, settled });
+        self.sent_at.insert(id, admitted);
+        let calendar = self.calendar;
+        for w in &mut self.windows {
+            if calendar {
+                let idx = w.cal_index(admitted);
+                if idx > w.cal_index {
+                    (w.cal_index, w.cal_sum) = (idx, 0);
+                }
+                // A copy admitted in a calendar window already past counts there only.
+                if idx == w.cal_index {
+                    w.cal_sum += cost;
+                }
+            }
         }
     }
 
@@ -394,6 +613,11 @@ impl Bucket {
     pub fn settle(&mut self, now: Time, id: u64, held_until: Time) {
         let Some(cost) = self.open.remove(&id) else { return };
         self.open_cost -= cost;
+        if let Some(at) = self.sent_at.get(&id)
+            && let Some(s) = self.sent.get_mut(&(*at, id))
+        {
+            s.settled = Some(held_until);
+        }
         let key = (held_until, id);
         *self.held.entry(key).or_insert(0) += cost;
         for w in &mut self.windows {
@@ -415,51 +639,249 @@ impl Bucket {
                 w.sum -= cost;
             }
         }
+        if let Some(at) = self.sent_at.remove(&id)
+            && let Some(s) = self.sent.remove(&(at, id))
+            && s.fate != Fate::Refused
+        {
+            self.uncount(at, s.cost);
+        }
     }
 
-    /// Adds cost that someone else spent (seen in server feedback), held until `at`.
-    pub fn add_phantom(&mut self, now: Time, at: Time, cost: u64) {
+    /// The logged request `id` and its fate from now on.
+    fn set_fate(&mut self, id: u64, fate: Fate) -> Option<(Time, u64)> {
+        let at = *self.sent_at.get(&id)?;
+        let s = self.sent.get_mut(&(at, id))?;
+        let was = s.fate;
+        s.fate = fate;
+        let cost = s.cost;
+        if fate == Fate::Refused && was != Fate::Refused {
+            self.uncount(at, cost);
+        }
+        Some((at, cost))
+    }
+
+    /// A logged request no longer counts as ours at the exchange (refused, or never sent).
+    fn uncount(&mut self, at: Time, cost: u64) {
+        let calendar = self.calendar;
+        for w in &mut self.windows {
+            if calendar && w.cal_index(at) == w.cal_index {
+                w.cal_sum -= cost;
+            }
+        }
+    }
+
+    /// Every request of ours the exchange may have counted in window `i` when
+    /// request `id` (admitted at `admitted`, answered at `at`) arrived: requests
+    /// sent after it may have arrived first (arrival jitter), and a request sent
+    /// before the window began but answered after it may have arrived in it. An
+    /// exchange's count above this is someone else's, never a reordering of ours.
+    fn ours_may_have_counted(&self, i: usize, id: u64, admitted: Time, at: Time) -> u64 {
+        let w = &self.windows[i];
+        if !self.calendar {
+            return self.ours_bounds(i, id, admitted, at).0;
+        }
+        let start = w.cal_start(admitted);
+        let (from, to) = (Bound::Included((start, 0)), Bound::Included((at, u64::MAX)));
+        let inside: u64 = if w.cal_index(admitted) == w.cal_index {
+            // The running sum of the current calendar window, less what came after the answer.
+            let later: u64 = self
+                .sent
+                .range((Bound::Excluded((at, u64::MAX)), Bound::Unbounded))
+                .filter(|(_, s)| s.fate != Fate::Refused)
+                .map(|(_, s)| s.cost)
+                .sum();
+            w.cal_sum.saturating_sub(later)
+        } else {
+            // An answer from the previous calendar window, read after it ended.
+            self.sent.range((from, to)).filter(|(_, s)| s.fate != Fate::Refused).map(|(_, s)| s.cost).sum()
+        };
+        let straddling: u64 = self
+            .sent
+            .range((start - w.spec.period, 0)..(start, 0))
+            .filter(|(_, s)| s.fate != Fate::Refused && s.settled.is_none_or(|h| h >= start))
+            .map(|(_, s)| s.cost)
+            .sum();
+        inside + straddling
+    }
+
+    /// Where the exchange's window for a request admitted at `admitted` begins.
+    fn window_start(&self, i: usize, admitted: Time) -> Time {
+        let w = &self.windows[i];
+        if self.calendar { w.cal_start(admitted) } else { admitted - w.spec.period }
+    }
+
+    /// Window `i`: others spent `cost` more than we had seen, learnt at `now`.
+    fn add_others(&mut self, i: usize, now: Time, cost: u64) {
         if cost == 0 {
             return;
         }
-        self.refresh(now);
         let id = self.next_phantom;
         self.next_phantom += 1;
         self.phantom_cost += cost;
-        self.insert_held((at.max(now), id), cost);
+        let calendar = self.calendar;
+        let w = &mut self.windows[i];
+        w.others.insert((now, id), cost);
+        // What they spend in one window. A sliding window's count is read whole at
+        // each answer. A calendar window's count restarts at its start, and what
+        // they spend after our last answer in it is never read: scale what they
+        // spent so far in it to the whole window (at least a tenth of it watched).
+        let spent = if calendar {
+            let start = w.cal_start(now);
+            let so_far = w.others_since(start) as f64;
+            let elapsed = now.saturating_since(start).max(w.spec.period / 10);
+            (so_far * w.spec.period.as_secs_f64() / elapsed.as_secs_f64()).ceil() as u64
+        } else {
+            w.others_since(now - w.spec.period)
+        };
+        w.others_peaks.push_back((now, spent));
+        // The reserve changed at this instant.
+        w.reserve_val = w.compute_reserve(now);
     }
 
-    /// The exchange reported `used` cost in its window of `period` that ended when
-    /// a request admitted at `admitted_at` arrived (its answer came at `at`), and
-    /// optionally its limit. Only ever tightens: a lower announced limit replaces
-    /// ours, and used cost above everything sluice could have had in that window is
-    /// someone else's (another program on the key or IP), held until `at`.
-    /// Returns false when the bucket has no window of that period.
-    pub fn observe_usage(&mut self, now: Time, at: Time, admitted_at: Time, period: Duration, used: u64, limit: Option<u64>) -> bool {
+    /// Every request of ours the exchange may have counted when request `id`
+    /// (admitted at `admitted`, answered at `at`) arrived, and those it surely
+    /// counted, in window `i`: `(at_most, at_least)`. At most: admitted before the
+    /// answer, not refused, not answered before the window. At least: accepted and
+    /// answered before `id` was sent, and sent within a window of its answer.
+    fn ours_bounds(&self, i: usize, id: u64, admitted: Time, at: Time) -> (u64, u64) {
+        let period = self.windows[i].spec.period;
+        let skew = self.skew;
+        let (from, to) = (admitted - period - skew, at - period + skew);
+        let mut most = 0;
+        let mut least = 0;
+        for (&(t, other), s) in self.sent.range(..=(at + skew, u64::MAX)) {
+            if s.fate == Fate::Refused {
+                continue;
+            }
+            if s.settled.is_none_or(|h| h >= from) {
+                most += s.cost;
+            }
+            if other == id || (t <= at && s.fate == Fate::Accepted && t >= to && s.settled.is_some_and(|h| h + skew <= admitted)) {
+                least += s.cost;
+            }
+        }
+        (most, least)
+    }
+
+    /// The exchange answered request `id` (admitted at `admitted_at`, answered at
+    /// `at`) and, with the answer, described its window of `period` (`accepted`:
+    /// the request itself was not refused). Returns `None` when the bucket has no
+    /// window of that period; else the limit change it caused, if any.
+    ///
+    /// * An announced limit lower than ours replaces it.
+    /// * A count (`used`, or announced limit less `remaining`) above everything of
+    ///   ours in the exchange's window at arrival is someone else's (another
+    ///   program on the key or IP): a phantom entry, held until `at`.
+    /// * `remaining` alone (Upbit) says what the exchange leaves sluice: remaining
+    ///   plus ours in that window. That may be a lower limit or another program;
+    ///   either way it is what may be sent, and it is learned (see `adaptive`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe_usage(
+        &mut self,
+        now: Time,
+        at: Time,
+        id: u64,
+        admitted_at: Time,
+        period: Duration,
+        usage: Usage,
+        accepted: bool,
+    ) -> Option<Option<Change>> {
         self.refresh(now);
-        let Some(i) = self.windows.iter().position(|w| w.spec.period == period) else { return false };
-        if let Some(l) = limit.filter(|&l| l > 0) {
-            let w = &mut self.windows[i];
-            w.limit = w.limit.min(l);
+        let i = self.windows.iter().position(|w| w.spec.period == period)?;
+        let spec = self.adaptive.clone();
+        let mut change = usage.limit.filter(|&l| l > 0).and_then(|l| self.windows[i].learned.announce(now, &spec, l));
+        let admitted = self.sent_at.get(&id).copied().unwrap_or(admitted_at);
+        if !self.trusted(i, admitted, now) {
+            return Some(change);
         }
-        // The server's window lies within [admitted_at - period, at]; anything of ours
-        // in it is held until admitted_at - period or later.
-        let since = admitted_at - period;
-        let ours = self.open_cost + self.held.range((since, 0)..).map(|(_, c)| *c).sum::<u64>();
-        if used > ours {
-            self.add_phantom(now, at, used - ours);
+        let mut ours = self.ours_may_have_counted(i, id, admitted, at);
+        if !accepted && let Some(s) = self.sent.get(&(admitted, id)).filter(|s| s.fate != Fate::Refused) {
+            // Refused: the exchange did not count this one.
+            ours = ours.saturating_sub(s.cost);
         }
-        true
+        let used = usage.used.or_else(|| Some(usage.limit?.saturating_sub(usage.remaining?)));
+        self.windows[i].headers |= used.is_some() || usage.remaining.is_some();
+        match (used, usage.remaining) {
+            (Some(used), _) => {
+                // Others' spending already seen in that window is not new.
+                let seen = ours + self.windows[i].others_since(self.window_start(i, admitted));
+                if used > seen {
+                    self.add_others(i, now, used - seen);
+                }
+                if accepted {
+                    self.windows[i].learned.verify(used);
+                }
+            }
+            (None, Some(remaining)) => {
+                // Our share of what it counted is uncertain (requests in flight may
+                // arrive in either order): the limit is bounded by the most, and only
+                // the least is known to be accepted.
+                let (most, least) = self.ours_bounds(i, id, admitted, at);
+                let least = if accepted { least } else { 0 };
+                let w = &mut self.windows[i];
+                change = change.or(w.learned.on_remaining(now, &spec, remaining.saturating_add(most), remaining.saturating_add(least)));
+            }
+            (None, None) => {}
+        }
+        Some(change)
     }
 
-    /// The exchange answered 429 (or its equivalent) to a request admitted at
-    /// `admitted_at`: cut the rate and pause until `resume_at`.
-    pub fn on_throttled(&mut self, now: Time, admitted_at: Time, resume_at: Time) -> bool {
+    /// The exchange answered request `id` without refusing it: windows whose usage
+    /// no header reports learn what the exchange accepted from our own log (every
+    /// accepted request admitted in the last period arrived within one period).
+    pub fn on_accepted(&mut self, now: Time, id: u64) {
+        self.refresh(now);
+        if self.set_fate(id, Fate::Accepted).is_none() {
+            return;
+        }
+        for i in 0..self.windows.len() {
+            let w = &self.windows[i];
+            if w.headers || w.learned.verified() >= self.cap(w, now) || !self.trusted(i, now - w.spec.period, now) {
+                continue;
+            }
+            let from = w.threshold(now);
+            let count: u64 = self.sent.range((from, 0)..).filter(|(_, s)| s.fate == Fate::Accepted).map(|(_, s)| s.cost).sum();
+            self.windows[i].learned.verify(count);
+        }
+    }
+
+    /// The exchange refused request `id` (admitted at `admitted_at`) as over a
+    /// limit: pause until `resume_at`, and cut the window the refusal most likely
+    /// came from to what the exchange had counted. `server_used` is the exchange's
+    /// own count per window period, where the refusal carried one.
+    pub fn on_throttled(
+        &mut self,
+        now: Time,
+        id: u64,
+        admitted_at: Time,
+        resume_at: Time,
+        server_used: &[(Duration, u64)],
+    ) -> Option<Change> {
         self.throttled += 1;
-        let cut = self.adaptive.on_throttled(now, admitted_at);
         self.frozen_until = self.frozen_until.max(resume_at);
         self.refresh(now);
-        cut
+        let (admitted, cost) = self.set_fate(id, Fate::Refused).unwrap_or((admitted_at, 1));
+        // Evidence per window: the exchange's count where it gave one (less this
+        // request, in case it counted it); else every request of ours it may have
+        // counted at that arrival (requests sent after this one may have arrived
+        // first), plus others' spending seen. Refusals of one burst are read in
+        // turn, each lowering to its evidence, so the last one read is exact.
+        let evidence: Vec<u64> = (0..self.windows.len())
+            .map(|i| match server_used.iter().find(|(p, _)| *p == self.windows[i].spec.period) {
+                Some((_, used)) => used.saturating_sub(cost),
+                None => self.ours_may_have_counted(i, id, admitted, now) + self.windows[i].others_since(self.window_start(i, admitted)),
+            })
+            .collect();
+        // The window the refusal came from: the fullest by its evidence (ties: the shorter).
+        let i = (0..self.windows.len()).max_by(|&a, &b| {
+            let ratio = |i: usize| (evidence[i] + cost) as f64 / self.windows[i].learned.limit(now, &self.adaptive).max(1) as f64;
+            ratio(a).total_cmp(&ratio(b)).then(self.windows[b].spec.period.cmp(&self.windows[a].spec.period))
+        })?;
+        if !self.trusted(i, admitted, now) {
+            return None;
+        }
+        let spec = self.adaptive.clone();
+        self.windows[i].learned.on_throttled(now, &spec, admitted, evidence[i], cost)
     }
 
     /// The scope is banned until `until`: admit nothing before.
@@ -468,9 +890,8 @@ impl Bucket {
         self.frozen_until = self.frozen_until.max(until);
     }
 
-    /// Admits nothing at or after `base` minus the longest window (stretched as far
-    /// as the adaptive layer may stretch it): whatever it admits has left every
-    /// window by `base`. `Time::MAX` reopens it.
+    /// Admits nothing at or after `base` minus the longest window: whatever it
+    /// admits has left every window by `base`. `Time::MAX` reopens it.
     pub fn close_from(&mut self, base: Time) {
         self.closed_from = if base == Time::MAX { Time::MAX } else { base - self.retain };
     }
@@ -486,20 +907,36 @@ impl Bucket {
         (self.frozen_until > now).then_some(self.frozen_until)
     }
 
-    /// When the adaptive factor next changes (to wake a waiting queue).
+    /// When a learned limit next recovers a step (to wake a waiting queue).
     pub fn next_rate_change(&self, now: Time) -> Option<Time> {
-        self.adaptive.next_change(now)
+        self.windows.iter().filter_map(|w| w.learned.next_change(now, &self.adaptive)).min()
     }
 
     pub fn status(&mut self, now: Time) -> BucketStatus {
         self.refresh(now);
+        let spec = &self.adaptive;
+        let windows: Vec<WindowStatus> = self
+            .windows
+            .iter()
+            .map(|w| {
+                let learned = w.learned.base(now, spec);
+                WindowStatus {
+                    period: w.spec.period,
+                    limit: self.cap(w, now),
+                    configured: w.spec.limit,
+                    learned: (learned < w.spec.limit).then_some(learned),
+                    learned_from: w.learned.source(now, spec),
+                    verified: w.learned.verified(),
+                    failed: w.learned.failed(now, spec),
+                    used: w.sum + w.reserve(now),
+                }
+            })
+            .collect();
+        let rate_factor =
+            self.windows.iter().map(|w| w.learned.base(now, spec) as f64 / w.spec.limit.max(1) as f64).fold(1.0_f64, f64::min);
         BucketStatus {
-            windows: self
-                .windows
-                .iter()
-                .map(|w| WindowStatus { period: w.spec.period, effective_period: w.period, limit: self.cap(w), used: w.sum })
-                .collect(),
-            rate_factor: self.factor,
+            windows,
+            rate_factor,
             frozen_until: self.frozen_until(now),
             in_flight: self.open.len() as u64,
             admitted: self.admitted,
@@ -518,12 +955,29 @@ mod tests {
         Time::from_millis(n)
     }
 
+    /// Probing is off here (see `unprobed`); its own tests turn it on.
     fn bucket(windows: &[(u64, u64)]) -> Bucket {
+        bucket_with(windows, unprobed())
+    }
+
+    fn bucket_with(windows: &[(u64, u64)], adaptive: AdaptiveSpec) -> Bucket {
         Bucket::new(BucketSpec {
             windows: windows.iter().map(|&(limit, p)| WindowSpec { limit, period: Duration::from_millis(p) }).collect(),
-            adaptive: AdaptiveSpec::default(),
+            adaptive,
+            calendar: false,
         })
         .unwrap()
+    }
+
+    /// Probing off, so tests of other rules can fill a window at once.
+    fn unprobed() -> AdaptiveSpec {
+        AdaptiveSpec { probe_below: 1.0, ..AdaptiveSpec::default() }
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn used(n: u64) -> Usage {
+        Usage { used: Some(n), ..Usage::default() }
     }
 
     #[test]
@@ -580,66 +1034,205 @@ mod tests {
         for id in 0..3 {
             b.charge(t0, id, 1, t0);
         }
-        let second = Duration::from_secs(1);
         // The server saw only 2 of ours so far: nothing to learn.
-        b.observe_usage(t0, t0, t0, second, 2, None);
+        b.observe_usage(t0, t0, 2, t0, SECOND, used(2), true);
         assert_eq!(b.status(t0).windows[0].used, 3);
         // The server counts 8: 5 are someone else's.
-        b.observe_usage(t0, t0, t0, second, 8, None);
+        b.observe_usage(t0, t0, 2, t0, SECOND, used(8), true);
         let s = b.status(t0);
         assert_eq!(s.windows[0].used, 8);
         assert_eq!(s.phantom_cost, 5);
         // A lower announced limit replaces ours; a higher one does not.
-        b.observe_usage(t0, t0, t0, second, 0, Some(20));
+        b.observe_usage(t0, t0, 2, t0, SECOND, Usage { limit: Some(20), ..Usage::default() }, true);
         assert_eq!(b.status(t0).windows[0].limit, 10);
-        b.observe_usage(t0, t0, t0, second, 0, Some(9));
+        let change = b.observe_usage(t0, t0, 2, t0, SECOND, Usage { limit: Some(9), ..Usage::default() }, true).unwrap().unwrap();
+        assert_eq!((change.to, change.source), (9, Source::Announced));
         assert_eq!(b.status(t0).windows[0].limit, 9);
-        assert!(!b.observe_usage(t0, t0, t0, Duration::from_secs(60), 1, None), "no such window");
+        assert!(b.observe_usage(t0, t0, 2, t0, Duration::from_secs(60), used(1), true).is_none(), "no such window");
     }
 
     #[test]
-    fn usage_counted_at_arrival_is_compared_with_what_could_have_been_in_that_window() {
+    fn others_spending_is_counted_once_and_its_step_kept_free() {
+        let mut b = bucket(&[(100, 1000)]);
+        let t0 = ms(50_000);
+        b.charge(t0, 1, 1, Time::MAX);
+        b.settle(t0, 1, t0);
+        // The exchange counts 6: 5 are another program's.
+        b.observe_usage(t0, t0, 1, t0, SECOND, used(6), true);
+        b.charge(t0, 2, 1, Time::MAX);
+        b.settle(t0, 2, t0);
+        // Then 9: 2 of ours, the 5 already known, and 2 more of theirs.
+        b.observe_usage(t0, t0, 2, t0, SECOND, used(9), true);
+        let s = b.status(t0);
+        assert_eq!((s.phantom_cost, s.windows[0].used), (7, 9), "their 7 of a window are kept free for them");
+        // While they spend, ours is spread: a fifth of our 93 in any tenth of the window.
+        assert_eq!(b.earliest(t0, 16), Earliest::Now);
+        assert_eq!(b.earliest(t0, 17), Earliest::At((t0 + Duration::from_millis(100)).next()));
+        // Their share is still kept when their spending has left the window (they go
+        // on spending while we are quiet), and given back 30 s after they stopped.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(b.status(t1).windows[0].used, 7);
+        assert_eq!(b.earliest(t0 + Duration::from_secs(31), 100), Earliest::Now);
+    }
+
+    #[test]
+    fn usage_is_compared_with_ours_in_the_exchanges_window_at_arrival() {
         let mut b = bucket(&[(10, 1000)]);
         let t0 = ms(50_000);
         for id in 0..10 {
-            b.charge(t0, id, 1, t0);
+            b.charge(t0, id, 1, Time::MAX);
+            b.settle(t0, id, t0);
         }
         // A request admitted at t0 + 999 ms arrives at once (the server counts our
         // ten), but its answer is processed at t0 + 1005 ms, when our ten have left
         // our own window. They are not someone else's.
         let admitted = t0 + Duration::from_millis(999);
         let later = t0 + Duration::from_millis(1005);
-        b.charge(admitted, 99, 1, later);
-        b.observe_usage(later, later, admitted, Duration::from_secs(1), 11, None);
+        b.charge(admitted, 99, 1, Time::MAX);
+        // And requests admitted after it, already in flight, did not count there yet.
+        for id in 100..105 {
+            b.charge(later, id, 1, Time::MAX);
+        }
+        b.observe_usage(later, later, 99, admitted, SECOND, used(11), true);
         assert_eq!(b.status(later).phantom_cost, 0);
-        b.observe_usage(later, later, admitted, Duration::from_secs(1), 13, None);
+        // Those five may have arrived before it (arrival jitter reorders): up to 16
+        // can be ours, only what is above is someone else's.
+        b.observe_usage(later, later, 99, admitted, SECOND, used(16), true);
+        assert_eq!(b.status(later).phantom_cost, 0);
+        b.observe_usage(later, later, 99, admitted, SECOND, used(18), true);
         assert_eq!(b.status(later).phantom_cost, 2);
     }
 
     #[test]
-    fn a_429_pauses_and_stretches_the_window() {
-        let mut b = bucket(&[(10, 1000)]);
+    fn a_429_cuts_the_count_to_what_the_exchange_had_counted() {
+        // The policy says 12/s, the exchange allows 8: a burst of 12 in one poll.
+        let mut b = bucket_with(&[(12, 1000)], unprobed());
         let t0 = ms(100_000);
-        b.charge(t0, 1, 10, t0);
-        assert!(b.on_throttled(t0, t0, t0 + Duration::from_secs(1)));
-        let s = b.status(t0);
-        assert!((s.rate_factor - 0.8).abs() < 1e-9);
-        assert_eq!(s.windows[0].effective_period, Duration::from_millis(1250));
-        assert_eq!(s.frozen_until, Some(t0 + Duration::from_secs(1)));
-        // The entry held at t0 now frees only after the stretched period.
-        assert_eq!(b.earliest(t0, 1), Earliest::At((t0 + Duration::from_millis(1250)).next()));
+        for id in 0..12 {
+            assert_eq!(b.earliest(t0, 1), Earliest::Now);
+            b.charge(t0, id, 1, Time::MAX);
+        }
+        let t1 = t0 + Duration::from_millis(2);
+        for id in 0..8 {
+            b.settle(t1, id, t1);
+            b.on_accepted(t1, id);
+        }
+        // Four refusals come back, in any order; each lowers to its evidence.
+        let mut cuts = Vec::new();
+        for id in [9, 8, 11, 10] {
+            b.settle(t1, id, t1);
+            cuts.push(b.on_throttled(t1, id, t0, t1 + SECOND, &[]).map(|c| c.to));
+        }
+        let s = b.status(t1);
+        assert_eq!(s.windows[0].learned, Some(8), "the eight it accepted: {cuts:?}");
+        assert_eq!(s.windows[0].learned_from, Some(Source::Throttled));
+        assert_eq!(s.windows[0].configured, 12);
+        assert_eq!(s.windows[0].failed, Some(9));
+        assert_eq!(s.throttled, 4);
+        assert!((s.rate_factor - 8.0 / 12.0).abs() < 1e-9);
+        assert_eq!(s.frozen_until, Some(t1 + SECOND), "paused until the window rolls");
+        // The refused ones do not count against the window; the next window holds 8.
+        assert_eq!(b.earliest(t1 + SECOND, 1), Earliest::At((t1 + SECOND).next()));
+        let t2 = t1 + SECOND + Duration::from_millis(1);
+        for id in 20..28 {
+            assert_eq!(b.earliest(t2, 1), Earliest::Now, "request {id}");
+            b.charge(t2, id, 1, t2);
+        }
+        assert!(matches!(b.earliest(t2, 1), Earliest::At(_)), "a ninth waits for the next window");
     }
 
     #[test]
-    fn a_cut_recounts_entries_that_had_already_expired() {
-        let mut b = bucket(&[(1, 1000)]);
-        let t0 = ms(100_000);
-        b.charge(t0, 1, 1, t0);
-        let t1 = t0 + Duration::from_millis(1100);
-        assert_eq!(b.earliest(t1, 1), Earliest::Now);
-        b.on_throttled(t1, t1, t1);
-        // With the period stretched to 1.25 s, the entry at t0 counts again.
-        assert_eq!(b.earliest(t1, 1), Earliest::At((t0 + Duration::from_millis(1250)).next()));
+    fn the_exchanges_own_count_on_a_refusal_is_the_evidence() {
+        let mut b = bucket_with(&[(6000, 60_000)], unprobed());
+        let t0 = ms(1_000_000);
+        b.charge(t0, 1, 10, Time::MAX);
+        b.settle(t0, 1, t0);
+        let c = b.on_throttled(t0, 1, t0, t0 + SECOND, &[(Duration::from_secs(60), 4000)]).unwrap();
+        assert_eq!((c.from, c.to, c.evidence), (6000, 3990, Some(3990)), "its count less this request's weight");
+    }
+
+    #[test]
+    fn of_several_windows_the_fullest_learns() {
+        // Binance orders: 100 per 10 s and 200,000 per day; 50 sent in 10 s then a 429.
+        let mut b = bucket_with(&[(100, 10_000), (200_000, 86_400_000)], unprobed());
+        let t0 = ms(100_000_000);
+        for id in 0..51 {
+            b.charge(t0, id, 1, t0);
+        }
+        let c = b.on_throttled(t0, 50, t0, t0, &[]).unwrap();
+        assert_eq!((c.period, c.to), (Duration::from_secs(10), 50));
+        let s = b.status(t0);
+        assert_eq!(s.windows[1].learned, None, "the day window keeps its limit");
+    }
+
+    #[test]
+    fn above_what_was_verified_requests_go_one_at_a_time() {
+        let mut b = bucket_with(&[(12, 1000)], AdaptiveSpec::default());
+        let t0 = ms(10_000);
+        // Half the limit goes at once before anything is known.
+        for id in 0..6 {
+            assert_eq!(b.earliest(t0, 1), Earliest::Now, "request {id}");
+            b.charge(t0, id, 1, Time::MAX);
+        }
+        assert_eq!(b.earliest(t0, 1), Earliest::AfterSettle, "a probe waits until nothing is in flight");
+        let t1 = t0 + Duration::from_millis(1);
+        for id in 0..6 {
+            b.settle(t1, id, t1);
+            b.on_accepted(t1, id);
+        }
+        assert_eq!(b.status(t1).windows[0].verified, 6);
+        // One probe at a time: each accepted one raises what is known to be accepted.
+        for id in 6..12 {
+            assert_eq!(b.earliest(t1, 1), Earliest::Now, "probe {id}");
+            b.charge(t1, id, 1, Time::MAX);
+            assert_ne!(b.earliest(t1, 1), Earliest::Now, "one probe in flight at a time");
+            b.settle(t1, id, t1);
+            b.on_accepted(t1, id);
+        }
+        assert_eq!(b.status(t1).windows[0].verified, 12);
+        // The whole limit was accepted: no more probing, the next window goes at once.
+        let t2 = t1 + SECOND + Duration::from_millis(1);
+        for id in 20..32 {
+            assert_eq!(b.earliest(t2, 1), Earliest::Now, "request {id}");
+            b.charge(t2, id, 1, Time::MAX);
+        }
+    }
+
+    #[test]
+    fn the_remaining_header_reveals_a_lower_limit_before_any_429() {
+        // Upbit: policy 12/s, the exchange 8/s, saying what is left in each answer.
+        let mut b = bucket_with(&[(12, 1000)], AdaptiveSpec::default());
+        let t0 = ms(10_000);
+        for id in 0..3 {
+            b.charge(t0, id, 1, Time::MAX);
+        }
+        let t1 = t0 + Duration::from_millis(1);
+        b.settle(t1, 0, t1);
+        // Three of ours arrived; the exchange says 5 are left: it allows 8.
+        let change = b.observe_usage(t1, t1, 0, t0, SECOND, Usage { remaining: Some(5), ..Usage::default() }, true).unwrap().unwrap();
+        assert_eq!((change.from, change.to, change.source), (12, 8, Source::Remaining));
+        let s = b.status(t1);
+        // Only this answer's own request surely arrived: 1 + 5 are known to be accepted.
+        assert_eq!((s.windows[0].limit, s.windows[0].learned, s.windows[0].verified), (8, Some(8), 6));
+        assert_eq!(s.phantom_cost, 0, "a lower limit, not someone else's traffic");
+    }
+
+    #[test]
+    fn an_answer_read_after_it_settled_still_sees_the_window_before_its_request() {
+        let mut b = bucket_with(&[(10, 1000)], AdaptiveSpec::default());
+        let t0 = ms(10_000);
+        for id in 0..7 {
+            b.charge(t0, id, 1, Time::MAX);
+            b.settle(t0 + Duration::from_millis(1), id, t0 + Duration::from_millis(1));
+        }
+        // Admitted 999 ms later; its answer is read 4 ms after that, when the seven
+        // have left our own window, but they were in the exchange's at its arrival.
+        let admitted = t0 + Duration::from_millis(999);
+        let read = t0 + Duration::from_millis(1003);
+        b.charge(admitted, 9, 1, Time::MAX);
+        b.settle(read, 9, read);
+        let change = b.observe_usage(read, read, 9, admitted, SECOND, Usage { remaining: Some(2), ..Usage::default() }, true).unwrap();
+        assert_eq!(change, None, "2 left after our 8: the exchange allows 10, as configured");
     }
 
     #[test]
@@ -665,6 +1258,8 @@ mod tests {
             b.charge(ms(i * 10), i, 1, ms(i * 10));
         }
         assert!(b.held.len() < 300, "kept {}", b.held.len());
+        // The log keeps 10 s (answers are read against it) plus a window.
+        assert!(b.sent.len() < 1200 && b.sent_at.len() < 1200, "log kept {}", b.sent.len());
     }
 
     #[test]
@@ -679,7 +1274,7 @@ mod tests {
                 assert!(part * of <= limit);
             }
         }
-        let mut b = bucket(&[(10, 1000)]);
+        let mut b = bucket_with(&[(10, 1000)], unprobed());
         b.set_share(Share::Part { of: 3 });
         for i in 0..3 {
             assert_eq!(b.earliest(ms(0), 1), Earliest::Now);
@@ -712,6 +1307,7 @@ mod tests {
         let e = Bucket::new(BucketSpec {
             windows: vec![WindowSpec { limit: 1, period: Duration::from_secs(1) }, WindowSpec { limit: 0, period: Duration::from_secs(1) }],
             adaptive: AdaptiveSpec::default(),
+            calendar: false,
         })
         .unwrap_err();
         assert_eq!(e, SpecError::ZeroLimit { index: 1 });

@@ -253,8 +253,8 @@ impl<T> Scheduler<T> {
             let Some(b) = self.buckets.get_mut(&n.bucket) else {
                 return Err((Refusal::UnknownBucket(n.bucket), req.payload));
             };
-            if n.cost > b.max_cost() {
-                let limit = b.max_cost();
+            if n.cost > b.max_cost(now) {
+                let limit = b.max_cost(now);
                 return Err((Refusal::CostAboveLimit { bucket: n.bucket, cost: n.cost, limit }, req.payload));
             }
         }
@@ -458,7 +458,9 @@ mod tests {
     }
 
     fn spec(limit: u64, period_ms: u64) -> BucketSpec {
-        BucketSpec { windows: vec![WindowSpec { limit, period: Duration::from_millis(period_ms) }], adaptive: AdaptiveSpec::default() }
+        // Probing (see `adaptive`) is the bucket's business; these tests are about the queue.
+        let adaptive = AdaptiveSpec { probe_below: 1.0, ..AdaptiveSpec::default() };
+        BucketSpec { windows: vec![WindowSpec { limit, period: Duration::from_millis(period_ms) }], adaptive, calendar: false }
     }
 
     fn req(class: Class, deadline: Time, needs: Vec<Need>, payload: &'static str) -> Request<&'static str> {

@@ -83,6 +83,7 @@ fn spec(windows: &[(u64, u64)]) -> BucketSpec {
     BucketSpec {
         windows: windows.iter().map(|&(limit, p)| WindowSpec { limit, period: Duration::from_millis(p) }).collect(),
         adaptive: AdaptiveSpec::default(),
+        calendar: false,
     }
 }
 

@@ -225,6 +225,24 @@ pub fn render(b: &GetBudgetsResponse, sim: Option<&SimStats>) -> String {
             );
         }
     }
+    // Where the exchange allows less than the policy file says: the operator should
+    // fix the policy (GetBudgets and the metrics say the same).
+    let learned: Vec<String> = b
+        .buckets
+        .iter()
+        .flat_map(|bucket| bucket.windows.iter().map(move |w| (bucket, w)))
+        .filter(|(_, w)| w.learned_limit > 0)
+        .map(|(bucket, w)| {
+            let per = window_name(secs(&w.period));
+            format!(
+                "  {}/{}:{}/{} per {per}: policy {}, exchange allows {} ({})",
+                bucket.exchange, bucket.scope, bucket.scope_key, bucket.group, w.configured_limit, w.learned_limit, w.learned_from
+            )
+        })
+        .collect();
+    if !learned.is_empty() {
+        let _ = writeln!(out, "learned limits below the policy:\n{}", learned.join("\n"));
+    }
     if let Some(s) = sim {
         let requests: u64 = s.exchanges.iter().map(|v| v.requests).sum();
         let banned: u64 = s.exchanges.iter().map(|v| v.banned).sum();
@@ -336,7 +354,15 @@ mod tests {
                 scope_key: "demo".into(),
                 group: "orders".into(),
                 windows: vec![
-                    WindowStatus { period: Some(PDuration { seconds: 10, nanos: 0 }), limit: 100, used: 7, ..WindowStatus::default() },
+                    WindowStatus {
+                        period: Some(PDuration { seconds: 10, nanos: 0 }),
+                        limit: 80,
+                        used: 7,
+                        configured_limit: 100,
+                        learned_limit: 80,
+                        learned_from: "rate-limit answer".into(),
+                        ..WindowStatus::default()
+                    },
                     WindowStatus {
                         period: Some(PDuration { seconds: 86_400, nanos: 0 }),
                         limit: 200_000,
@@ -352,7 +378,8 @@ mod tests {
         };
         let text = render(&b, Some(&SimStats::default()));
         assert!(text.contains("account:demo"), "{text}");
-        assert!(text.contains("7/100") && text.contains("70/200000"), "{text}");
+        assert!(text.contains("7/80") && text.contains("70/200000"), "{text}");
+        assert!(text.contains("binance/account:demo/orders per 10s: policy 100, exchange allows 80 (rate-limit answer)"), "{text}");
         assert!(text.contains("10s") && text.contains("1d"), "{text}");
         assert!(text.contains("0.80") && text.contains("2.0s"), "{text}");
         assert!(text.contains("simulated exchanges: 0 requests"), "{text}");

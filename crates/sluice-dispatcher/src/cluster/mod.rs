@@ -318,6 +318,11 @@ pub(crate) async fn start(
     let ledger = subscribe(cluster.subject("ledger.*")).await?;
     let grants = subscribe(cluster.subject(&format!("grant.*.{}", cluster.me))).await?;
     cluster.health.set_service_status(CLUSTER_HEALTH, tonic_health::ServingStatus::Serving).await;
+    // The ledger copy is complete from the moment the subscriptions stand.
+    let subscribed = cluster.clock.now();
+    for ex in cluster.shards.keys() {
+        cluster.send_shard(*ex, Command::LogSince(subscribed)).await;
+    }
     tokio::spawn(cluster.clone().members_loop(members, stop.clone()));
     tokio::spawn(cluster.clone().ledger_loop(ledger, stop.clone()));
     tokio::spawn(cluster.clone().grant_loop(grants, stop.clone()));
@@ -373,6 +378,7 @@ impl Cluster {
         match e.entry {
             Some(pb::ledger_entry::Entry::Sending(s)) => Ok(LedgerEvent::Sending {
                 grant_id: e.grant_id,
+                admitted: wire::time(s.admitted_unix_ns),
                 charges: wire::needs(&s.charges, exchange)?,
                 bound: wire::time(s.bound_unix_ns),
                 held_until: (s.held_until_unix_ns > 0).then(|| wire::time(s.held_until_unix_ns)),
@@ -502,6 +508,8 @@ impl Cluster {
                 // Until it owns an exchange again it admits nothing for it.
                 self.send_shard(*ex, Command::AdmitUntil(Time::ZERO)).await;
                 self.send_shard(*ex, Command::Close(Time::MAX)).await;
+                // Its copy of the ledger missed what others sent while it was away.
+                self.send_shard(*ex, Command::LogSince(now)).await;
             }
             self.bump();
         }
@@ -672,6 +680,9 @@ impl Cluster {
         );
         self.lock().share = Share::Part { of };
         for shard in self.shards.values() {
+            // What the others admit alone from now on is not in this copy of the
+            // ledger: the exchange's counts would read it as a stranger's.
+            shard.send(Command::LogSince(Time::MAX)).await;
             shard.send(Command::Share(Share::Part { of })).await;
             shard.send(Command::Pause { until: pause, per_window: true }).await;
             shard.send(Command::Close(close)).await;

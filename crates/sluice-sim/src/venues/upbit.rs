@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("GET", "/v1/order", "get_order", true),
     ("GET", "/v1/orders/open", "open_orders", true),
     ("POST", "/v1/orders", "create_order", true),
+    ("POST", "/v1/orders/test", "test_order", true),
     ("DELETE", "/v1/order", "cancel_order", true),
     ("DELETE", "/v1/orders/open", "cancel_all", true),
 ];
@@ -224,7 +225,9 @@ fn order_key(p: &Params) -> Option<OrderKey> {
     p.get("uuid").map(|u| OrderKey::Id(u.to_owned())).or_else(|| p.get("identifier").map(|i| OrderKey::Client(i.to_owned())))
 }
 
-fn create_order(mut ctx: Ctx<'_>) -> Reply {
+/// `POST /v1/orders`, or with `test` Upbit's `POST /v1/orders/test`: validated and
+/// answered exactly like an order, in the order group's budget, but not placed.
+fn create_order(mut ctx: Ctx<'_>, test: bool) -> Reply {
     let p = ctx.params;
     let side = match p.get("side") {
         Some("bid") => Side::Buy,
@@ -253,7 +256,8 @@ fn create_order(mut ctx: Ctx<'_>) -> Reply {
     let now = ctx.req.now_ms;
     let m = ctx.market;
     let Some(acct) = ctx.account.as_deref_mut() else { return error(401, "jwt_verification", "no account") };
-    match acct.place(m, order, id, now) {
+    let placed = if test { acct.clone().place(m, order, id, now) } else { acct.place(m, order, id, now) };
+    match placed {
         Ok(o) => Reply::json(201, &order_json(&o, m)),
         Err(e) => order_error(e, side),
     }
@@ -282,7 +286,7 @@ impl Venue for Upbit {
             "orderbook" => "orderbook",
             "candles_minutes" | "candles_days" => "candle",
             "trades" => "trade",
-            "create_order" => "order",
+            "create_order" | "test_order" => "order",
             "cancel_all" => "order-cancel-all",
             _ => "default",
         };
@@ -481,7 +485,8 @@ impl Venue for Upbit {
                     .collect();
                 Reply::json(200, &Value::Array(list))
             }
-            "create_order" => create_order(ctx),
+            "create_order" => create_order(ctx, false),
+            "test_order" => create_order(ctx, true),
             "cancel_order" => {
                 let Some(key) = order_key(ctx.params) else { return error(400, "validation_error", "uuid or identifier is required") };
                 let m = ctx.market;
