@@ -89,9 +89,21 @@ pub struct ClusterConfig {
     /// A replica not heard from this long is absent: owners keep its fallback
     /// share back (it may be cut off from NATS and admitting on its own).
     pub absent_after_ms: u64,
-    /// An absent replica is forgotten after this long, and its share is used
-    /// again. A replica cut off from NATS stops admitting in time for that.
+    /// An absent replica is forgotten after this long (it no longer counts when
+    /// budgets are split). At least the fallback lease plus the upstream timeout.
     pub member_ttl_ms: u64,
+    /// A replica cut off from NATS admits on its own share only until this long
+    /// after its last contact, then nothing until it is back: so the others know
+    /// when its share is theirs again, even if they cannot tell whether it died
+    /// or was cut off. 0: never admit alone.
+    pub fallback_lease_ms: u64,
+    /// The gRPC address ("host:port") the other replicas can reach this one at,
+    /// e.g. "$(POD_IP):50051". A replica that stops speaking is probed there; a
+    /// refused connection proves it gone, and its share is used again at once.
+    /// Default: the listen address when it names an interface (not 0.0.0.0).
+    pub advertise: Option<String>,
+    /// Probe silent replicas at their advertised addresses.
+    pub probe_peers: bool,
     /// An owner's lease on an exchange's budgets; a dead owner's exchanges move
     /// to a live replica within about this long.
     pub lease_ttl_ms: u64,
@@ -110,6 +122,9 @@ impl Default for ClusterConfig {
             heartbeat_ms: 200,
             absent_after_ms: 1_000,
             member_ttl_ms: 60_000,
+            fallback_lease_ms: 45_000,
+            advertise: None,
+            probe_peers: true,
             lease_ttl_ms: 1_000,
             clock_skew_ms: 50,
             grant_use_within_ms: 250,
@@ -175,6 +190,15 @@ impl DispatcherConfig {
             // Naming a NATS server turns clustering on with defaults for the rest.
             cfg.cluster.get_or_insert_with(ClusterConfig::default).nats_url = v;
         }
+        if let Some(v) = var("ADVERTISE") {
+            let Some(c) = cfg.cluster.as_mut() else {
+                return Err(ConfigError::Env {
+                    var: "SLUICE_DISPATCHER_ADVERTISE".into(),
+                    message: "only replicas advertise an address: set SLUICE_DISPATCHER_NATS_URL or [cluster] too".into(),
+                });
+            };
+            c.advertise = Some(v);
+        }
         if let Some(v) = var("POLICY_FILES") {
             cfg.policy_files = v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         }
@@ -210,8 +234,20 @@ impl DispatcherConfig {
                     "cluster.lease_ttl_ms must exceed twice cluster.clock_skew_ms and three heartbeats".into(),
                 ));
             }
-            if c.member_ttl_ms <= c.absent_after_ms {
-                return Err(ConfigError::Invalid("cluster.member_ttl_ms must exceed cluster.absent_after_ms".into()));
+            // A replica is forgotten only once whatever it admitted alone has reached
+            // the exchange (three heartbeats: its last contact may follow the last
+            // heartbeat heard by that much).
+            let alone = c.fallback_lease_ms + self.upstream_timeout_ms + 3 * c.heartbeat_ms + c.clock_skew_ms;
+            if c.member_ttl_ms <= c.absent_after_ms || c.member_ttl_ms < alone {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.member_ttl_ms must exceed cluster.absent_after_ms and be at least cluster.fallback_lease_ms + \
+                     upstream_timeout_ms + 3 heartbeats + clock_skew_ms ({alone})"
+                )));
+            }
+            if let Some(a) = &c.advertise
+                && a.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::Invalid(format!("cluster.advertise '{a}' must be host:port")));
             }
             if c.grant_use_within_ms == 0 || c.grant_use_within_ms >= c.lease_ttl_ms {
                 // A granted call's ledger entry must reach NATS before a new owner takes
@@ -284,6 +320,14 @@ mod tests {
         let e = DispatcherConfig::load(Some("[cluster]\nheartbeat_ms = 50\nlease_ttl_ms = 300\ngrant_use_within_ms = 500"), &env(&[]))
             .unwrap_err();
         assert!(e.to_string().contains("grant_use_within_ms"), "{e}");
+        let e = DispatcherConfig::load(Some("[cluster]\nmember_ttl_ms = 30000"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("fallback_lease_ms"), "{e}");
+        let e = DispatcherConfig::load(
+            None,
+            &env(&[("SLUICE_DISPATCHER_ADVERTISE", "10.1.2.3"), ("SLUICE_DISPATCHER_NATS_URL", "nats://n:4222")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cluster.advertise '10.1.2.3'"), "{e}");
         let e = DispatcherConfig::load(None, &env(&[("SLUICE_DISPATCHER_REPLICA", "a.b")])).unwrap_err();
         assert!(e.to_string().contains("replica 'a.b'"), "{e}");
     }

@@ -114,7 +114,7 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
     let workers_guard = workers.clone().drop_guard();
     let mut shards = BTreeMap::new();
     let mut upstreams = BTreeMap::new();
-    let mut longest = BTreeMap::new();
+    let mut longest = Duration::ZERO;
     // Replicas admit nothing until they own an exchange or fall back.
     let admit_until = if config.cluster.is_some() { Time::ZERO } else { Time::MAX };
     for policy in policies.iter() {
@@ -141,24 +141,35 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
         );
         shards.insert(policy.exchange, handle);
         upstreams.insert(policy.exchange, up);
-        // The longest window a bucket of this exchange can have.
+        // The longest window a bucket can have.
         let period = policy.groups.values().flat_map(|g| g.windows.iter().map(|w| w.period)).max().unwrap_or_default();
-        longest.insert(policy.exchange, period);
+        longest = longest.max(period);
     }
     tracing::info!(accounts = ?keyring.names(), exchanges = ?shards.keys().collect::<Vec<_>>(), "dispatcher configured");
 
     let (health, health_svc) = tonic_health::server::health_reporter();
+    // Bound first: replicas advertise the address to each other.
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
+    let grpc_addr = listener.local_addr().map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
     let cluster = match config.cluster.clone() {
-        Some(c) => Some(
-            cluster::start(&config, c, shards.clone(), upstreams, longest, clock.clone(), metrics.clone(), health.clone(), workers.clone())
-                .await?,
-        ),
+        Some(c) => {
+            let parts = cluster::Parts {
+                shards: shards.clone(),
+                upstreams,
+                longest,
+                bound: grpc_addr,
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                shutdown: shutdown.clone(),
+                stop: workers.clone(),
+            };
+            Some(cluster::start(&config, c, parts).await?)
+        }
         None => None,
     };
     let ready = Readiness::default();
     let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, metrics.registry.clone(), ready.clone(), workers.clone()).await?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
-    let grpc_addr = listener.local_addr().map_err(|source| DispatchError::Bind { addr: config.listen, source })?;
 
     let max_message = config.max_body_bytes + 64 * 1024;
     let drain_grace = Duration::from_millis(config.drain_grace_ms);

@@ -135,12 +135,18 @@ pub(crate) enum Command {
         until: Time,
         per_window: bool,
     },
-    /// Each bucket admits nothing from `base` minus its longest window on
-    /// (`Time::MAX` reopens): a fallback ends in time for its entries to clear.
-    Close(Time),
     /// Admit nothing at or after this time (ownership lease);
     /// what waits then is refused as UNAVAILABLE so its caller asks again.
     AdmitUntil(Time),
+    /// A replica is gone (proven dead) by `dead_by`: the requests it was granted
+    /// (grant ids starting with `sender`) were sent, if at all, before then and
+    /// before their use-by time, and reach the exchange within `upstream` of it.
+    Gone {
+        sender: String,
+        dead_by: Time,
+        use_within: Duration,
+        upstream: Duration,
+    },
     /// The ledger copy holds everything since this time (it subscribed or rejoined;
     /// `Time::MAX` while cut off from NATS, when the others' admissions go unseen):
     /// answers about earlier windows are not learnt from.
@@ -200,6 +206,7 @@ struct Answered<'a> {
 /// A ledger entry admitted by another replica, copied into this shard's buckets.
 struct Copied {
     entry: u64,
+    admitted: Time,
     ids: Vec<BucketId>,
     bound: Time,
     open: bool,
@@ -295,6 +302,9 @@ struct Shard {
     copied: HashMap<String, Copied>,
     /// Attempts their asker abandoned before a grant came: given back if admitted later.
     cancelled: HashMap<String, Time>,
+    /// Grant-id prefixes of replicas proven gone, until when they are remembered:
+    /// what they still wait for is never admitted.
+    gone: HashMap<String, Time>,
     next_copied: u64,
     /// What the cluster imposes on every bucket, those created later included.
     imposed: Imposed,
@@ -305,21 +315,19 @@ struct Shard {
 }
 
 /// Limits the cluster puts on every bucket of the shard (see `Command`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Imposed {
     share: Share,
     paused_until: Time,
     /// Each bucket is paused until this plus its longest window.
     paused_window_base: Time,
-    close: Time,
     log_since: Time,
 }
 
 impl Imposed {
     fn apply(&self, b: &mut sluice_rate::bucket::Bucket) {
-        b.set_share(self.share);
+        b.set_share(self.share.clone());
         b.set_log_since(self.log_since);
-        b.close_from(self.close);
         b.pause_until(self.paused_until.max(self.paused_window_base + b.longest_period()));
     }
 }
@@ -360,14 +368,9 @@ pub(crate) fn spawn(
         issued: HashMap::new(),
         copied: HashMap::new(),
         cancelled: HashMap::new(),
+        gone: HashMap::new(),
         next_copied: COPIED_ID_BASE,
-        imposed: Imposed {
-            share: Share::Whole,
-            paused_until: Time::ZERO,
-            paused_window_base: Time::ZERO,
-            close: Time::MAX,
-            log_since: Time::ZERO,
-        },
+        imposed: Imposed { share: Share::Whole, paused_until: Time::ZERO, paused_window_base: Time::ZERO, log_since: Time::ZERO },
         clock_skew,
         admit_until,
     };
@@ -454,8 +457,8 @@ impl Shard {
                 self.admit_until = t;
                 return;
             }
-            Command::Close(base) => return self.impose(|i| i.close = base),
             Command::LogSince(t) => return self.impose(|i| i.log_since = t),
+            Command::Gone { sender, dead_by, use_within, upstream } => return self.gone(&sender, dead_by, use_within, upstream, now),
         };
         let mut ids = Vec::with_capacity(needs.len());
         let mut sched_needs = Vec::with_capacity(needs.len());
@@ -591,7 +594,8 @@ impl Shard {
                     None => (Some(a.ticket), a.admitted_at + res.settle_within),
                     Some(hold) => (None, a.admitted_at + hold),
                 };
-                if self.cancelled.remove(&res.grant_id).is_some() || reply.send(Ok(a.admitted_at)).is_err() {
+                let gone = self.gone.keys().any(|p| res.grant_id.starts_with(p.as_str()));
+                if gone || self.cancelled.remove(&res.grant_id).is_some() || reply.send(Ok(a.admitted_at)).is_err() {
                     // The asker left before hearing of it: nothing will be sent.
                     if ticket.is_some() {
                         self.sched.release(a.ticket);
@@ -626,7 +630,7 @@ impl Shard {
                     self.last_used.insert(id, now);
                     ids.push(id);
                 }
-                self.copied.insert(grant_id, Copied { entry, ids, bound, open: held_until.is_none() });
+                self.copied.insert(grant_id, Copied { entry, admitted, ids, bound, open: held_until.is_none() });
             }
             LedgerEvent::Settled { grant_id, outcome, admitted_at, route } => {
                 if let Some(issued) = self.issued.remove(&grant_id) {
@@ -667,9 +671,30 @@ impl Shard {
         }
     }
 
+    /// Settles what a dead replica was granted or announced: it can have arrived
+    /// no later than its last possible send plus the upstream timeout.
+    fn gone(&mut self, sender: &str, dead_by: Time, use_within: Duration, upstream: Duration, now: Time) {
+        self.gone.insert(sender.to_owned(), now + Duration::from_secs(300));
+        let mine: Vec<String> = self.issued.keys().filter(|g| g.starts_with(sender)).cloned().collect();
+        for g in mine {
+            if let Some(i) = self.issued.remove(&g)
+                && let Some(ticket) = i.ticket
+            {
+                self.sched.settle(now, ticket, dead_by.min(i.admitted_at + use_within) + upstream);
+            }
+        }
+        let copies: Vec<String> = self.copied.keys().filter(|g| g.starts_with(sender)).cloned().collect();
+        for g in copies {
+            if let Some(c) = self.copied.remove(&g) {
+                self.settle_copied(&c, now, Some(dead_by.min(c.admitted + use_within) + upstream));
+            }
+        }
+    }
+
     /// Requests whose sender never reported: counted as unknown outcomes.
     fn expire_unsettled(&mut self, now: Time) {
         self.cancelled.retain(|_, until| *until > now);
+        self.gone.retain(|_, until| *until > now);
         let lost_hold = self.sched.spec().lost_hold;
         let late: Vec<String> = self.issued.iter().filter(|(_, i)| i.expires <= now).map(|(g, _)| g.clone()).collect();
         for g in late {

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use crate::Time;
 use crate::adaptive::{AdaptiveSpec, Change, Learned, Source, memory};
+pub use crate::share::Share;
 
 /// One published limit: at most `limit` cost in any `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,31 +138,6 @@ pub struct BucketStatus {
     pub bans: u64,
     /// Cost added from server feedback beyond what sluice itself sent.
     pub phantom_cost: u64,
-}
-
-/// How much of each limit this process may use. Dispatcher replicas that cannot
-/// coordinate split every budget: each takes `Part`, and one that still coordinates
-/// for the others keeps only the `Rest` after the parts of those that may not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Share {
-    #[default]
-    Whole,
-    /// `floor(limit / of)`.
-    Part { of: u64 },
-    /// `limit - reserved * floor(limit / of)`.
-    Rest { of: u64, reserved: u64 },
-}
-
-impl Share {
-    /// The part of `limit` this share allows; the parts of `of` replicas never sum
-    /// above `limit`.
-    pub fn apply(self, limit: u64) -> u64 {
-        match self {
-            Share::Whole => limit,
-            Share::Part { of } => limit / of.max(1),
-            Share::Rest { of, reserved } => limit.saturating_sub(reserved.saturating_mul(limit / of.max(1))),
-        }
-    }
 }
 
 /// What the exchange said about one window in an answer (see [`Bucket::observe_usage`]).
@@ -290,8 +266,6 @@ pub struct Bucket {
     sent: BTreeMap<Key, Sent>,
     sent_at: HashMap<u64, Time>,
     frozen_until: Time,
-    /// Admits nothing from this time on (see [`Bucket::close_from`]).
-    closed_from: Time,
     share: Share,
     /// Entries older than this are gone from every window.
     retain: Duration,
@@ -341,7 +315,6 @@ impl Bucket {
             sent: BTreeMap::new(),
             sent_at: HashMap::new(),
             frozen_until: Time::ZERO,
-            closed_from: Time::MAX,
             share: Share::Whole,
             retain: longest + Duration::from_millis(1),
             log_since: Time::ZERO,
@@ -382,7 +355,21 @@ impl Bucket {
 
     /// What window `w` may hold now under the learned limit and the current share.
     fn cap(&self, w: &Window, now: Time) -> u64 {
-        self.share.apply(w.learned.limit(now, &self.adaptive))
+        self.share.apply(w.learned.limit(now, &self.adaptive), now, w.spec.period)
+    }
+
+    /// Above the current share but within the limit: possible once the share
+    /// grows (when a reservation ends), else once something settles.
+    fn over_share(&self, now: Time, cost: u64) -> Option<Earliest> {
+        let short: Vec<&Window> = self.windows.iter().filter(|w| cost > self.cap(w, now)).collect();
+        if short.is_empty() {
+            return None;
+        }
+        let grows = short.iter().map(|w| self.share.grows_at(now, w.spec.period)).collect::<Option<Vec<Time>>>();
+        Some(match grows.and_then(|g| g.into_iter().max()) {
+            Some(at) => Earliest::At(at.max(self.frozen_until)),
+            None => Earliest::AfterSettle,
+        })
     }
 
     /// The longest configured window.
@@ -462,9 +449,8 @@ impl Bucket {
         if let Some(limit) = self.windows.iter().map(|w| w.learned.limit(now, &self.adaptive)).find(|&l| cost > l) {
             return Earliest::Never { limit };
         }
-        // Above the current share but within the limit: possible once the share grows.
-        if self.windows.iter().any(|w| cost > self.cap(w, now)) || now >= self.closed_from {
-            return Earliest::AfterSettle;
+        if let Some(e) = self.over_share(now, cost) {
+            return e;
         }
         let mut t = now.max(self.frozen_until);
         for w in &self.windows {
@@ -473,13 +459,17 @@ impl Bucket {
             if need == 0 {
                 continue;
             }
-            match Self::free_time(&self.held, w, need) {
-                Some(at) => t = t.max(at),
+            // A replica's part kept back may be given back before entries leave:
+            // look again then.
+            let grows = self.share.grows_at(now, w.spec.period);
+            match (Self::free_time(&self.held, w, need), grows) {
+                (Some(at), _) => t = t.max(grows.map_or(at, |g| g.min(at))),
+                (None, Some(g)) => t = t.max(g),
                 // What is kept for others is given back when their peak ages out.
-                None if reserve > 0 && need <= reserve + self.held_in(w) => {
+                (None, None) if reserve > 0 && need <= reserve + self.held_in(w) => {
                     t = t.max(w.reserve_drops_at(now).unwrap_or(now)).max(Self::free_time(&self.held, w, self.held_in(w)).unwrap_or(now));
                 }
-                None => return Earliest::AfterSettle,
+                (None, None) => return Earliest::AfterSettle,
             }
         }
         // While others spend on the window, spread ours over it (see the module docs).
@@ -524,8 +514,8 @@ impl Bucket {
             Earliest::AfterSettle => {}
             other => return other,
         }
-        if self.windows.iter().any(|w| cost > self.cap(w, now)) || now >= self.closed_from {
-            return Earliest::AfterSettle;
+        if let Some(e) = self.over_share(now, cost) {
+            return e;
         }
         let mut t = now.max(self.frozen_until);
         for w in &self.windows {
@@ -890,12 +880,6 @@ impl Bucket {
         self.frozen_until = self.frozen_until.max(until);
     }
 
-    /// Admits nothing at or after `base` minus the longest window: whatever it
-    /// admits has left every window by `base`. `Time::MAX` reopens it.
-    pub fn close_from(&mut self, base: Time) {
-        self.closed_from = if base == Time::MAX { Time::MAX } else { base - self.retain };
-    }
-
     /// Admits nothing before `until` (not a ban: the dispatcher does not know what
     /// others spent, so it waits until that can no longer count).
     pub fn pause_until(&mut self, until: Time) {
@@ -948,368 +932,4 @@ impl Bucket {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(n: u64) -> Time {
-        Time::from_millis(n)
-    }
-
-    /// Probing is off here (see `unprobed`); its own tests turn it on.
-    fn bucket(windows: &[(u64, u64)]) -> Bucket {
-        bucket_with(windows, unprobed())
-    }
-
-    fn bucket_with(windows: &[(u64, u64)], adaptive: AdaptiveSpec) -> Bucket {
-        Bucket::new(BucketSpec {
-            windows: windows.iter().map(|&(limit, p)| WindowSpec { limit, period: Duration::from_millis(p) }).collect(),
-            adaptive,
-            calendar: false,
-        })
-        .unwrap()
-    }
-
-    /// Probing off, so tests of other rules can fill a window at once.
-    fn unprobed() -> AdaptiveSpec {
-        AdaptiveSpec { probe_below: 1.0, ..AdaptiveSpec::default() }
-    }
-
-    const SECOND: Duration = Duration::from_secs(1);
-
-    fn used(n: u64) -> Usage {
-        Usage { used: Some(n), ..Usage::default() }
-    }
-
-    #[test]
-    fn a_full_window_frees_strictly_after_the_response_plus_the_period() {
-        let mut b = bucket(&[(2, 1000)]);
-        let t0 = ms(10_000);
-        assert_eq!(b.earliest(t0, 1), Earliest::Now);
-        b.charge(t0, 1, 1, Time::MAX);
-        b.charge(t0, 2, 1, Time::MAX);
-        assert_eq!(b.earliest(t0, 1), Earliest::AfterSettle, "both in flight: unknown");
-        b.settle(ms(10_005), 1, ms(10_005));
-        assert_eq!(b.earliest(ms(10_005), 1), Earliest::At(ms(11_005).next()));
-        assert_eq!(b.earliest(ms(11_005), 1), Earliest::At(ms(11_005).next()), "inclusive boundary");
-        assert_eq!(b.earliest(ms(11_005).next(), 1), Earliest::Now);
-    }
-
-    #[test]
-    fn weights_and_every_window_count_together() {
-        // Binance-like: 10 per 100 ms and 15 per 1 s.
-        let mut b = bucket(&[(10, 100), (15, 1000)]);
-        let t0 = ms(5_000);
-        b.charge(t0, 1, 8, t0);
-        assert_eq!(b.earliest(t0, 3), Earliest::At((t0 + Duration::from_millis(100)).next()));
-        assert_eq!(b.earliest(t0, 2), Earliest::Now);
-        b.charge(t0, 2, 2, t0);
-        let later = ms(5_200);
-        assert_eq!(b.earliest(later, 5), Earliest::Now, "15 per second leaves 5");
-        assert_eq!(b.earliest(later, 6), Earliest::At((t0 + Duration::from_millis(1000)).next()));
-        assert_eq!(b.earliest(later, 11), Earliest::Never { limit: 10 });
-    }
-
-    #[test]
-    fn grants_are_held_until_their_use_by_time() {
-        let mut b = bucket(&[(1, 1000)]);
-        let t0 = ms(1_000);
-        b.charge(t0, 1, 1, ms(1_300));
-        assert_eq!(b.earliest(ms(2_000), 1), Earliest::At(ms(2_300).next()));
-    }
-
-    #[test]
-    fn release_gives_back_an_unsent_request() {
-        let mut b = bucket(&[(1, 1000)]);
-        b.charge(ms(0), 7, 1, Time::MAX);
-        assert_eq!(b.earliest(ms(0), 1), Earliest::AfterSettle);
-        b.release(7);
-        assert_eq!(b.earliest(ms(0), 1), Earliest::Now);
-        assert_eq!(b.status(ms(0)).admitted, 0);
-    }
-
-    #[test]
-    fn server_usage_only_tightens() {
-        let mut b = bucket(&[(10, 1000)]);
-        let t0 = ms(50_000);
-        for id in 0..3 {
-            b.charge(t0, id, 1, t0);
-        }
-        // The server saw only 2 of ours so far: nothing to learn.
-        b.observe_usage(t0, t0, 2, t0, SECOND, used(2), true);
-        assert_eq!(b.status(t0).windows[0].used, 3);
-        // The server counts 8: 5 are someone else's.
-        b.observe_usage(t0, t0, 2, t0, SECOND, used(8), true);
-        let s = b.status(t0);
-        assert_eq!(s.windows[0].used, 8);
-        assert_eq!(s.phantom_cost, 5);
-        // A lower announced limit replaces ours; a higher one does not.
-        b.observe_usage(t0, t0, 2, t0, SECOND, Usage { limit: Some(20), ..Usage::default() }, true);
-        assert_eq!(b.status(t0).windows[0].limit, 10);
-        let change = b.observe_usage(t0, t0, 2, t0, SECOND, Usage { limit: Some(9), ..Usage::default() }, true).unwrap().unwrap();
-        assert_eq!((change.to, change.source), (9, Source::Announced));
-        assert_eq!(b.status(t0).windows[0].limit, 9);
-        assert!(b.observe_usage(t0, t0, 2, t0, Duration::from_secs(60), used(1), true).is_none(), "no such window");
-    }
-
-    #[test]
-    fn others_spending_is_counted_once_and_its_step_kept_free() {
-        let mut b = bucket(&[(100, 1000)]);
-        let t0 = ms(50_000);
-        b.charge(t0, 1, 1, Time::MAX);
-        b.settle(t0, 1, t0);
-        // The exchange counts 6: 5 are another program's.
-        b.observe_usage(t0, t0, 1, t0, SECOND, used(6), true);
-        b.charge(t0, 2, 1, Time::MAX);
-        b.settle(t0, 2, t0);
-        // Then 9: 2 of ours, the 5 already known, and 2 more of theirs.
-        b.observe_usage(t0, t0, 2, t0, SECOND, used(9), true);
-        let s = b.status(t0);
-        assert_eq!((s.phantom_cost, s.windows[0].used), (7, 9), "their 7 of a window are kept free for them");
-        // While they spend, ours is spread: a fifth of our 93 in any tenth of the window.
-        assert_eq!(b.earliest(t0, 16), Earliest::Now);
-        assert_eq!(b.earliest(t0, 17), Earliest::At((t0 + Duration::from_millis(100)).next()));
-        // Their share is still kept when their spending has left the window (they go
-        // on spending while we are quiet), and given back 30 s after they stopped.
-        let t1 = t0 + Duration::from_secs(2);
-        assert_eq!(b.status(t1).windows[0].used, 7);
-        assert_eq!(b.earliest(t0 + Duration::from_secs(31), 100), Earliest::Now);
-    }
-
-    #[test]
-    fn usage_is_compared_with_ours_in_the_exchanges_window_at_arrival() {
-        let mut b = bucket(&[(10, 1000)]);
-        let t0 = ms(50_000);
-        for id in 0..10 {
-            b.charge(t0, id, 1, Time::MAX);
-            b.settle(t0, id, t0);
-        }
-        // A request admitted at t0 + 999 ms arrives at once (the server counts our
-        // ten), but its answer is processed at t0 + 1005 ms, when our ten have left
-        // our own window. They are not someone else's.
-        let admitted = t0 + Duration::from_millis(999);
-        let later = t0 + Duration::from_millis(1005);
-        b.charge(admitted, 99, 1, Time::MAX);
-        // And requests admitted after it, already in flight, did not count there yet.
-        for id in 100..105 {
-            b.charge(later, id, 1, Time::MAX);
-        }
-        b.observe_usage(later, later, 99, admitted, SECOND, used(11), true);
-        assert_eq!(b.status(later).phantom_cost, 0);
-        // Those five may have arrived before it (arrival jitter reorders): up to 16
-        // can be ours, only what is above is someone else's.
-        b.observe_usage(later, later, 99, admitted, SECOND, used(16), true);
-        assert_eq!(b.status(later).phantom_cost, 0);
-        b.observe_usage(later, later, 99, admitted, SECOND, used(18), true);
-        assert_eq!(b.status(later).phantom_cost, 2);
-    }
-
-    #[test]
-    fn a_429_cuts_the_count_to_what_the_exchange_had_counted() {
-        // The policy says 12/s, the exchange allows 8: a burst of 12 in one poll.
-        let mut b = bucket_with(&[(12, 1000)], unprobed());
-        let t0 = ms(100_000);
-        for id in 0..12 {
-            assert_eq!(b.earliest(t0, 1), Earliest::Now);
-            b.charge(t0, id, 1, Time::MAX);
-        }
-        let t1 = t0 + Duration::from_millis(2);
-        for id in 0..8 {
-            b.settle(t1, id, t1);
-            b.on_accepted(t1, id);
-        }
-        // Four refusals come back, in any order; each lowers to its evidence.
-        let mut cuts = Vec::new();
-        for id in [9, 8, 11, 10] {
-            b.settle(t1, id, t1);
-            cuts.push(b.on_throttled(t1, id, t0, t1 + SECOND, &[]).map(|c| c.to));
-        }
-        let s = b.status(t1);
-        assert_eq!(s.windows[0].learned, Some(8), "the eight it accepted: {cuts:?}");
-        assert_eq!(s.windows[0].learned_from, Some(Source::Throttled));
-        assert_eq!(s.windows[0].configured, 12);
-        assert_eq!(s.windows[0].failed, Some(9));
-        assert_eq!(s.throttled, 4);
-        assert!((s.rate_factor - 8.0 / 12.0).abs() < 1e-9);
-        assert_eq!(s.frozen_until, Some(t1 + SECOND), "paused until the window rolls");
-        // The refused ones do not count against the window; the next window holds 8.
-        assert_eq!(b.earliest(t1 + SECOND, 1), Earliest::At((t1 + SECOND).next()));
-        let t2 = t1 + SECOND + Duration::from_millis(1);
-        for id in 20..28 {
-            assert_eq!(b.earliest(t2, 1), Earliest::Now, "request {id}");
-            b.charge(t2, id, 1, t2);
-        }
-        assert!(matches!(b.earliest(t2, 1), Earliest::At(_)), "a ninth waits for the next window");
-    }
-
-    #[test]
-    fn the_exchanges_own_count_on_a_refusal_is_the_evidence() {
-        let mut b = bucket_with(&[(6000, 60_000)], unprobed());
-        let t0 = ms(1_000_000);
-        b.charge(t0, 1, 10, Time::MAX);
-        b.settle(t0, 1, t0);
-        let c = b.on_throttled(t0, 1, t0, t0 + SECOND, &[(Duration::from_secs(60), 4000)]).unwrap();
-        assert_eq!((c.from, c.to, c.evidence), (6000, 3990, Some(3990)), "its count less this request's weight");
-    }
-
-    #[test]
-    fn of_several_windows_the_fullest_learns() {
-        // Binance orders: 100 per 10 s and 200,000 per day; 50 sent in 10 s then a 429.
-        let mut b = bucket_with(&[(100, 10_000), (200_000, 86_400_000)], unprobed());
-        let t0 = ms(100_000_000);
-        for id in 0..51 {
-            b.charge(t0, id, 1, t0);
-        }
-        let c = b.on_throttled(t0, 50, t0, t0, &[]).unwrap();
-        assert_eq!((c.period, c.to), (Duration::from_secs(10), 50));
-        let s = b.status(t0);
-        assert_eq!(s.windows[1].learned, None, "the day window keeps its limit");
-    }
-
-    #[test]
-    fn above_what_was_verified_requests_go_one_at_a_time() {
-        let mut b = bucket_with(&[(12, 1000)], AdaptiveSpec::default());
-        let t0 = ms(10_000);
-        // Half the limit goes at once before anything is known.
-        for id in 0..6 {
-            assert_eq!(b.earliest(t0, 1), Earliest::Now, "request {id}");
-            b.charge(t0, id, 1, Time::MAX);
-        }
-        assert_eq!(b.earliest(t0, 1), Earliest::AfterSettle, "a probe waits until nothing is in flight");
-        let t1 = t0 + Duration::from_millis(1);
-        for id in 0..6 {
-            b.settle(t1, id, t1);
-            b.on_accepted(t1, id);
-        }
-        assert_eq!(b.status(t1).windows[0].verified, 6);
-        // One probe at a time: each accepted one raises what is known to be accepted.
-        for id in 6..12 {
-            assert_eq!(b.earliest(t1, 1), Earliest::Now, "probe {id}");
-            b.charge(t1, id, 1, Time::MAX);
-            assert_ne!(b.earliest(t1, 1), Earliest::Now, "one probe in flight at a time");
-            b.settle(t1, id, t1);
-            b.on_accepted(t1, id);
-        }
-        assert_eq!(b.status(t1).windows[0].verified, 12);
-        // The whole limit was accepted: no more probing, the next window goes at once.
-        let t2 = t1 + SECOND + Duration::from_millis(1);
-        for id in 20..32 {
-            assert_eq!(b.earliest(t2, 1), Earliest::Now, "request {id}");
-            b.charge(t2, id, 1, Time::MAX);
-        }
-    }
-
-    #[test]
-    fn the_remaining_header_reveals_a_lower_limit_before_any_429() {
-        // Upbit: policy 12/s, the exchange 8/s, saying what is left in each answer.
-        let mut b = bucket_with(&[(12, 1000)], AdaptiveSpec::default());
-        let t0 = ms(10_000);
-        for id in 0..3 {
-            b.charge(t0, id, 1, Time::MAX);
-        }
-        let t1 = t0 + Duration::from_millis(1);
-        b.settle(t1, 0, t1);
-        // Three of ours arrived; the exchange says 5 are left: it allows 8.
-        let change = b.observe_usage(t1, t1, 0, t0, SECOND, Usage { remaining: Some(5), ..Usage::default() }, true).unwrap().unwrap();
-        assert_eq!((change.from, change.to, change.source), (12, 8, Source::Remaining));
-        let s = b.status(t1);
-        // Only this answer's own request surely arrived: 1 + 5 are known to be accepted.
-        assert_eq!((s.windows[0].limit, s.windows[0].learned, s.windows[0].verified), (8, Some(8), 6));
-        assert_eq!(s.phantom_cost, 0, "a lower limit, not someone else's traffic");
-    }
-
-    #[test]
-    fn an_answer_read_after_it_settled_still_sees_the_window_before_its_request() {
-        let mut b = bucket_with(&[(10, 1000)], AdaptiveSpec::default());
-        let t0 = ms(10_000);
-        for id in 0..7 {
-            b.charge(t0, id, 1, Time::MAX);
-            b.settle(t0 + Duration::from_millis(1), id, t0 + Duration::from_millis(1));
-        }
-        // Admitted 999 ms later; its answer is read 4 ms after that, when the seven
-        // have left our own window, but they were in the exchange's at its arrival.
-        let admitted = t0 + Duration::from_millis(999);
-        let read = t0 + Duration::from_millis(1003);
-        b.charge(admitted, 9, 1, Time::MAX);
-        b.settle(read, 9, read);
-        let change = b.observe_usage(read, read, 9, admitted, SECOND, Usage { remaining: Some(2), ..Usage::default() }, true).unwrap();
-        assert_eq!(change, None, "2 left after our 8: the exchange allows 10, as configured");
-    }
-
-    #[test]
-    fn bans_freeze_until_their_end() {
-        let mut b = bucket(&[(10, 1000)]);
-        b.on_banned(ms(9_000));
-        assert_eq!(b.earliest(ms(1_000), 1), Earliest::At(ms(9_000)));
-        assert_eq!(b.earliest(ms(9_000), 1), Earliest::Now);
-        assert_eq!(b.status(ms(9_000)).bans, 1);
-    }
-
-    #[test]
-    fn optimistic_bound_assumes_in_flight_settles_now() {
-        let mut b = bucket(&[(1, 1000)]);
-        b.charge(ms(0), 1, 1, Time::MAX);
-        assert_eq!(b.earliest_optimistic(ms(500), 1), Earliest::At(ms(1_500).next()));
-    }
-
-    #[test]
-    fn old_entries_are_forgotten() {
-        let mut b = bucket(&[(5, 1000)]);
-        for i in 0..1000 {
-            b.charge(ms(i * 10), i, 1, ms(i * 10));
-        }
-        assert!(b.held.len() < 300, "kept {}", b.held.len());
-        // The log keeps 10 s (answers are read against it) plus a window.
-        assert!(b.sent.len() < 1200 && b.sent_at.len() < 1200, "log kept {}", b.sent.len());
-    }
-
-    #[test]
-    fn shares_of_replicas_never_sum_above_the_limit() {
-        for limit in [1u64, 2, 7, 10, 600, 6000] {
-            for of in 1u64..=5 {
-                let part = Share::Part { of }.apply(limit);
-                for reserved in 0..of {
-                    let rest = Share::Rest { of, reserved }.apply(limit);
-                    assert!(rest + reserved * part <= limit, "limit {limit} of {of} reserved {reserved}");
-                }
-                assert!(part * of <= limit);
-            }
-        }
-        let mut b = bucket_with(&[(10, 1000)], unprobed());
-        b.set_share(Share::Part { of: 3 });
-        for i in 0..3 {
-            assert_eq!(b.earliest(ms(0), 1), Earliest::Now);
-            b.charge(ms(0), i, 1, ms(0));
-        }
-        assert!(matches!(b.earliest(ms(0), 1), Earliest::At(_)));
-        // Above the share but within the limit: wait, never refuse outright.
-        assert_eq!(b.earliest(ms(0), 5), Earliest::AfterSettle);
-        assert_eq!(b.earliest(ms(0), 11), Earliest::Never { limit: 10 });
-        b.set_share(Share::Whole);
-        assert_eq!(b.earliest(ms(0), 1), Earliest::Now);
-    }
-
-    #[test]
-    fn a_pause_is_not_a_ban() {
-        let mut b = bucket(&[(10, 1000)]);
-        b.pause_until(ms(500));
-        assert_eq!(b.earliest(ms(0), 1), Earliest::At(ms(500)));
-        assert_eq!(b.status(ms(0)).bans, 0);
-        // Closed early enough that anything admitted leaves the window by the base.
-        b.close_from(ms(3000));
-        assert!(matches!(b.earliest(ms(600), 1), Earliest::Now));
-        assert_eq!(b.earliest(ms(2500), 1), Earliest::AfterSettle);
-        b.close_from(Time::MAX);
-        assert_eq!(b.earliest(ms(2500), 1), Earliest::Now);
-    }
-
-    #[test]
-    fn spec_errors_name_the_window() {
-        let e = Bucket::new(BucketSpec {
-            windows: vec![WindowSpec { limit: 1, period: Duration::from_secs(1) }, WindowSpec { limit: 0, period: Duration::from_secs(1) }],
-            adaptive: AdaptiveSpec::default(),
-            calendar: false,
-        })
-        .unwrap_err();
-        assert_eq!(e, SpecError::ZeroLimit { index: 1 });
-    }
-}
+mod tests;

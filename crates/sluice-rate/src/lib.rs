@@ -8,6 +8,8 @@
 //! * [`scheduler`]: the queue in front of the buckets: priority classes that cannot
 //!   starve each other, deadlines, bounded capacity, requests that charge several
 //!   buckets at once.
+//! * [`share`]: the part of each limit a dispatcher replica may use when replicas
+//!   cannot coordinate, and what an owner keeps back for them, window by window.
 //! * [`server`]: how exchanges count (sliding window, fixed window, token bucket), used
 //!   by the simulator to enforce limits and by tests as the judge.
 
@@ -15,6 +17,7 @@ pub mod adaptive;
 pub mod bucket;
 pub mod scheduler;
 pub mod server;
+pub mod share;
 mod time;
 
 pub use time::{Clock, FakeClock, MonotonicClock, Time};

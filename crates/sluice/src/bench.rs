@@ -66,6 +66,9 @@ pub struct DispatchArgs {
     /// With replicas: kill -9 the owner of the budgets this many seconds in.
     #[arg(long)]
     pub kill_owner_at: Option<u64>,
+    /// With replicas: kill -9 a replica that does not own the budgets this many seconds in.
+    #[arg(long, conflicts_with = "kill_owner_at")]
+    pub kill_other_at: Option<u64>,
     /// With replicas: stop NATS this many seconds in...
     #[arg(long)]
     pub nats_stop_at: Option<u64>,
@@ -86,7 +89,8 @@ impl DispatchArgs {
             inflight: self.inflight,
             seconds: self.seconds,
             jitter_ms: self.jitter_ms,
-            kill_owner_at: self.kill_owner_at,
+            kill_at: self.kill_owner_at.or(self.kill_other_at),
+            kill_owner: self.kill_other_at.is_none(),
             nats_stop_at: self.nats_stop_at,
             nats_down_for: self.nats_down_for,
             order_clients: self.order_clients,

@@ -10,8 +10,10 @@
 //! sent twice would show.
 //!
 //! Reported: ratio (accepted / what the limit allows over the measured time),
-//! 429s, and the longest stall: the longest time without any successful market
-//! data call after load began.
+//! 429s, the longest stall (the longest time without any successful market data
+//! call after load began), the ratio from 3 s after a kill to the end (the
+//! survivors must not keep a dead replica's share back), and how long after NATS
+//! came back the full rate was reached and kept.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -36,8 +38,10 @@ pub struct ReplicaRun {
     pub inflight: usize,
     pub seconds: u64,
     pub jitter_ms: u64,
-    /// Kill -9 the owner of Upbit's budgets this many seconds into the load.
-    pub kill_owner_at: Option<u64>,
+    /// Kill -9 a replica this many seconds into the load: the owner of Upbit's
+    /// budgets when `kill_owner`, else another one.
+    pub kill_at: Option<u64>,
+    pub kill_owner: bool,
     /// Stop NATS at this second and start it again `nats_down_for` later.
     pub nats_stop_at: Option<u64>,
     pub nats_down_for: u64,
@@ -53,7 +57,8 @@ impl Default for ReplicaRun {
             inflight: 2,
             seconds: 60,
             jitter_ms: 0,
-            kill_owner_at: None,
+            kill_at: None,
+            kill_owner: true,
             nats_stop_at: None,
             nats_down_for: 6,
             order_clients: 0,
@@ -82,6 +87,13 @@ pub struct ReplicaReport {
     /// Keys the exchange saw twice ("identifier already in use"): must be 0.
     pub orders_duplicated: u64,
     pub killed: Option<String>,
+    /// Accepted / allowed from 3 s after the kill to the end.
+    pub ratio_after_kill: Option<f64>,
+    /// Seconds from NATS's restart until every following second ran at 90 % of
+    /// the limit or more (`None`: not reached before the end).
+    pub full_rate_after_nats_s: Option<f64>,
+    /// Accepted per second of the run (one per second mark).
+    pub per_second: Vec<f64>,
     /// Modes seen from GetCluster while NATS was down (e.g. "fallback").
     pub modes_while_down: Vec<String>,
     /// Modes at the end of the run.
@@ -289,7 +301,7 @@ fn replica_config(name: &str, nats: &str, sim: &SimHandle) -> String {
     }
     text.push_str(&format!(
         "[cluster]\nnats_url = '{nats}'\nheartbeat_ms = 100\nabsent_after_ms = 400\nmember_ttl_ms = 20000\nlease_ttl_ms = 500\n\
-         clock_skew_ms = 20\ngrant_use_within_ms = 150\n"
+         clock_skew_ms = 20\ngrant_use_within_ms = 150\nfallback_lease_ms = 10000\n"
     ));
     text
 }
@@ -528,18 +540,28 @@ pub async fn run(args: ReplicaRun, out: &mut dyn std::io::Write) -> anyhow::Resu
 
     let mut report = ReplicaReport::default();
     let mut nats_back_at = None;
+    // (when, accepted so far) at each second mark.
+    let mut samples = vec![(started, base)];
+    let (mut killed_at, mut restarted_at) = (None, None);
     for s in 1..=args.seconds {
         tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
-        if args.kill_owner_at == Some(s) {
+        let acc = accepted(&sim);
+        let prev = samples.last().copied().unwrap_or((started, base));
+        samples.push((Instant::now(), acc));
+        report.per_second.push((acc - prev.1) as f64 / Instant::now().saturating_duration_since(prev.0).as_secs_f64().max(1e-3));
+        if args.kill_at == Some(s) {
             let mut c = clients[0].clone();
             let owner = match c.get_cluster(GetClusterRequest {}).await {
                 Ok(st) => st.into_inner().owners.into_iter().find(|o| o.exchange == "upbit").map(|o| o.owner),
                 Err(_) => None,
             };
-            if let Some(r) = replicas.iter_mut().find(|r| Some(&r.name) == owner.as_ref()) {
+            let victim = replicas.iter_mut().find(|r| (Some(&r.name) == owner.as_ref()) == args.kill_owner);
+            if let Some(r) = victim {
                 r.kill();
-                writeln!(out, "t={s:>3}s killed the owner {} (kill -9) at unix ms {}", r.name, unix_ms())?;
+                let what = if args.kill_owner { "the owner" } else { "a non-owner" };
+                writeln!(out, "t={s:>3}s killed {what} {} (kill -9) at unix ms {}", r.name, unix_ms())?;
                 report.killed = Some(r.name.clone());
+                killed_at = Some(samples.len() - 1);
             }
         }
         if args.nats_stop_at == Some(s) {
@@ -558,15 +580,38 @@ pub async fn run(args: ReplicaRun, out: &mut dyn std::io::Write) -> anyhow::Resu
         if nats_back_at == Some(s) {
             nats.restart().await?;
             writeln!(out, "t={s:>3}s started NATS again")?;
+            restarted_at = Some(samples.len() - 1);
         }
         let t = tally.lock().unwrap_or_else(|p| p.into_inner());
         writeln!(
             out,
-            "t={s:>3}s accepted={:>5} unavailable={} http_429={}",
-            accepted(&sim) - base,
+            "t={s:>3}s accepted={:>5} (+{:>2}) unavailable={} http_429={}",
+            acc - base,
+            acc - prev.1,
             t.unavailable,
             sim.stats().rate_limited() - base_429
         )?;
+    }
+    // Upbit's ticker group: 10 requests per second per IP.
+    let rate = |from: usize| {
+        let ((t0, a0), (t1, a1)) = (samples[from], samples[samples.len() - 1]);
+        (a1 - a0) as f64 / (10.0 * t1.saturating_duration_since(t0).as_secs_f64().max(1e-3))
+    };
+    if let Some(k) = killed_at
+        && k + 3 < samples.len() - 1
+    {
+        report.ratio_after_kill = Some(rate(k + 3));
+        writeln!(out, "ratio from 3 s after the kill to the end: {:.4}", rate(k + 3))?;
+    }
+    if let Some(r) = restarted_at {
+        // The first second mark after which every whole second ran at 90 % or more.
+        let per = &report.per_second;
+        let back = (r..per.len()).find(|&i| per[i..].iter().all(|&x| x >= 9.0));
+        report.full_rate_after_nats_s = back.map(|i| samples[i].0.saturating_duration_since(samples[r].0).as_secs_f64());
+        match report.full_rate_after_nats_s {
+            Some(s) => writeln!(out, "full rate (>= 9 of 10 every second) from {s:.1} s after NATS came back")?,
+            None => writeln!(out, "full rate not reached after NATS came back")?,
+        }
     }
     for t in tasks {
         let _ = t.await;
@@ -623,6 +668,9 @@ pub async fn run(args: ReplicaRun, out: &mut dyn std::io::Write) -> anyhow::Resu
     )?;
     for why in &t_why {
         writeln!(out, "unavailable because: {why}")?;
+    }
+    for e in report.other_errors.iter().take(5) {
+        writeln!(out, "other error: {e}")?;
     }
     if !report.modes_while_down.is_empty() {
         writeln!(out, "modes while NATS was down: {}", report.modes_while_down.join(" "))?;

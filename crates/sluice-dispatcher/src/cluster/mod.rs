@@ -17,6 +17,8 @@
 //!   replica is never sent twice.
 
 mod idem;
+mod leases;
+mod liveness;
 mod members;
 mod wire;
 
@@ -26,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use sluice_domain::Exchange;
@@ -38,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub(crate) use idem::{Claim, Claimed, Ending};
-use members::{LeaseAction, LeaseSeen, Members, Timing};
+use members::{LeaseSeen, Members, Timing};
 
 use crate::config::{ClusterConfig, DispatcherConfig};
-use crate::metrics::{ExchangeLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::request::{BucketKey, PreparedCall, PreparedGrant, egress_key};
 use crate::shard::{Answer, Command, Failure, LedgerEvent, Outcome, Reservation, ShardHandle};
 use crate::upstream::Upstream;
@@ -88,7 +89,23 @@ struct State {
     /// When the ledger subscription last started being continuous.
     subscribed_since: Time,
     fallback_since: Option<Time>,
+    /// What it admitted alone in its last fallback may reach the exchange until then.
     fallback_clear: Time,
+    /// When it last published a heartbeat (the others notice its absence from
+    /// the last one they heard).
+    hb_sent: Time,
+    /// The fallback lease end and share count in the last heartbeat published,
+    /// and in the last one NATS confirmed (the ones it keeps to).
+    solo_said: Time,
+    share_of_said: u64,
+    solo_until: Time,
+    share_of: u64,
+    /// In fallback: it admits alone from this time (before each bucket's window)
+    /// until `solo_admit_until`. `Time::MAX` while connected.
+    solo_from: Time,
+    solo_admit_until: Time,
+    /// Shutdown has begun: never admit alone again.
+    stopping: bool,
     members: Members,
     leases: BTreeMap<Exchange, LeaseSeen>,
     held: BTreeMap<Exchange, Held>,
@@ -106,9 +123,11 @@ pub(crate) struct Cluster {
     idem: kv::Store,
     shards: BTreeMap<Exchange, ShardHandle>,
     upstreams: BTreeMap<Exchange, Arc<Upstream>>,
-    /// Longest window of each exchange's policy.
-    longest: BTreeMap<Exchange, Duration>,
+    /// Longest window of any bucket: how long a reservation can matter after its time.
+    longest_any: Duration,
     egress: Vec<String>,
+    /// The gRPC address advertised to the others for death probes ("" if none).
+    addr: String,
     state: Mutex<State>,
     /// Bumped at every change of route, so waiting calls look again.
     changed: watch::Sender<u64>,
@@ -125,7 +144,7 @@ fn ms(v: u64) -> Duration {
 
 impl Cluster {
     fn timing(&self) -> Timing {
-        Timing { absent_after: ms(self.cfg.absent_after_ms), member_ttl: ms(self.cfg.member_ttl_ms) }
+        Timing { absent_after: ms(self.cfg.absent_after_ms), member_ttl: ms(self.cfg.member_ttl_ms), skew: self.skew() }
     }
 
     fn skew(&self) -> Duration {
@@ -202,10 +221,10 @@ impl Cluster {
         for (name, m) in st.members.iter() {
             members.push(Member {
                 replica: name.clone(),
-                alive: st.members.alive(name, &m.incarnation, "", now, t),
+                alive: st.members.alive(name, &m.said.incarnation, "", now, t),
                 last_seen: Some(d(now.saturating_since(m.seen_at))),
-                fallback_clears_in: Some(d(m.fallback_clear.saturating_since(now))),
-                egress: m.egress.clone(),
+                fallback_clears_in: Some(d(m.said.fallback_clear.saturating_since(now))),
+                egress: m.said.egress.clone(),
             });
         }
         let owners = st
@@ -228,20 +247,36 @@ impl Cluster {
     }
 }
 
+/// What a replica runs with, besides its configuration.
+pub(crate) struct Parts {
+    pub(crate) shards: BTreeMap<Exchange, ShardHandle>,
+    pub(crate) upstreams: BTreeMap<Exchange, Arc<Upstream>>,
+    /// The longest window of any bucket of any exchange.
+    pub(crate) longest: Duration,
+    /// The address the gRPC server is bound to.
+    pub(crate) bound: std::net::SocketAddr,
+    pub(crate) clock: MonotonicClock,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) health: tonic_health::server::HealthReporter,
+    /// Fires when shutdown begins (before the gRPC server drains).
+    pub(crate) shutdown: CancellationToken,
+    /// Fires once the gRPC server has drained.
+    pub(crate) stop: CancellationToken,
+}
+
+/// The address to advertise: configured, else the bound one if it names an interface.
+fn advertised(cfg: &ClusterConfig, bound: std::net::SocketAddr) -> String {
+    match &cfg.advertise {
+        Some(a) => a.clone(),
+        None if !bound.ip().is_unspecified() => bound.to_string(),
+        None => String::new(),
+    }
+}
+
 /// Connects, creates the key-value buckets, starts membership, leases, the ledger
 /// and the grant service. Shards start admitting nothing until told.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn start(
-    config: &DispatcherConfig,
-    cfg: ClusterConfig,
-    shards: BTreeMap<Exchange, ShardHandle>,
-    upstreams: BTreeMap<Exchange, Arc<Upstream>>,
-    longest: BTreeMap<Exchange, Duration>,
-    clock: MonotonicClock,
-    metrics: Arc<Metrics>,
-    health: tonic_health::server::HealthReporter,
-    stop: CancellationToken,
-) -> Result<Arc<Cluster>, ClusterError> {
+pub(crate) async fn start(config: &DispatcherConfig, cfg: ClusterConfig, parts: Parts) -> Result<Arc<Cluster>, ClusterError> {
+    let Parts { shards, upstreams, longest, bound, clock, metrics, health, shutdown, stop } = parts;
     let url = cfg.nats_url.clone();
     let client = async_nats::ConnectOptions::new()
         .name(format!("sluice-dispatcher {}", config.replica))
@@ -280,6 +315,13 @@ pub(crate) async fn start(
 
     let now = clock.now();
     let egress = Exchange::ALL.iter().map(|ex| format!("{ex}={}", egress_key(config, *ex))).collect();
+    let addr = advertised(&cfg, bound);
+    if addr.is_empty() && cfg.probe_peers {
+        tracing::warn!(
+            "no address to advertise (listening on {bound}; set cluster.advertise or SLUICE_DISPATCHER_ADVERTISE): the others cannot \
+             tell this replica dead from cut off, and keep its share back for its fallback lease"
+        );
+    }
     let (changed, _) = watch::channel(0);
     let cluster = Arc::new(Cluster {
         me: config.replica.clone(),
@@ -290,14 +332,23 @@ pub(crate) async fn start(
         idem,
         shards,
         upstreams,
-        longest,
+        longest_any: longest,
         egress,
+        addr,
         state: Mutex::new(State {
             connected: true,
             last_contact: now,
             subscribed_since: now,
             fallback_since: None,
             fallback_clear: Time::ZERO,
+            hb_sent: now,
+            solo_said: Time::ZERO,
+            share_of_said: 1,
+            solo_until: Time::ZERO,
+            share_of: 1,
+            solo_from: Time::MAX,
+            solo_admit_until: Time::ZERO,
+            stopping: false,
             members: Members::new(&config.replica, now),
             leases: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -327,6 +378,11 @@ pub(crate) async fn start(
     tokio::spawn(cluster.clone().ledger_loop(ledger, stop.clone()));
     tokio::spawn(cluster.clone().grant_loop(grants, stop.clone()));
     tokio::spawn(cluster.clone().tick_loop(stop));
+    let c = cluster.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        c.stopping().await;
+    });
     Ok(cluster)
 }
 
@@ -335,29 +391,6 @@ pub(crate) async fn start(
 pub(crate) const CLUSTER_HEALTH: &str = "sluice.dispatcher.v1.Cluster";
 
 impl Cluster {
-    async fn members_loop(self: Arc<Self>, mut sub: async_nats::Subscriber, stop: CancellationToken) {
-        loop {
-            let msg = tokio::select! {
-                _ = stop.cancelled() => break,
-                m = sub.next() => match m { Some(m) => m, None => break },
-            };
-            let hb: pb::Heartbeat = match wire::decode("heartbeat", &msg.payload) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring a malformed heartbeat");
-                    continue;
-                }
-            };
-            let now = self.clock.now();
-            let mut st = self.lock();
-            st.members.heard(now, &hb.replica, &hb.incarnation, wire::time(hb.fallback_clear_unix_ns), hb.leaving, hb.egress);
-        }
-        // Leaving on purpose: tell the others at once so they stop keeping a share back.
-        let hb = pb::Heartbeat { replica: self.me.clone(), incarnation: self.incarnation.clone(), leaving: true, ..Default::default() };
-        let _ = self.client.publish(self.subject("members"), hb.encode_to_vec().into()).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.client.flush()).await;
-    }
-
     async fn ledger_loop(self: Arc<Self>, mut sub: async_nats::Subscriber, stop: CancellationToken) {
         loop {
             let msg = tokio::select! {
@@ -457,251 +490,6 @@ impl Cluster {
             .try_send(Command::Reserve { res: Box::new(res), reply })
             .map_err(|_| Status::resource_exhausted(format!("the {exchange} dispatch queue is saturated; retry later")))?;
         rx.await.map_err(|_| Status::unavailable("the dispatcher is shutting down"))?
-    }
-
-    /// Every heartbeat: probe NATS, publish the heartbeat, keep leases, set shares.
-    async fn tick_loop(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(ms(self.cfg.heartbeat_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let started = self.clock.now();
-            let probe = tokio::time::timeout(ms(self.cfg.heartbeat_ms * 2), self.client.flush()).await;
-            let contact = matches!(probe, Ok(Ok(()))) && self.client.connection_state() == async_nats::connection::State::Connected;
-            if contact {
-                self.in_contact(started).await;
-            } else {
-                self.out_of_contact().await;
-            }
-            self.publish_metrics();
-        }
-        // Stop admitting: whatever waits is refused and asked again elsewhere.
-        for ex in self.shards.keys() {
-            self.send_shard(*ex, Command::AdmitUntil(Time::ZERO)).await;
-        }
-    }
-
-    async fn in_contact(&self, now: Time) {
-        let rejoined = {
-            let mut st = self.lock();
-            st.last_contact = now;
-            if st.connected {
-                None
-            } else {
-                st.connected = true;
-                st.subscribed_since = now;
-                st.members.rejoined(now);
-                // What it admitted alone may count until answered and out of its
-                // windows; the owners keep its share back until then.
-                let longest = self.longest.values().max().copied().unwrap_or_default();
-                st.fallback_clear = now + self.upstream_timeout + longest + self.skew();
-                st.fallback_since.take()
-            }
-        };
-        if let Some(since) = rejoined {
-            tracing::info!(offline_ms = now.saturating_since(since).as_millis() as u64, "NATS reachable again; rejoining the cluster");
-            self.health.set_service_status(CLUSTER_HEALTH, tonic_health::ServingStatus::Serving).await;
-            for ex in self.shards.keys() {
-                // Until it owns an exchange again it admits nothing for it.
-                self.send_shard(*ex, Command::AdmitUntil(Time::ZERO)).await;
-                self.send_shard(*ex, Command::Close(Time::MAX)).await;
-                // Its copy of the ledger missed what others sent while it was away.
-                self.send_shard(*ex, Command::LogSince(now)).await;
-            }
-            self.bump();
-        }
-        let fallback_clear = self.lock().fallback_clear;
-        let hb = pb::Heartbeat {
-            replica: self.me.clone(),
-            incarnation: self.incarnation.clone(),
-            fallback_clear_unix_ns: if fallback_clear > now { wire::ns(fallback_clear) } else { 0 },
-            leaving: false,
-            egress: self.egress.clone(),
-        };
-        if let Err(e) = self.client.publish(self.subject("members"), hb.encode_to_vec().into()).await {
-            tracing::warn!(error = %e, "cannot publish heartbeat");
-        }
-        let forgotten = self.lock().members.prune(now, self.timing());
-        for f in forgotten {
-            tracing::warn!(replica = %f, "replica absent past the member ttl: forgotten, its share is used again");
-        }
-        self.keep_leases().await;
-        let changed = {
-            let mut st = self.lock();
-            let (of, reserved) = (st.members.count(), st.members.reserved(self.clock.now(), self.timing()));
-            let share = if reserved == 0 { Share::Whole } else { Share::Rest { of, reserved } };
-            (share != st.share).then(|| {
-                st.share = share;
-                share
-            })
-        };
-        if let Some(share) = changed {
-            for ex in self.shards.keys() {
-                self.send_shard(*ex, Command::Share(share)).await;
-            }
-        }
-    }
-
-    async fn keep_leases(&self) {
-        let exchanges: Vec<Exchange> = self.shards.keys().copied().collect();
-        for &ex in &exchanges {
-            let key = ex.as_str();
-            let entry = match tokio::time::timeout(ms(self.cfg.heartbeat_ms * 2), self.owners.entry(key)).await {
-                Ok(Ok(e)) => e,
-                Ok(Err(e)) => {
-                    tracing::debug!(exchange = %ex, error = %e, "cannot read lease");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let seen = entry.as_ref().filter(|e| e.operation == kv::Operation::Put).and_then(|e| {
-                let l: pb::Lease = wire::decode("lease", &e.value).ok()?;
-                Some((LeaseSeen { owner: l.owner, epoch: l.epoch, expires: wire::time(l.expires_unix_ns) }, e.revision))
-            });
-            let revision = entry.as_ref().map(|e| e.revision);
-            let now = self.clock.now();
-            let (owned, fair) = {
-                let st = self.lock();
-                let alive = st.members.alive_count(now, self.timing()) as usize;
-                let owned = st.held.iter().filter(|(_, h)| now < h.expires).count();
-                (owned, exchanges.len().div_ceil(alive.max(1)))
-            };
-            let action =
-                members::lease_action(seen.as_ref().map(|(l, _)| l), &self.me, now, self.skew(), ms(self.cfg.lease_ttl_ms), owned, fair);
-            match action {
-                LeaseAction::Leave => {
-                    let (lost, moved) = {
-                        let mut st = self.lock();
-                        let moved = match &seen {
-                            Some((l, _)) => st.leases.insert(ex, l.clone()).is_none_or(|old| old.owner != l.owner || old.epoch != l.epoch),
-                            None => false,
-                        };
-                        (st.held.remove(&ex).is_some(), moved)
-                    };
-                    if lost {
-                        tracing::warn!(exchange = %ex, "lost the lease");
-                        self.send_shard(ex, Command::AdmitUntil(Time::ZERO)).await;
-                    }
-                    if lost || moved {
-                        // Calls waiting on the old owner ask the new one now.
-                        self.bump();
-                    }
-                }
-                LeaseAction::Renew | LeaseAction::Take { .. } => {
-                    let epoch = match action {
-                        LeaseAction::Take { epoch } => epoch,
-                        _ => seen.as_ref().map_or(1, |(l, _)| l.epoch),
-                    };
-                    let expires = now + ms(self.cfg.lease_ttl_ms);
-                    let value: Bytes =
-                        pb::Lease { owner: self.me.clone(), epoch, expires_unix_ns: wire::ns(expires) }.encode_to_vec().into();
-                    let write = async {
-                        match revision {
-                            Some(rev) => self.owners.update(key, value, rev).await.map_err(|e| e.to_string()),
-                            None => self.owners.create(key, value).await.map_err(|e| e.to_string()),
-                        }
-                    };
-                    // Never let a lost NATS hold the heartbeat up: an unconfirmed write is a lost lease.
-                    let write =
-                        tokio::time::timeout(ms(self.cfg.heartbeat_ms * 2), write).await.unwrap_or_else(|_| Err("timed out".into()));
-                    match write {
-                        Ok(_) => self.hold_lease(ex, epoch, expires, seen.as_ref().map(|(l, _)| l.clone())).await,
-                        Err(e) => {
-                            // Someone else wrote first: re-read next tick.
-                            tracing::debug!(exchange = %ex, error = %e, "lease write lost a race");
-                            if self.lock().held.remove(&ex).is_some() {
-                                self.send_shard(ex, Command::AdmitUntil(Time::ZERO)).await;
-                                self.bump();
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn hold_lease(&self, ex: Exchange, epoch: u64, expires: Time, previous: Option<LeaseSeen>) {
-        let (taken, subscribed_since) = {
-            let mut st = self.lock();
-            let taken = st.held.get(&ex).is_none_or(|h| h.epoch != epoch);
-            st.held.insert(ex, Held { epoch, expires });
-            st.leases.insert(ex, LeaseSeen { owner: self.me.clone(), epoch, expires });
-            (taken, st.subscribed_since)
-        };
-        if taken {
-            // The previous owner admitted until its lease ended; what it granted
-            // is published within the use-by time. And a ledger copy that began
-            // recently misses what was sent before it began.
-            if let Some(p) = &previous {
-                let until = p.expires + self.use_within() + self.skew() + ms(50);
-                self.send_shard(ex, Command::Pause { until, per_window: false }).await;
-            }
-            let until = subscribed_since + self.use_within() + self.upstream_timeout + self.skew();
-            self.send_shard(ex, Command::Pause { until, per_window: true }).await;
-            tracing::info!(exchange = %ex, epoch, previous = previous.as_ref().map(|p| p.owner.as_str()).unwrap_or(""), "took the lease");
-        }
-        // Never admit past the lease, whatever the clocks say.
-        self.send_shard(ex, Command::AdmitUntil(expires - self.skew())).await;
-        if taken {
-            self.bump();
-        }
-    }
-
-    async fn out_of_contact(&self) {
-        let entered = {
-            let mut st = self.lock();
-            if st.connected {
-                st.connected = false;
-                st.held.clear();
-                st.fallback_since = Some(st.last_contact);
-                Some((st.last_contact, st.members.count()))
-            } else {
-                None
-            }
-        };
-        let Some((since, of)) = entered else { return };
-        tracing::error!(share_of = of, "NATS unreachable: admitting on this replica's own share of every budget");
-        self.health.set_service_status(CLUSTER_HEALTH, tonic_health::ServingStatus::NotServing).await;
-        let t = self.timing();
-        // Others admit from the full budget until they notice this replica is
-        // absent; what they admitted may count until answered and out of its
-        // window. Only then may this replica's own share be spent.
-        let pause = since + t.absent_after + self.skew() + self.use_within() + self.upstream_timeout;
-        // The others forget this replica after the member ttl and use its share
-        // again: by then whatever it admitted must have left every window.
-        let close = since + t.member_ttl - (self.upstream_timeout + self.skew());
-        tracing::info!(
-            pause_ms = pause.saturating_since(since).as_millis() as u64,
-            close_ms = close.saturating_since(since).as_millis() as u64,
-            "fallback: each bucket admits after the pause plus its window, and stops a window before the close"
-        );
-        self.lock().share = Share::Part { of };
-        for shard in self.shards.values() {
-            // What the others admit alone from now on is not in this copy of the
-            // ledger: the exchange's counts would read it as a stranger's.
-            shard.send(Command::LogSince(Time::MAX)).await;
-            shard.send(Command::Share(Share::Part { of })).await;
-            shard.send(Command::Pause { until: pause, per_window: true }).await;
-            shard.send(Command::Close(close)).await;
-            shard.send(Command::AdmitUntil(Time::MAX)).await;
-        }
-        self.bump();
-    }
-
-    fn publish_metrics(&self) {
-        let st = self.lock();
-        let now = self.clock.now();
-        self.metrics.cluster_connected.set(i64::from(st.connected));
-        self.metrics.cluster_members.set(st.members.count() as i64);
-        self.metrics.cluster_alive.set(st.members.alive_count(now, self.timing()) as i64);
-        self.metrics.cluster_reserved.set(st.members.reserved(now, self.timing()) as i64);
-        for ex in self.shards.keys() {
-            let owned = st.connected && st.held.get(ex).is_some_and(|h| now < h.expires);
-            self.metrics.cluster_owned.get_or_create(&ExchangeLabels { exchange: ex.to_string() }).set(i64::from(owned));
-        }
     }
 
     fn next_grant_id(&self) -> String {

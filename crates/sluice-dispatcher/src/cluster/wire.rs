@@ -39,6 +39,20 @@ pub(crate) fn time(ns: u64) -> Time {
     Time::from_nanos(ns)
 }
 
+/// What a heartbeat says of its replica.
+pub(crate) fn said(hb: &pb::Heartbeat) -> super::members::Said {
+    super::members::Said {
+        incarnation: hb.incarnation.clone(),
+        fallback_clear: time(hb.fallback_clear_unix_ns),
+        egress: hb.egress.clone(),
+        addr: hb.addr.clone(),
+        solo_from: time(hb.solo_from_unix_ns),
+        solo_until: time(hb.solo_until_unix_ns),
+        upstream_timeout: Duration::from_millis(hb.upstream_timeout_ms),
+        share_of: hb.share_of,
+    }
+}
+
 fn scope_str(s: Option<Scope>) -> String {
     s.map(|s| s.as_str().to_owned()).unwrap_or_default()
 }
