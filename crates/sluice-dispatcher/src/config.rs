@@ -74,6 +74,11 @@ pub struct DispatcherConfig {
     /// After shutdown begins, health says NOT_SERVING this long before the server
     /// stops accepting (so load balancers move traffic away first).
     pub drain_grace_ms: u64,
+    /// Who may call, with what credential, and what for (`[[clients]]`). None: open
+    /// to anyone who reaches the port (the offline default).
+    pub clients: Vec<crate::auth::ClientConfig>,
+    /// TLS on the gRPC port (and client certificates as credentials).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// How replicas find each other and share budgets (see ARCHITECTURE.md).
@@ -155,6 +160,8 @@ impl Default for DispatcherConfig {
             idempotency_capacity: 100_000,
             idle_bucket_ms: 600_000,
             drain_grace_ms: 2_000,
+            clients: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! * [`config`]: typed configuration (file + environment).
 //! * [`keyring`]: credentials from mounted files or the environment.
+//! * [`auth`]: the clients allowed to call, and their grants.
 //! * `request`: validation of gRPC requests into runnable calls.
 //! * `shard`: one task per exchange owning its scheduler and buckets.
 //! * `upstream`: signing and sending, reporting when each answer came.
@@ -14,6 +15,7 @@
 //! [`start`] runs everything in-process (tests bind port 0); [`run`] is what the
 //! binary calls.
 
+pub mod auth;
 mod cluster;
 pub mod config;
 mod idempotency;
@@ -22,6 +24,7 @@ mod metrics;
 mod request;
 mod service;
 mod shard;
+pub mod tls;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -60,6 +63,8 @@ pub enum DispatchError {
     Server(#[from] tonic::transport::Error),
     #[error("cannot read credentials: {0}")]
     Credentials(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
 }
@@ -100,6 +105,15 @@ pub fn load_policies(config: &DispatcherConfig) -> Result<Policies, DispatchErro
 /// Starts the dispatcher; it runs until `shutdown` is cancelled.
 pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: CancellationToken) -> Result<Running, DispatchError> {
     let policies = Arc::new(load_policies(&config)?);
+    let clients = auth::Clients::load(&config.clients, &|k| std::env::var(k).ok())?;
+    let tls = config.tls.clone();
+    if clients.open() {
+        if !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen, "no [[clients]] configured: anyone who reaches this port may trade every account");
+        }
+    } else {
+        tracing::info!(clients = ?clients.names(), "callers must present a credential");
+    }
     let metrics = metrics::Metrics::new();
     let clock = MonotonicClock::new();
     let spec = SchedulerSpec {
@@ -178,6 +192,7 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
         config,
         policies,
         keyring: Arc::new(keyring),
+        clients,
         shards,
         idempotency,
         metrics,
@@ -213,7 +228,12 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             stop_serving.cancel();
         });
     }
-    let serving = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        // A file that cannot be read fails the start, naming the file.
+        builder = builder.tls_config(tls::server_config(tls)?).map_err(DispatchError::Server)?;
+    }
+    let serving = builder
         // A request above the decoding limit is INVALID_ARGUMENT, like every bad request.
         .layer(sluice_service::grpc::OversizeLayer)
         .add_service(health_svc)

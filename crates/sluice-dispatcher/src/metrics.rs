@@ -26,6 +26,13 @@ pub(crate) struct WindowLabels {
     pub(crate) window_ms: u64,
 }
 
+/// A configured client's name (from a closed set: the configuration) and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ClientLabels {
+    pub(crate) client: String,
+    pub(crate) reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ExchangeLabels {
     pub(crate) exchange: String,
@@ -71,6 +78,7 @@ pub(crate) struct Metrics {
     pub(crate) throttled: Family<BucketLabels, Counter>,
     pub(crate) bans: Family<BucketLabels, Counter>,
     pub(crate) rejected: Family<ReasonLabels, Counter>,
+    pub(crate) refused_clients: Family<ClientLabels, Counter>,
     pub(crate) cluster_connected: Gauge,
     pub(crate) cluster_members: Gauge,
     pub(crate) cluster_alive: Gauge,
@@ -95,6 +103,7 @@ impl Metrics {
         let throttled = Family::<BucketLabels, Counter>::default();
         let bans = Family::<BucketLabels, Counter>::default();
         let rejected = Family::<ReasonLabels, Counter>::default();
+        let refused_clients = Family::<ClientLabels, Counter>::default();
         let cluster_connected = Gauge::default();
         let cluster_members = Gauge::default();
         let cluster_alive = Gauge::default();
@@ -125,6 +134,11 @@ impl Metrics {
         r.register("bans", "Bans (418, 403) per bucket", bans.clone());
         r.register("rejected", "Calls refused before reaching an exchange, by reason", rejected.clone());
         r.register(
+            "client_refused",
+            "Calls refused for their credential (unauthenticated) or grant (permission_denied), by client",
+            refused_clients.clone(),
+        );
+        r.register(
             "cluster_connected",
             "1 while this replica coordinates through NATS; 0 in fallback (admitting on its own share)",
             cluster_connected.clone(),
@@ -150,12 +164,18 @@ impl Metrics {
             throttled,
             bans,
             rejected,
+            refused_clients,
             cluster_connected,
             cluster_members,
             cluster_alive,
             cluster_reserved,
             cluster_owned,
         })
+    }
+
+    pub(crate) fn refuse_client(&self, client: &str, code: tonic::Code) {
+        let reason = if code == tonic::Code::Unauthenticated { "unauthenticated" } else { "permission_denied" };
+        self.refused_clients.get_or_create(&ClientLabels { client: client.to_owned(), reason: reason.to_owned() }).inc();
     }
 
     pub(crate) fn reject(&self, exchange: &str, reason: &str) {

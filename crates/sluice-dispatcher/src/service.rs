@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{CallKind, Caller, Clients, Refused};
 use crate::cluster::{self, Claimed, Cluster, Route, Routed};
 use crate::config::DispatcherConfig;
 use crate::idempotency::{self, Begin, Ending, Idempotency};
@@ -33,6 +34,7 @@ pub(crate) struct Inner {
     pub(crate) config: DispatcherConfig,
     pub(crate) policies: Arc<Policies>,
     pub(crate) keyring: Arc<Keyring>,
+    pub(crate) clients: Clients,
     pub(crate) shards: BTreeMap<Exchange, ShardHandle>,
     pub(crate) idempotency: Arc<Idempotency>,
     pub(crate) metrics: Arc<Metrics>,
@@ -110,6 +112,21 @@ pub(crate) fn bucket_status(v: &BucketView, now: sluice_rate::Time) -> BucketSta
 }
 
 impl Inner {
+    /// Who is calling, and whether it may make this kind of call at all.
+    fn caller<T>(&self, req: &Request<T>, kind: CallKind) -> Result<Caller, Status> {
+        let cert = crate::tls::client_cert(req);
+        let caller = self.clients.authenticate(req.metadata(), cert.as_deref()).map_err(|r| self.refused(r))?;
+        caller.may(kind).map_err(|r| self.refused(r))?;
+        Ok(caller)
+    }
+
+    /// Counts and logs a refused caller (by its configured name; never a credential).
+    fn refused(&self, r: Refused) -> Status {
+        self.metrics.refuse_client(&r.client, r.code);
+        tracing::warn!(client = %r.client, code = ?r.code, reason = %r.message, "refused a caller");
+        r.status()
+    }
+
     fn context(&self, grpc_timeout: Option<Duration>) -> Context<'_> {
         Context { policies: &self.policies, keyring: &self.keyring, config: &self.config, now: self.clock.now(), grpc_timeout }
     }
@@ -143,21 +160,27 @@ impl Inner {
         }
     }
 
-    pub(crate) async fn budgets(&self, exchange: &str) -> Result<GetBudgetsResponse, Status> {
+    /// Budgets the caller may see: its exchanges, and of account budgets only its accounts.
+    pub(crate) async fn budgets(&self, exchange: &str, caller: &Caller) -> Result<GetBudgetsResponse, Status> {
         let filter: Option<Exchange> = if exchange.is_empty() {
             None
         } else {
             Some(exchange.parse().map_err(|e: sluice_domain::UnknownExchange| Status::invalid_argument(e.to_string()))?)
         };
+        if let Some(ex) = filter {
+            caller.check_target(ex.as_str(), "").map_err(|r| self.refused(r))?;
+        }
         let mut buckets = Vec::new();
         for (ex, shard) in &self.shards {
-            if filter.is_some_and(|f| f != *ex) {
+            if filter.is_some_and(|f| f != *ex) || !caller.may_use_exchange(*ex) {
                 continue;
             }
             let views = shard.status().await.ok_or_else(|| Status::unavailable("the dispatcher is shutting down"))?;
             let now = self.clock.now();
             let owner = self.cluster.as_ref().map(|c| c.owner_of(*ex)).unwrap_or_default();
-            buckets.extend(views.iter().map(|v| BucketStatus { owner: owner.clone(), ..bucket_status(v, now) }));
+            let visible =
+                |v: &&BucketView| v.key.scope != sluice_exchange::policy::Scope::Account || caller.may_use_account(*ex, &v.key.scope_key);
+            buckets.extend(views.iter().filter(visible).map(|v| BucketStatus { owner: owner.clone(), ..bucket_status(v, now) }));
         }
         Ok(GetBudgetsResponse { buckets, replica: self.config.replica.clone() })
     }
@@ -216,13 +239,21 @@ async fn keyed_ending(c: &Cluster, claim: cluster::Claim, result: Result<Answer,
 impl Dispatcher for DispatcherService {
     async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
         let inner = &self.inner;
+        let caller = inner.caller(&request, CallKind::Call)?;
         let timeout = grpc_timeout(&request);
         let req = request.into_inner();
+        // Checked on the names as given, before any lookup: a refused client learns
+        // nothing about which accounts exist.
+        caller
+            .check_target(&req.exchange, &req.account)
+            .and_then(|()| caller.check_endpoint(&req.exchange, &req.method, &req.path))
+            .map_err(|r| inner.refused(r))?;
         let call = prepare_call(&req, &inner.context(timeout)).inspect_err(|s| {
             // Labels come from a closed set, never from what the caller typed.
             let exchange = req.exchange.parse::<Exchange>().map_or("unknown", Exchange::as_str);
             inner.metrics.reject(exchange, if s.code() == tonic::Code::InvalidArgument { "invalid" } else { "account" });
         })?;
+        caller.check_class(call.class).map_err(|r| inner.refused(r))?;
         let Some(key) = call.idempotency_key.clone() else {
             return inner.dispatch(call).await.map(|a| Response::new(response(&a))).map_err(Failure::into_status);
         };
@@ -292,8 +323,11 @@ impl Dispatcher for DispatcherService {
 
     async fn acquire(&self, request: Request<AcquireRequest>) -> Result<Response<AcquireResponse>, Status> {
         let inner = &self.inner;
+        let caller = inner.caller(&request, CallKind::Acquire)?;
+        caller.check_target(&request.get_ref().exchange, &request.get_ref().account).map_err(|r| inner.refused(r))?;
         let timeout = grpc_timeout(&request);
         let grant = prepare_grant(request.get_ref(), &inner.context(timeout))?;
+        caller.check_class(grant.class).map_err(|r| inner.refused(r))?;
         let exchange = grant.exchange;
         if let Some(c) = &inner.cluster
             && let Some(queued) = c.grant(&grant).await?
@@ -311,7 +345,9 @@ impl Dispatcher for DispatcherService {
     }
 
     async fn mint_stream_auth(&self, request: Request<MintStreamAuthRequest>) -> Result<Response<MintStreamAuthResponse>, Status> {
+        let caller = self.inner.caller(&request, CallKind::MintStreamAuth)?;
         let req = request.into_inner();
+        caller.check_target(&req.exchange, &req.account).map_err(|r| self.inner.refused(r))?;
         let exchange: Exchange =
             req.exchange.parse().map_err(|_| Status::invalid_argument(format!("unknown exchange '{}'", req.exchange)))?;
         if req.account.trim().is_empty() {
@@ -336,11 +372,13 @@ impl Dispatcher for DispatcherService {
     }
 
     async fn get_budgets(&self, request: Request<GetBudgetsRequest>) -> Result<Response<GetBudgetsResponse>, Status> {
-        Ok(Response::new(self.inner.budgets(&request.get_ref().exchange).await?))
+        let caller = self.inner.caller(&request, CallKind::Read)?;
+        Ok(Response::new(self.inner.budgets(&request.get_ref().exchange, &caller).await?))
     }
 
-    async fn get_cluster(&self, _request: Request<GetClusterRequest>) -> Result<Response<ClusterStatus>, Status> {
+    async fn get_cluster(&self, request: Request<GetClusterRequest>) -> Result<Response<ClusterStatus>, Status> {
         let inner = &self.inner;
+        inner.caller(&request, CallKind::Read)?;
         Ok(Response::new(match &inner.cluster {
             Some(c) => c.status(),
             None => ClusterStatus {
@@ -356,6 +394,7 @@ impl Dispatcher for DispatcherService {
     type WatchBudgetsStream = ReceiverStream<Result<GetBudgetsResponse, Status>>;
 
     async fn watch_budgets(&self, request: Request<WatchBudgetsRequest>) -> Result<Response<Self::WatchBudgetsStream>, Status> {
+        let caller = self.inner.caller(&request, CallKind::Read)?;
         let req = request.into_inner();
         let every = match &req.interval {
             Some(d) => crate::request::duration_field("interval", d)?,
@@ -363,7 +402,7 @@ impl Dispatcher for DispatcherService {
         }
         .max(Duration::from_millis(100));
         // Validate the filter before streaming, so a bad one is an error, not an empty stream.
-        self.inner.budgets(&req.exchange).await?;
+        self.inner.budgets(&req.exchange, &caller).await?;
         let (tx, rx) = mpsc::channel(4);
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -373,7 +412,7 @@ impl Dispatcher for DispatcherService {
                     _ = inner.shutdown.cancelled() => break,
                     _ = tx.closed() => break,
                     _ = tick.tick() => {
-                        let update = inner.budgets(&req.exchange).await;
+                        let update = inner.budgets(&req.exchange, &caller).await;
                         let stop = update.is_err();
                         if tx.send(update).await.is_err() || stop {
                             break;

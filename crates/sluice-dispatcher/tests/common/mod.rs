@@ -88,7 +88,8 @@ pub async fn harness(setup: Setup) -> Harness {
     (setup.tweak)(&mut cfg);
     let keyring = Keyring::load(None, env).unwrap();
     let dispatcher = sluice_dispatcher::start(cfg, keyring, stop.clone()).await.unwrap();
-    let client = DispatcherClient::connect(format!("http://{}", dispatcher.grpc_addr)).await.unwrap();
+    // Lazy: a dispatcher serving TLS is reached by the test's own TLS client instead.
+    let client = DispatcherClient::new(Channel::from_shared(format!("http://{}", dispatcher.grpc_addr)).unwrap().connect_lazy());
     Harness { sim, dispatcher, client, stop, _sim_stop: sim_stop.drop_guard(), _files: files }
 }
 
