@@ -146,6 +146,13 @@ pub struct CollectorConfig {
     /// snapshots. Without one, nothing is paced: only for benchmarks.
     #[serde(default)]
     pub dispatcher_url: Option<String>,
+    /// A file holding this collector's bearer token for the dispatcher (when the
+    /// dispatcher names its clients).
+    #[serde(default)]
+    pub dispatcher_token_file: Option<std::path::PathBuf>,
+    /// How to log in to NATS (`SLUICE_NATS_*` override it).
+    #[serde(default)]
+    pub nats_auth: sluice_service::credentials::NatsAuth,
     pub ops_listen: SocketAddr,
     pub stream: StreamConfig,
     pub heartbeat_ms: u64,
@@ -183,6 +190,11 @@ impl CollectorConfig {
         if let Some(v) = env("SLUICE_COLLECTOR_DISPATCHER_URL") {
             cfg.dispatcher_url = Some(v).filter(|s| !s.is_empty());
         }
+        if let Some(v) = env("SLUICE_COLLECTOR_DISPATCHER_TOKEN_FILE") {
+            cfg.dispatcher_token_file = Some(v.into()).filter(|p: &std::path::PathBuf| !p.as_os_str().is_empty());
+        }
+        cfg.nats_auth.apply_env(env);
+        cfg.nats_auth.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(v) = env("SLUICE_COLLECTOR_OPS_LISTEN") {
             cfg.ops_listen = v.parse().map_err(|_| ConfigError::Invalid(format!("SLUICE_COLLECTOR_OPS_LISTEN '{v}' is not an address")))?;
         }

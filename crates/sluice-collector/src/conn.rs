@@ -23,7 +23,9 @@ use crate::pipeline::{Need, Output, Pipeline};
 use crate::protocol;
 
 /// The dispatcher, if one is configured: tokens and REST snapshots.
-pub(crate) type Dispatcher = Option<DispatcherClient<tonic::transport::Channel>>;
+pub(crate) type Dispatcher = Option<
+    DispatcherClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, sluice_service::credentials::Bearer>>,
+>;
 
 pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)

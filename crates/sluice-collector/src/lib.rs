@@ -90,7 +90,11 @@ pub async fn start(config: CollectorConfig, shutdown: CancellationToken) -> Resu
     // wss:// feeds use rustls with the same `ring` provider as every HTTP client.
     sluice_service::http_client::install_crypto_provider();
     let config = Arc::new(config);
-    let nats = async_nats::ConnectOptions::new()
+    let nats = config
+        .nats_auth
+        .options()
+        .await
+        .map_err(|e| CollectorError::Nats { url: config.nats_url.clone(), message: e.to_string() })?
         .name(format!("sluice-collector {}", config.collector))
         .retry_on_initial_connect()
         .connect(config.nats_url.as_str())
@@ -101,7 +105,9 @@ pub async fn start(config: CollectorConfig, shutdown: CancellationToken) -> Resu
             let ch = tonic::transport::Endpoint::from_shared(url.clone())
                 .map_err(|e| CollectorError::Dispatcher { url: url.clone(), message: e.to_string() })?
                 .connect_lazy();
-            Some(DispatcherClient::new(ch))
+            let token = sluice_service::credentials::Bearer::from_file(config.dispatcher_token_file.as_deref())
+                .map_err(|e| CollectorError::Dispatcher { url: url.clone(), message: e.to_string() })?;
+            Some(DispatcherClient::with_interceptor(ch, token))
         }
         None => None,
     };

@@ -87,6 +87,8 @@ pub struct DispatcherConfig {
 pub struct ClusterConfig {
     /// NATS server(s), comma-separated.
     pub nats_url: String,
+    /// How to log in to NATS (`SLUICE_NATS_*` override it).
+    pub nats_auth: sluice_service::credentials::NatsAuth,
     /// Prefix of every subject and key-value bucket, so deployments can share a NATS.
     pub prefix: String,
     /// How often each replica says it is alive.
@@ -123,6 +125,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_auth: Default::default(),
             prefix: "sluice".into(),
             heartbeat_ms: 200,
             absent_after_ms: 1_000,
@@ -196,6 +199,10 @@ impl DispatcherConfig {
         if let Some(v) = var("NATS_URL") {
             // Naming a NATS server turns clustering on with defaults for the rest.
             cfg.cluster.get_or_insert_with(ClusterConfig::default).nats_url = v;
+        }
+        if let Some(c) = cfg.cluster.as_mut() {
+            c.nats_auth.apply_env(env);
+            c.nats_auth.validate().map_err(|e| ConfigError::Invalid(format!("cluster.{e}")))?;
         }
         if let Some(v) = var("ADVERTISE") {
             let Some(c) = cfg.cluster.as_mut() else {

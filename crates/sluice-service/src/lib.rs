@@ -2,6 +2,7 @@
 //! read config, [`telemetry::init`], build a [`shutdown::on_signals`] token, call the
 //! service's `run(config, shutdown)`.
 
+pub mod credentials;
 pub mod grpc;
 pub mod http;
 pub mod http_client;

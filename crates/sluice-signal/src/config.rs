@@ -82,6 +82,9 @@ pub struct SymbolConfig {
 pub struct SignalConfig {
     pub service: String,
     pub nats_url: String,
+    /// How to log in to NATS (`SLUICE_NATS_*` override it).
+    #[serde(default)]
+    pub nats_auth: sluice_service::credentials::NatsAuth,
     pub ops_listen: SocketAddr,
     /// The features' window.
     pub window_s: u64,
@@ -110,6 +113,8 @@ impl SignalConfig {
         if let Some(v) = env("SLUICE_SIGNAL_NATS_URL") {
             cfg.nats_url = v;
         }
+        cfg.nats_auth.apply_env(env);
+        cfg.nats_auth.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(v) = env("SLUICE_SIGNAL_OPS_LISTEN") {
             cfg.ops_listen = v.parse().map_err(|_| ConfigError::Invalid(format!("SLUICE_SIGNAL_OPS_LISTEN '{v}' is not an address")))?;
         }

@@ -193,7 +193,11 @@ async fn ensure_stream(nats: &async_nats::Client, max_age_s: u64) -> Result<(), 
 
 /// Starts the inputs, the schedule and the operations endpoint.
 pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<Running, SignalError> {
-    let nats = async_nats::ConnectOptions::new()
+    let nats = config
+        .nats_auth
+        .options()
+        .await
+        .map_err(|e| SignalError::Nats { url: config.nats_url.clone(), message: e.to_string() })?
         .name(format!("sluice-signal {}", config.service))
         .retry_on_initial_connect()
         .connect(config.nats_url.as_str())

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient;
 use sluice_proto::dispatcher::v1::{CallRequest, CallResponse};
 
 /// Options of `sluice call`.
@@ -11,6 +10,9 @@ use sluice_proto::dispatcher::v1::{CallRequest, CallResponse};
 pub struct CallArgs {
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "SLUICE_DISPATCHER_URL")]
     pub dispatcher: String,
+    /// A file holding a bearer token, when the dispatcher names its clients.
+    #[arg(long, env = "SLUICE_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     #[arg(long)]
     pub exchange: String,
     #[arg(long, default_value = "GET")]
@@ -61,7 +63,9 @@ pub fn format(r: &CallResponse, headers: bool) -> String {
 }
 
 pub async fn run(a: CallArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let mut client = DispatcherClient::connect(a.dispatcher.clone()).await.with_context(|| format!("connecting to {}", a.dispatcher))?;
+    let mut client = crate::connect::dispatcher(&a.dispatcher, a.token_file.as_deref())
+        .await
+        .with_context(|| format!("connecting to {}", a.dispatcher))?;
     let t = Duration::from_millis(a.timeout_ms);
     let req = CallRequest {
         exchange: a.exchange,

@@ -4,11 +4,13 @@
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
+//! * [`connect`]: the dispatcher and NATS connections, with credentials.
 //! * [`replicas`]: `sluice bench dispatch --replicas N`, dispatcher processes on one NATS.
 
 pub mod bench;
 pub mod call;
 pub mod collect_bench;
+pub mod connect;
 pub mod load;
 pub mod replicas;
 pub mod signal_bench;

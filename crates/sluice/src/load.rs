@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sluice_proto::dispatcher::v1::CallRequest;
-use sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient;
 use tokio_util::sync::CancellationToken;
 
 /// Options of `sluice load`.
@@ -17,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub struct LoadArgs {
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "SLUICE_DISPATCHER_URL")]
     pub dispatcher: String,
+    /// A file holding a bearer token, when the dispatcher names its clients.
+    #[arg(long, env = "SLUICE_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Calls started per second, over all exchanges.
     #[arg(long, default_value_t = 20)]
     pub rps: u32,
@@ -48,7 +50,9 @@ pub fn mix() -> Vec<CallRequest> {
 }
 
 pub async fn run(a: LoadArgs, stop: CancellationToken, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let client = DispatcherClient::connect(a.dispatcher.clone()).await.with_context(|| format!("connecting to {}", a.dispatcher))?;
+    let client = crate::connect::dispatcher(&a.dispatcher, a.token_file.as_deref())
+        .await
+        .with_context(|| format!("connecting to {}", a.dispatcher))?;
     let calls = mix();
     let n = Arc::new(Counters::default());
     // At most this many calls outstanding: beyond it the load waits rather than piling up.

@@ -153,10 +153,17 @@ pub struct Nats {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// More server arguments (e.g. `--user`, `--pass`).
+    extra: Vec<String>,
 }
 
 impl Nats {
     pub async fn start() -> anyhow::Result<Nats> {
+        Nats::start_with(&[]).await
+    }
+
+    /// A server with more arguments.
+    pub async fn start_with(extra: &[&str]) -> anyhow::Result<Nats> {
         // A free port can be taken by another test before nats-server binds it:
         // then it exits, and a fresh port is tried.
         let mut tries = 0;
@@ -164,7 +171,7 @@ impl Nats {
             let port = free_port()?;
             let dir = std::env::temp_dir().join(format!("sluice-nats-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            let mut n = Nats { child: None, port, dir };
+            let mut n = Nats { child: None, port, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
             match n.spawn().await {
                 Ok(()) => return Ok(n),
                 Err(e) if tries >= 3 => return Err(e),
@@ -177,6 +184,7 @@ impl Nats {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -14,7 +14,6 @@ use prost::Message;
 use rust_decimal::Decimal;
 use sluice_proto::md::v1 as md;
 
-use sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient;
 use sluice_proto::dispatcher::v1::{GetBudgetsResponse, WatchBudgetsRequest};
 use sluice_sim::SimStats;
 
@@ -24,6 +23,9 @@ pub struct TopArgs {
     /// The dispatcher's gRPC address.
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "SLUICE_DISPATCHER_URL")]
     pub dispatcher: String,
+    /// A file holding a bearer token, when the dispatcher names its clients.
+    #[arg(long, env = "SLUICE_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// The simulator's control endpoint, to show what the exchanges saw.
     #[arg(long, env = "SLUICE_SIM_ADMIN_URL")]
     pub sim: Option<String>,
@@ -137,7 +139,7 @@ fn now_ns() -> i64 {
 
 /// Keeps `board` up to date from NATS until the connection ends.
 async fn watch_prices(url: &str, board: Arc<Mutex<Board>>) -> anyhow::Result<()> {
-    let client = async_nats::connect(url).await.map_err(|e| anyhow::anyhow!("cannot reach NATS at {url}: {e}"))?;
+    let client = crate::connect::nats(url).await?;
     let mut books = client.subscribe("md.*.book.*").await?;
     let mut beats = client.subscribe("collector.heartbeat.*").await?;
     let mut signals = client.subscribe("signal.*.*").await?;
@@ -290,7 +292,7 @@ pub async fn run(args: TopArgs, out: &mut dyn std::io::Write) -> anyhow::Result<
         }
     }
     loop {
-        let client = match DispatcherClient::connect(args.dispatcher.clone()).await {
+        let client = match crate::connect::dispatcher(&args.dispatcher, args.token_file.as_deref()).await {
             Ok(c) => c,
             Err(e) => {
                 if args.once {

@@ -278,7 +278,11 @@ fn advertised(cfg: &ClusterConfig, bound: std::net::SocketAddr) -> String {
 pub(crate) async fn start(config: &DispatcherConfig, cfg: ClusterConfig, parts: Parts) -> Result<Arc<Cluster>, ClusterError> {
     let Parts { shards, upstreams, longest, bound, clock, metrics, health, shutdown, stop } = parts;
     let url = cfg.nats_url.clone();
-    let client = async_nats::ConnectOptions::new()
+    let client = cfg
+        .nats_auth
+        .options()
+        .await
+        .map_err(|e| ClusterError::Connect { url: url.clone(), message: e.to_string() })?
         .name(format!("sluice-dispatcher {}", config.replica))
         .connection_timeout(Duration::from_secs(2))
         .ping_interval(Duration::from_secs(2))
