@@ -473,9 +473,13 @@ impl Bucket {
             }
         }
         // While others spend on the window, spread ours over it (see the module docs).
+        // So too while the limit is what a remaining header leaves us: answers that
+        // come back one at a time bound our own count tightly, so the readings show
+        // the other program's busiest moment instead of its quietest one.
         for w in &self.windows {
             let reserve = w.reserve(now);
-            if reserve == 0 {
+            let left_to_us = w.learned.source(now, &self.adaptive) == Some(Source::Remaining);
+            if reserve == 0 && !left_to_us {
                 continue;
             }
             let tenth = w.spec.period / 10;
