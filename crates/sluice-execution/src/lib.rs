@@ -1,0 +1,19 @@
+//! The execution service: trading signals to orders under pre-trade risk, in
+//! paper mode by default, live through the dispatcher; every intent and
+//! transition journaled before it is acted on, so no order is lost or doubled.
+//!
+//! Pure modules (no I/O, times as arguments, tested with a fake clock):
+//!
+//! * [`order`]: the order state machine; no terminal status without evidence.
+//! * [`risk`]: pre-trade risk and the trading state (ACTIVE, REDUCING, HALTED).
+//! * [`fills`]: the paper venue's fill model against the book and the trades.
+//! * [`positions`]: positions, average cost, realized and unrealized PnL.
+//! * [`instrument`]: tick size, lot step, minimum quantity and notional.
+//! * [`ids`]: client order ids derived from what caused the order.
+
+pub mod fills;
+pub mod ids;
+pub mod instrument;
+pub mod order;
+pub mod positions;
+pub mod risk;
