@@ -131,16 +131,30 @@ fn strip_ansi(line: &str) -> String {
 
 /// Waits until a NATS server greets on `port` (its `INFO` line), so a port that
 /// another process took in the meantime is not mistaken for ours.
-async fn wait_nats(port: u16, within: Duration) -> anyhow::Result<()> {
+async fn wait_nats(port: u16, name: &str, within: Duration) -> anyhow::Result<()> {
     use tokio::io::AsyncReadExt;
     let end = Instant::now() + within;
     while Instant::now() < end {
         if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let mut head = [0u8; 4];
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), c.read_exact(&mut head)).await
-                && &head == b"INFO"
-            {
-                return Ok(());
+            // The INFO line names the server: another test's server that took the
+            // port first greets too, and must not be mistaken for this one.
+            let mut line = Vec::new();
+            let mut buf = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(1), async {
+                while !line.ends_with(b"\r\n") && line.len() < 8192 {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => line.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            if read.is_ok() && line.starts_with(b"INFO") {
+                let text = String::from_utf8_lossy(&line);
+                if text.contains(&format!("\"server_name\":\"{name}\"")) {
+                    return Ok(());
+                }
+                bail!("another NATS server answers on port {port}");
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -181,8 +195,11 @@ impl Nats {
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("sluice-test-{}-{}-{n}", std::process::id(), self.port);
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-n", &name, "-sd"])
             .arg(&self.dir)
             .args(&self.extra)
             .stdout(Stdio::null())
@@ -190,7 +207,7 @@ impl Nats {
             .spawn()
             .context("cannot start nats-server (install it: apt-get install -y nats-server)")?;
         self.child = Some(child);
-        wait_nats(self.port, Duration::from_secs(10)).await
+        wait_nats(self.port, &name, Duration::from_secs(10)).await
     }
 
     pub fn url(&self) -> String {
