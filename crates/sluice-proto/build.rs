@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "sluice/md/v1/md.proto",
     "sluice/account/v1/account.proto",
     "sluice/signal/v1/signal.proto",
+    "sluice/execution/v1/execution.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

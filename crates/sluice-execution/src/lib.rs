@@ -10,10 +10,17 @@
 //! * [`positions`]: positions, average cost, realized and unrealized PnL.
 //! * [`instrument`]: tick size, lot step, minimum quantity and notional.
 //! * [`ids`]: client order ids derived from what caused the order.
+//! * [`strategy`]: a signal to an order: target position, size, placement.
+//! * [`paper`]: the paper venue's wallets and resting orders.
+//!
+//! [`config`]: the typed configuration (`config/execution.toml`).
 
+pub mod config;
 pub mod fills;
 pub mod ids;
 pub mod instrument;
 pub mod order;
+pub mod paper;
 pub mod positions;
 pub mod risk;
+pub mod strategy;

@@ -50,6 +50,16 @@ pub mod signal {
     }
 }
 
+/// `sluice.execution.*`
+pub mod execution {
+    /// `sluice.execution.v1`: the execution service's gRPC API, its NATS events
+    /// and its order journal.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.execution.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every sluice proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 

@@ -508,6 +508,7 @@ fn build(
         trigger: trigger.to_owned(),
         traceparent: traceparent(),
         ts_ns: now,
+        id: uuid::Uuid::new_v4().to_string(),
     }
 }
 
