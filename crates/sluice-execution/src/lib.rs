@@ -19,6 +19,7 @@ pub mod config;
 pub mod fills;
 pub mod ids;
 pub mod instrument;
+pub mod journal;
 pub mod order;
 pub mod paper;
 pub mod positions;

@@ -15,7 +15,6 @@
 //! survivors must not keep a dead replica's share back), and how long after NATS
 //! came back the full rate was reached and kept.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,8 @@ use sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient;
 use sluice_proto::dispatcher::v1::{CallRequest, GetClusterRequest};
 use sluice_sim::{SimConfig, SimHandle};
 use tokio_util::sync::CancellationToken;
+
+pub use sluice_testkit::{Nats, free_port};
 use tonic::transport::Channel;
 
 /// What to run.
@@ -106,10 +107,6 @@ impl ReplicaReport {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The text of a log line without its terminal colour codes.
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -127,111 +124,6 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
-}
-
-/// Waits until a NATS server greets on `port` (its `INFO` line), so a port that
-/// another process took in the meantime is not mistaken for ours.
-async fn wait_nats(port: u16, name: &str, within: Duration) -> anyhow::Result<()> {
-    use tokio::io::AsyncReadExt;
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            // The INFO line names the server: another test's server that took the
-            // port first greets too, and must not be mistaken for this one.
-            let mut line = Vec::new();
-            let mut buf = [0u8; 512];
-            let read = tokio::time::timeout(Duration::from_secs(1), async {
-                while !line.ends_with(b"\r\n") && line.len() < 8192 {
-                    match c.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => line.extend_from_slice(&buf[..n]),
-                    }
-                }
-            })
-            .await;
-            if read.is_ok() && line.starts_with(b"INFO") {
-                let text = String::from_utf8_lossy(&line);
-                if text.contains(&format!("\"server_name\":\"{name}\"")) {
-                    return Ok(());
-                }
-                bail!("another NATS server answers on port {port}");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("no NATS server greets on port {port} after {within:?}")
-}
-
-/// A nats-server with JetStream, on a free port, storing in a temporary directory.
-pub struct Nats {
-    child: Option<Child>,
-    pub port: u16,
-    dir: PathBuf,
-    /// More server arguments (e.g. `--user`, `--pass`).
-    extra: Vec<String>,
-}
-
-impl Nats {
-    pub async fn start() -> anyhow::Result<Nats> {
-        Nats::start_with(&[]).await
-    }
-
-    /// A server with more arguments.
-    pub async fn start_with(extra: &[&str]) -> anyhow::Result<Nats> {
-        // A free port can be taken by another test before nats-server binds it:
-        // then it exits, and a fresh port is tried.
-        let mut tries = 0;
-        loop {
-            let port = free_port()?;
-            let dir = std::env::temp_dir().join(format!("sluice-nats-{}-{port}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
-            let mut n = Nats { child: None, port, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
-            match n.spawn().await {
-                Ok(()) => return Ok(n),
-                Err(e) if tries >= 3 => return Err(e),
-                Err(_) => tries += 1,
-            }
-        }
-    }
-
-    async fn spawn(&mut self) -> anyhow::Result<()> {
-        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("sluice-test-{}-{}-{n}", std::process::id(), self.port);
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-n", &name, "-sd"])
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start nats-server (install it: apt-get install -y nats-server)")?;
-        self.child = Some(child);
-        wait_nats(self.port, &name, Duration::from_secs(10)).await
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.stop();
-        self.spawn().await
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The `sluice-dispatcher` binary: `SLUICE_DISPATCHER_BIN`, else next to this
