@@ -12,16 +12,32 @@
 //! * [`ids`]: client order ids derived from what caused the order.
 //! * [`strategy`]: a signal to an order: target position, size, placement.
 //! * [`paper`]: the paper venue's wallets and resting orders.
+//! * [`market`]: books and trades from NATS, as the engine reads them.
+//!
+//! I/O at the edges:
+//!
+//! * [`journal`]: every intent and transition on JetStream, before acting.
+//! * [`engine`]: the one task that owns orders, positions, markets and the paper
+//!   venue, rebuilt from the journal at start.
+//! * [`service`]: signals (durable consumer), market data, the kill switch, the
+//!   gRPC API; [`start`] and [`run`].
 //!
 //! [`config`]: the typed configuration (`config/execution.toml`).
 
 pub mod config;
+pub mod engine;
 pub mod fills;
 pub mod ids;
 pub mod instrument;
 pub mod journal;
+pub mod market;
+pub mod metrics;
 pub mod order;
 pub mod paper;
 pub mod positions;
 pub mod risk;
+pub mod service;
 pub mod strategy;
+
+pub use config::ExecutionConfig;
+pub use service::{ExecutionError, Running, run, start};

@@ -207,6 +207,35 @@ impl PaperVenue {
         r.locked = Decimal::ZERO;
     }
 
+    /// Puts an order back as the journal left it (after a restart): its funds
+    /// locked as at acceptance, its fills (`filled` for `notional` with `fees`)
+    /// paid, and, when still `open`, resting with the rest; else released.
+    pub fn restore(&mut self, o: PaperOrder, filled: Decimal, notional: Decimal, fees: Decimal, open: bool, fills: u64) {
+        let (asset, need) = Self::needs(&o);
+        let wallet = self.wallets.entry(o.account.clone()).or_default();
+        Wallet::add(&mut wallet.free, &asset, -need);
+        Wallet::add(&mut wallet.locked, &asset, need);
+        let consumed = match o.side {
+            Side::Buy => {
+                Wallet::add(&mut wallet.locked, &o.quote, -(notional + fees));
+                Wallet::add(&mut wallet.free, &o.base, filled);
+                notional + fees
+            }
+            Side::Sell => {
+                Wallet::add(&mut wallet.locked, &o.base, -filled);
+                Wallet::add(&mut wallet.free, &o.quote, notional - fees);
+                filled
+            }
+        };
+        let left = o.quantity - filled;
+        let mut r = Resting { order: o, left, locked: need - consumed, fills };
+        if open && left > Decimal::ZERO {
+            self.resting.insert(r.order.client_order_id.clone(), r);
+        } else {
+            self.release(&mut r);
+        }
+    }
+
     pub fn cancel(&mut self, client_order_id: &str) -> PaperEvent {
         match self.resting.remove(client_order_id) {
             Some(mut r) => {
@@ -296,6 +325,20 @@ mod tests {
         assert_eq!((w.free("BTC"), w.locked["USDT"]), (d("3"), d("0")));
         assert_eq!(w.free("USDT"), d("1000") - d("100.1") - d("101.101") - d("101.101"));
         assert_eq!(v.open_orders().count(), 0);
+    }
+
+    #[test]
+    fn a_restored_venue_holds_what_the_live_one_held() {
+        let mut live = venue();
+        live.submit(order("a", Side::Buy, "3", "101", Tif::Gtc), &asks());
+        let mut back = venue();
+        // What the journal says of "a": 2 filled for 201 with 0.201 in fees, open.
+        back.restore(order("a", Side::Buy, "3", "101", Tif::Gtc), d("2"), d("201"), d("0.201"), true, 2);
+        assert_eq!(back.wallets, live.wallets);
+        assert_eq!(back.open_orders().collect::<Vec<_>>(), live.open_orders().collect::<Vec<_>>());
+        // The next fill continues the trade ids.
+        let ev = back.on_trade("binance:BTC-USDT", d("100"), d("1"));
+        assert!(matches!(&ev[0], PaperEvent::Fill { trade_id, .. } if trade_id == "a-3"));
     }
 
     #[test]

@@ -1,0 +1,967 @@
+//! The engine: one task owns every order, position and market view and the paper
+//! venue, so deciding never contends on a lock. Every change of an order is
+//! journaled (and acknowledged) before it is acted on or published:
+//!
+//! 1. an order is created as an *intent* (journal entry 1); risk either denies it
+//!    (entry 2: `deny`) or it is *submitted* (entry 2: `submit`), and only then
+//!    sent to the venue;
+//! 2. whatever the venue answers becomes a transition of the state machine
+//!    (`order.rs`): checked on a copy first, journaled if it changes anything,
+//!    then applied; a fill also moves the position and the paper wallet;
+//! 3. events go out on NATS after the journal has them.
+//!
+//! At start the state is rebuilt from the journal (`rebuild`), the paper venue
+//! included, so a kill -9 at any instant loses nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use prost::Message;
+use sluice_domain::{Decimal, Exchange, Qty, Side, Symbol};
+use sluice_proto::execution::v1 as pb;
+use sluice_proto::signal::v1 as sig;
+use sluice_rate::{Clock, MonotonicClock, Time};
+use tonic::Status;
+
+use crate::config::{AccountId, ExecutionConfig, Strategy};
+use crate::fills::{Exec, Tif};
+use crate::instrument::Rules;
+use crate::journal::{self, Journal};
+use crate::market::Market;
+use crate::metrics::Metrics;
+use crate::order::{Applied, Event, Fill, OrderState, Status as OrderStatus};
+use crate::paper::{PaperEvent, PaperOrder, PaperVenue};
+use crate::positions::Position;
+use crate::risk::{self, Denial, Exposure, Intent, OrderRate, TradingState};
+use crate::strategy::{self, Action, Holding, Placement, Planned};
+
+/// An order the engine tracks.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    /// The order as created (the journal's entry 1).
+    pub intent: pb::Order,
+    pub account: AccountId,
+    pub symbol: Symbol,
+    pub side: Side,
+    /// `<venue>:<BASE-QUOTE>`: the market data it trades against.
+    pub market: String,
+    pub state: OrderState,
+    /// The last journal entry written for it.
+    pub seq: u64,
+    pub subject: String,
+}
+
+impl Tracked {
+    /// The order as the API and events show it.
+    pub fn view(&self) -> pb::Order {
+        let s = &self.state;
+        pb::Order {
+            venue_order_id: s.venue_order_id.clone().unwrap_or_default(),
+            status: status_number(s.status),
+            filled_quantity: s.filled.to_string(),
+            average_price: s.average_price().map(|p| p.normalize().to_string()).unwrap_or_default(),
+            fees: s.fees.iter().map(|(a, v)| format!("{} {a}", v.normalize())).collect(),
+            reason: s.reason.clone().unwrap_or_default(),
+            updated_unix_ns: s.updated.as_nanos() as i64,
+            ..self.intent.clone()
+        }
+    }
+}
+
+pub fn status_number(s: OrderStatus) -> i32 {
+    use pb::OrderStatus as P;
+    (match s {
+        OrderStatus::Initialized => P::Initialized,
+        OrderStatus::Denied => P::Denied,
+        OrderStatus::Submitted => P::Submitted,
+        OrderStatus::Accepted => P::Accepted,
+        OrderStatus::PartiallyFilled => P::PartiallyFilled,
+        OrderStatus::Filled => P::Filled,
+        OrderStatus::PendingCancel => P::PendingCancel,
+        OrderStatus::Cancelled => P::Cancelled,
+        OrderStatus::Rejected => P::Rejected,
+        OrderStatus::Expired => P::Expired,
+        OrderStatus::Unknown => P::Unknown,
+    }) as i32
+}
+
+fn side_number(s: Side) -> i32 {
+    (if s == Side::Buy { pb::Side::Buy } else { pb::Side::Sell }) as i32
+}
+
+fn tif_number(t: Tif) -> i32 {
+    (match t {
+        Tif::Gtc => pb::TimeInForce::Gtc,
+        Tif::Ioc => pb::TimeInForce::Ioc,
+        Tif::Fok => pb::TimeInForce::Fok,
+        Tif::PostOnly => pb::TimeInForce::PostOnly,
+    }) as i32
+}
+
+fn tif_of(n: i32) -> Tif {
+    match pb::TimeInForce::try_from(n) {
+        Ok(pb::TimeInForce::Ioc) => Tif::Ioc,
+        Ok(pb::TimeInForce::Fok) => Tif::Fok,
+        Ok(pb::TimeInForce::PostOnly) => Tif::PostOnly,
+        _ => Tif::Gtc,
+    }
+}
+
+/// The subject an event of `kind` about `account` goes out on.
+pub fn event_subject(account: &AccountId, kind: &str) -> String {
+    format!("exec.{}.{}.{kind}", account.exchange, account.name)
+}
+
+/// What became of a signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalOutcome {
+    Placed(String),
+    /// Its order exists already (a redelivery).
+    Duplicate(String),
+    Skipped(&'static str),
+    Denied(&'static str),
+    /// Older than `max_signal_age`.
+    Stale,
+    /// Not for any configured strategy, or unreadable.
+    Ignored(String),
+}
+
+/// A new order, before it is journaled.
+struct NewOrder {
+    account: AccountId,
+    symbol: Symbol,
+    market: String,
+    side: Side,
+    quantity: Decimal,
+    placement: Placement,
+    market_order: bool,
+    client_order_id: String,
+    signal_id: String,
+    reduce_only: bool,
+    spot: bool,
+}
+
+pub struct Engine {
+    cfg: Arc<ExecutionConfig>,
+    journal: Journal,
+    nats: async_nats::Client,
+    clock: MonotonicClock,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) orders: BTreeMap<String, Tracked>,
+    positions: BTreeMap<(String, String), Position>,
+    pub(crate) markets: HashMap<String, Market>,
+    paper: PaperVenue,
+    pub(crate) trading: (TradingState, pb::TradingStateChange),
+    rates: HashMap<String, OrderRate>,
+    last_order: HashMap<String, Time>,
+    /// Realized PnL per account at the start of the UTC day (and that day).
+    day_start: HashMap<String, (u64, Decimal)>,
+}
+
+fn market_key(venue: &str, symbol: &Symbol) -> String {
+    format!("{venue}:{}-{}", symbol.base, symbol.quote)
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap_or_default()
+}
+
+impl Engine {
+    pub fn new(
+        cfg: Arc<ExecutionConfig>,
+        journal: Journal,
+        nats: async_nats::Client,
+        clock: MonotonicClock,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        let mut paper = PaperVenue::new(cfg.paper.touch_share);
+        for (account, assets) in &cfg.paper.balances {
+            for (asset, amount) in assets {
+                paper.deposit(account, asset, *amount);
+            }
+        }
+        let now = clock.now();
+        let trading = pb::TradingStateChange {
+            state: pb::TradingState::Active as i32,
+            reason: "started".into(),
+            by: "start".into(),
+            time_unix_ns: now.as_nanos() as i64,
+        };
+        Engine {
+            cfg,
+            journal,
+            nats,
+            clock,
+            metrics,
+            orders: BTreeMap::new(),
+            positions: BTreeMap::new(),
+            markets: HashMap::new(),
+            paper,
+            trading: (TradingState::Active, trading),
+            rates: HashMap::new(),
+            last_order: HashMap::new(),
+            day_start: HashMap::new(),
+        }
+    }
+
+    fn paper_mode(&self) -> bool {
+        self.cfg.mode == crate::config::Mode::Paper
+    }
+
+    pub fn now(&self) -> Time {
+        self.clock.now()
+    }
+
+    /// The strategy of signals from `venue` on `symbol`.
+    fn strategy(&self, venue: &str, symbol: &Symbol) -> Option<&Strategy> {
+        self.cfg.strategies.iter().find(|s| s.venue == venue && s.symbol == *symbol)
+    }
+
+    /// The instrument's rules: configured (the exchange's own endpoint is read by
+    /// the live venue when it can reach it).
+    fn rules(&self, account: &AccountId, symbol: &Symbol) -> Option<Rules> {
+        let s = self.cfg.strategies.iter().find(|s| s.account == *account && s.symbol == *symbol)?;
+        s.rules.as_ref().map(|r| Rules { tick: r.tick, lot: r.lot, min_qty: r.min_qty, max_qty: None, min_notional: r.min_notional })
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// A signal from the SIGNAL stream (already decoded).
+    pub async fn on_signal(&mut self, s: &sig::Signal) -> Result<SignalOutcome, Status> {
+        let now = self.now();
+        let Ok(symbol) = s.symbol.replace('-', "/").parse::<Symbol>() else {
+            return Ok(SignalOutcome::Ignored(format!("symbol '{}' is not BASE-QUOTE", s.symbol)));
+        };
+        let age = now.saturating_since(Time::from_nanos(s.ts_ns.max(0) as u64));
+        if age > self.cfg.max_signal_age() {
+            self.metrics.signal("stale");
+            return Ok(SignalOutcome::Stale);
+        }
+        let Some(st) = self.strategy(&s.venue, &symbol).cloned() else {
+            return Ok(SignalOutcome::Ignored(format!("no strategy for {} {}", s.venue, s.symbol)));
+        };
+        let cid = crate::ids::derive(&crate::ids::signal_cause(&s.id, &s.venue, &s.symbol, s.ts_ns, &st.account.to_string()));
+        if self.orders.contains_key(&cid) {
+            self.metrics.signal("duplicate");
+            return Ok(SignalOutcome::Duplicate(cid));
+        }
+        let action = match sig::Action::try_from(s.action) {
+            Ok(sig::Action::Buy) => Action::Buy,
+            Ok(sig::Action::Sell) => Action::Sell,
+            _ => Action::Hold,
+        };
+        let key = market_key(&s.venue, &symbol);
+        let touch = self.markets.get(&key).and_then(Market::touch);
+        let Some(rules) = self.rules(&st.account, &symbol) else {
+            self.metrics.signal("no_rules");
+            return Ok(SignalOutcome::Skipped("no_rules"));
+        };
+        let Some(touch) = touch else {
+            self.metrics.signal("no_market_data");
+            return Ok(SignalOutcome::Skipped("no_market_data"));
+        };
+        let holding =
+            Holding { position: self.position_qty(&st.account, &symbol), equity: self.equity(&st.account, &symbol.quote.to_string()) };
+        let planned = match strategy::plan(&st, action, s.confidence, holding, touch, &rules, self.last_order.get(&key).copied(), now) {
+            Ok(p) => p,
+            Err(skip) => {
+                self.metrics.signal(skip.kind());
+                return Ok(SignalOutcome::Skipped(skip.kind()));
+            }
+        };
+        let Planned { side, quantity, placement, reduce_only } = planned;
+        let market_order = matches!(placement, Placement::Market { .. });
+        let order = NewOrder {
+            account: st.account.clone(),
+            symbol,
+            market: key.clone(),
+            side,
+            quantity,
+            placement,
+            market_order,
+            client_order_id: cid.clone(),
+            signal_id: if s.id.is_empty() { format!("{}:{}:{}", s.venue, s.symbol, s.ts_ns) } else { s.id.clone() },
+            reduce_only,
+            spot: st.is_spot(),
+        };
+        self.last_order.insert(key, now);
+        match self.place(order).await? {
+            o if o.status == pb::OrderStatus::Denied as i32 => {
+                self.metrics.signal("denied");
+                Ok(SignalOutcome::Denied("denied"))
+            }
+            _ => {
+                self.metrics.signal("placed");
+                Ok(SignalOutcome::Placed(cid))
+            }
+        }
+    }
+
+    /// An order from the gRPC API.
+    pub async fn submit(&mut self, r: pb::SubmitOrderRequest) -> Result<pb::Order, Status> {
+        let invalid = |m: String| Err(Status::invalid_argument(m));
+        let account = AccountId::parse(&r.account).map_err(Status::invalid_argument)?;
+        let symbol: Symbol = r
+            .symbol
+            .replace('-', "/")
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("symbol '{}' must be BASE-QUOTE, e.g. BTC-KRW", r.symbol)))?;
+        let Some(st) = self.cfg.strategies.iter().find(|s| s.account == account && s.symbol == symbol).cloned() else {
+            return invalid(format!("no market {} is configured for account {account}", r.symbol));
+        };
+        let side = match pb::Side::try_from(r.side) {
+            Ok(pb::Side::Buy) => Side::Buy,
+            Ok(pb::Side::Sell) => Side::Sell,
+            _ => return invalid("side must be SIDE_BUY or SIDE_SELL".into()),
+        };
+        let quantity: Decimal =
+            r.quantity.parse().map_err(|_| Status::invalid_argument(format!("quantity '{}' is not a decimal number", r.quantity)))?;
+        let client_order_id = match (r.client_order_id.is_empty(), r.request_id.is_empty()) {
+            (false, _) => {
+                crate::ids::check(account.exchange, &r.client_order_id).map_err(Status::invalid_argument)?;
+                r.client_order_id.clone()
+            }
+            (true, false) => crate::ids::derive(&format!("request|{}|{account}", r.request_id)),
+            (true, true) => crate::ids::derive(&format!("request|{}", uuid::Uuid::new_v4())),
+        };
+        if let Some(existing) = self.orders.get(&client_order_id) {
+            return Ok(existing.view());
+        }
+        let rules =
+            self.rules(&account, &symbol).ok_or_else(|| Status::failed_precondition(format!("no trading rules known for {symbol}")))?;
+        let key = market_key(&st.venue, &symbol);
+        let touch = self.markets.get(&key).and_then(Market::touch);
+        let (placement, market_order) = match pb::OrderType::try_from(r.r#type) {
+            Ok(pb::OrderType::Limit) => {
+                let price: Decimal =
+                    r.price.parse().map_err(|_| Status::invalid_argument(format!("price '{}' is not a decimal number", r.price)))?;
+                if price <= Decimal::ZERO {
+                    return invalid(format!("price {price} must be positive"));
+                }
+                (Placement::Limit { price, tif: tif_of(r.time_in_force) }, false)
+            }
+            Ok(pb::OrderType::Market) => {
+                let Some(t) = touch else {
+                    return Err(Status::failed_precondition(format!("no live book for {symbol}: a market order needs one")));
+                };
+                let cap = match &st.order {
+                    crate::config::OrderStyle::Market { slippage_cap } => *slippage_cap,
+                    _ => Decimal::new(5, 3),
+                };
+                let best = if side == Side::Buy { t.ask } else { t.bid };
+                (Placement::Market { limit: rules.round_price(crate::fills::slippage_limit(side, best, cap), side) }, true)
+            }
+            _ => return invalid("type must be ORDER_TYPE_LIMIT or ORDER_TYPE_MARKET".into()),
+        };
+        let reference = touch.map_or(placement.worst_price(), |t| t.mid());
+        let price = if market_order { None } else { Some(placement.worst_price()) };
+        rules.check(quantity, price, reference).map_err(|e| Status::invalid_argument(format!("{symbol}: {e}")))?;
+        let order = NewOrder {
+            account,
+            symbol,
+            market: key,
+            side,
+            quantity,
+            placement,
+            market_order,
+            client_order_id,
+            signal_id: String::new(),
+            reduce_only: r.reduce_only,
+            spot: st.is_spot(),
+        };
+        let placed = self.place(order).await?;
+        if placed.status == pb::OrderStatus::Denied as i32 {
+            return Err(Status::failed_precondition(format!("refused by risk: {}", placed.reason)));
+        }
+        Ok(placed)
+    }
+
+    // ---------------------------------------------------------------- orders
+
+    fn position_qty(&self, account: &AccountId, symbol: &Symbol) -> Decimal {
+        self.positions.get(&(account.to_string(), symbol.to_string())).map_or(Decimal::ZERO, |p| p.qty)
+    }
+
+    /// The account's equity in `quote`: that asset's balance plus every position
+    /// in it marked to the mid (paper; live reads the exchange's balances).
+    fn equity(&self, account: &AccountId, quote: &str) -> Decimal {
+        let acct = account.to_string();
+        let cash =
+            self.paper.wallets.get(&acct).map_or(Decimal::ZERO, |w| {
+                w.free.get(quote).copied().unwrap_or_default() + w.locked.get(quote).copied().unwrap_or_default()
+            });
+        let held: Decimal = self
+            .positions
+            .iter()
+            .filter(|((a, s), _)| *a == acct && s.ends_with(&format!("/{quote}")))
+            .map(|((_, s), p)| {
+                let mid = self.mark(s).unwrap_or(p.avg_cost);
+                p.qty * mid
+            })
+            .sum();
+        cash + held
+    }
+
+    /// The mid of a symbol ("BASE/QUOTE") on whichever venue has it.
+    fn mark(&self, symbol: &str) -> Option<Decimal> {
+        let dash = symbol.replace('/', "-");
+        self.markets.iter().find(|(k, _)| k.ends_with(&format!(":{dash}"))).and_then(|(_, m)| m.touch()).map(|t| t.mid())
+    }
+
+    fn exposure(&self, o: &NewOrder, now: Time) -> Exposure {
+        let acct = o.account.to_string();
+        let open: Vec<&Tracked> = self.orders.values().filter(|t| t.account == o.account && t.state.status.is_open()).collect();
+        let open_same_side = open.iter().filter(|t| t.symbol == o.symbol && t.side == o.side).map(|t| t.state.remaining()).sum::<Decimal>();
+        let gross = self
+            .positions
+            .iter()
+            .filter(|((a, _), _)| *a == acct)
+            .map(|((_, s), p)| p.qty.abs() * self.mark(s).unwrap_or(p.avg_cost))
+            .sum();
+        let market = self.markets.get(&o.market);
+        Exposure {
+            position: self.position_qty(&o.account, &o.symbol),
+            open_same_side,
+            gross,
+            open_orders: open.len(),
+            day_pnl: self.day_pnl(&acct, now),
+            last_trade: market.and_then(|m| m.last_trade),
+            market_time: market.and_then(|m| m.updated),
+        }
+    }
+
+    /// Realized and unrealized PnL (less fees) of `account` since the UTC day began.
+    fn day_pnl(&self, account: &str, now: Time) -> Decimal {
+        let total: Decimal =
+            self.positions.iter().filter(|((a, _), _)| a == account).map(|((_, s), p)| p.net(self.mark(s).unwrap_or(p.avg_cost))).sum();
+        let day = now.as_nanos() / 86_400_000_000_000;
+        match self.day_start.get(account) {
+            Some((d, start)) if *d == day => total - start,
+            _ => Decimal::ZERO,
+        }
+    }
+
+    /// Keeps each account's PnL at the start of the UTC day.
+    fn roll_day(&mut self, now: Time) {
+        let day = now.as_nanos() / 86_400_000_000_000;
+        let accounts: Vec<String> = self.cfg.strategies.iter().map(|s| s.account.to_string()).collect();
+        for a in accounts {
+            if self.day_start.get(&a).is_none_or(|(d, _)| *d != day) {
+                let total: Decimal =
+                    self.positions.iter().filter(|((x, _), _)| *x == a).map(|((_, s), p)| p.net(self.mark(s).unwrap_or(p.avg_cost))).sum();
+                self.day_start.insert(a, (day, total));
+            }
+        }
+    }
+
+    /// Journals a new order, checks risk, submits it to the venue.
+    async fn place(&mut self, o: NewOrder) -> Result<pb::Order, Status> {
+        let now = self.now();
+        self.roll_day(now);
+        let quantity = Qty::new(o.quantity).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (order_type, tif) = match &o.placement {
+            Placement::Limit { tif, .. } => (pb::OrderType::Limit, *tif),
+            Placement::Market { .. } => (pb::OrderType::Market, Tif::Ioc),
+        };
+        let intent = pb::Order {
+            client_order_id: o.client_order_id.clone(),
+            account: o.account.to_string(),
+            symbol: format!("{}-{}", o.symbol.base, o.symbol.quote),
+            side: side_number(o.side),
+            r#type: order_type as i32,
+            time_in_force: tif_number(tif),
+            quantity: o.quantity.normalize().to_string(),
+            price: o.placement.worst_price().normalize().to_string(),
+            status: pb::OrderStatus::Initialized as i32,
+            filled_quantity: "0".into(),
+            signal_id: o.signal_id.clone(),
+            paper: self.paper_mode(),
+            reduce_only: o.reduce_only,
+            created_unix_ns: now.as_nanos() as i64,
+            updated_unix_ns: now.as_nanos() as i64,
+            ..Default::default()
+        };
+        let subject = journal::subject(o.account.exchange.as_str(), &o.account.name, &o.client_order_id);
+        let entry = pb::JournalEntry {
+            client_order_id: o.client_order_id.clone(),
+            seq: 1,
+            time_unix_ns: now.as_nanos() as i64,
+            entry: Some(pb::journal_entry::Entry::Intent(intent.clone())),
+        };
+        self.journal.append(&subject, &entry).await.map_err(|e| Status::unavailable(format!("{e}; nothing was sent")))?;
+        let tracked = Tracked {
+            intent,
+            account: o.account.clone(),
+            symbol: o.symbol.clone(),
+            side: o.side,
+            market: o.market.clone(),
+            state: OrderState::new(o.client_order_id.clone(), quantity, now),
+            seq: 1,
+            subject,
+        };
+        let cid = o.client_order_id.clone();
+        self.orders.insert(cid.clone(), tracked);
+        self.metrics.orders_created.inc();
+
+        let x = self.exposure(&o, now);
+        let check = Intent { side: o.side, quantity: o.quantity, price: o.placement.worst_price(), spot: o.spot };
+        let state = self.trading.0;
+        let rate = self.rates.entry(o.account.to_string()).or_default();
+        let verdict = if o.reduce_only && !risk::reduces(o.side, o.quantity, x.position) {
+            Err(Denial::NotReducing { state: "reduce-only order", position: x.position })
+        } else {
+            risk::check(&self.cfg.risk, state, &check, &x, rate, now)
+        };
+        if let Err(denial) = verdict {
+            self.transition(&cid, Event::Deny { reason: denial.to_string() }).await?;
+            self.metrics.denial(denial.kind());
+            let d = pb::Denial {
+                account: o.account.to_string(),
+                symbol: format!("{}-{}", o.symbol.base, o.symbol.quote),
+                client_order_id: cid.clone(),
+                kind: denial.kind().into(),
+                message: denial.to_string(),
+                signal_id: o.signal_id.clone(),
+                time_unix_ns: now.as_nanos() as i64,
+            };
+            self.publish(&event_subject(&o.account, "denial"), d.encode_to_vec()).await;
+            return Ok(self.view(&cid));
+        }
+        self.transition(&cid, Event::Submit).await?;
+        self.send(&cid, &o).await?;
+        Ok(self.view(&cid))
+    }
+
+    /// Sends a submitted order to the venue and applies what it answers.
+    async fn send(&mut self, cid: &str, o: &NewOrder) -> Result<(), Status> {
+        if !self.paper_mode() {
+            // Live orders go through the dispatcher (`live.rs`); until its answer
+            // comes, the order stays submitted.
+            return Err(Status::unimplemented("live mode is not available in this build; run with mode = \"paper\""));
+        }
+        let fees = self.cfg.paper.fees.get(&o.account.exchange).copied().ok_or_else(|| Status::internal("no paper fees"))?;
+        let (limit, tif) = match &o.placement {
+            Placement::Limit { price, tif } => (*price, *tif),
+            Placement::Market { limit } => (*limit, Tif::Ioc),
+        };
+        let order = PaperOrder {
+            client_order_id: cid.to_owned(),
+            account: o.account.to_string(),
+            market: o.market.clone(),
+            base: o.symbol.base.to_string(),
+            quote: o.symbol.quote.to_string(),
+            side: o.side,
+            quantity: o.quantity,
+            limit,
+            tif,
+            market_order: o.market_order,
+            fees,
+        };
+        let opposite = self.markets.get(&o.market).map(|m| m.opposite(o.side).to_vec()).unwrap_or_default();
+        let events = self.paper.submit(order, &opposite);
+        self.apply_paper(events).await
+    }
+
+    /// Turns what the paper venue did into transitions.
+    async fn apply_paper(&mut self, events: Vec<PaperEvent>) -> Result<(), Status> {
+        let now = self.now();
+        for e in events {
+            let (cid, event) = match e {
+                PaperEvent::Accepted { client_order_id } => (client_order_id, Event::Accepted { venue_order_id: None }),
+                PaperEvent::Fill { client_order_id, trade_id, exec } => (client_order_id, Event::Fill(fill_of(&trade_id, &exec, now)?)),
+                PaperEvent::Expired { client_order_id, reason } => (client_order_id, Event::Expired { reason }),
+                PaperEvent::Cancelled { client_order_id } => (client_order_id, Event::Cancelled { reason: "cancelled".into() }),
+                PaperEvent::Rejected { client_order_id, reason } => (client_order_id, Event::Rejected { reason }),
+                PaperEvent::CancelFailed { client_order_id, reason } => (client_order_id, Event::CancelFailed { reason }),
+            };
+            let event = match event {
+                // The paper venue charges fees in the quote asset.
+                Event::Fill(mut f) => {
+                    f.fee_asset = self.orders.get(&cid).map(|t| t.symbol.quote.to_string()).unwrap_or_default();
+                    Event::Fill(f)
+                }
+                other => other,
+            };
+            self.transition(&cid, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one event to an order: checked on a copy, journaled if it changes
+    /// anything, then applied and published. An illegal event is logged and
+    /// refused; nothing changes.
+    pub(crate) async fn transition(&mut self, cid: &str, event: Event) -> Result<(), Status> {
+        let now = self.now();
+        let Some(t) = self.orders.get(cid) else {
+            tracing::warn!(client_order_id = cid, event = event.name(), "an event for an order this service does not know");
+            return Ok(());
+        };
+        let mut next = t.state.clone();
+        match next.apply(&event, now) {
+            Ok(Applied::Duplicate) => return Ok(()),
+            Ok(Applied::Moved { .. }) => {}
+            Err(illegal) => {
+                self.metrics.illegal.inc();
+                tracing::warn!(error = %illegal, "refused an illegal order transition");
+                return Ok(());
+            }
+        }
+        let seq = t.seq + 1;
+        let (subject, account, symbol, side) = (t.subject.clone(), t.account.clone(), t.symbol.clone(), t.side);
+        let transition = transition_entry(&event, &next, &t.intent);
+        let entry = pb::JournalEntry {
+            client_order_id: cid.to_owned(),
+            seq,
+            time_unix_ns: now.as_nanos() as i64,
+            entry: Some(pb::journal_entry::Entry::Transition(transition.clone())),
+        };
+        self.journal.append(&subject, &entry).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        if let Some(t) = self.orders.get_mut(cid) {
+            t.state = next;
+            t.seq = seq;
+        }
+        if let Event::Fill(f) = &event {
+            self.on_fill(&account, &symbol, side, f);
+            if let Some(ef) = transition.fill {
+                self.publish(&event_subject(&account, "fill"), ef.encode_to_vec()).await;
+            }
+            if let Some(p) = self.position_view(&account, &symbol) {
+                self.publish(&event_subject(&account, "position"), p.encode_to_vec()).await;
+            }
+        }
+        let view = self.view(cid);
+        self.metrics.transition(event.name());
+        self.publish(&event_subject(&account, "order"), view.encode_to_vec()).await;
+        Ok(())
+    }
+
+    fn on_fill(&mut self, account: &AccountId, symbol: &Symbol, side: Side, f: &Fill) {
+        let fee_quote = if f.fee_asset == symbol.quote.as_str() { f.fee } else { f.fee * f.price };
+        self.positions.entry((account.to_string(), symbol.to_string())).or_default().fill(side, f.quantity.get(), f.price, fee_quote);
+        self.metrics.fills.inc();
+    }
+
+    pub(crate) fn view(&self, cid: &str) -> pb::Order {
+        self.orders.get(cid).map(Tracked::view).unwrap_or_default()
+    }
+
+    pub(crate) fn position_view(&self, account: &AccountId, symbol: &Symbol) -> Option<pb::Position> {
+        let key = (account.to_string(), symbol.to_string());
+        let p = self.positions.get(&key)?;
+        let mark = self.mark(&key.1);
+        Some(pb::Position {
+            account: key.0.clone(),
+            symbol: format!("{}-{}", symbol.base, symbol.quote),
+            quantity: p.qty.normalize().to_string(),
+            average_cost: p.avg_cost.normalize().to_string(),
+            realized_pnl: p.realized.normalize().to_string(),
+            unrealized_pnl: mark.map(|m| p.unrealized(m).normalize().to_string()).unwrap_or_default(),
+            fees: p.fees.normalize().to_string(),
+            mark_price: mark.map(|m| m.normalize().to_string()).unwrap_or_default(),
+            updated_unix_ns: self.now().as_nanos() as i64,
+        })
+    }
+
+    pub(crate) fn positions_of(&self, account: Option<&AccountId>) -> Vec<pb::Position> {
+        let keys: Vec<(String, String)> = self.positions.keys().cloned().collect();
+        keys.iter()
+            .filter_map(|(a, s)| {
+                let acct = AccountId::parse(a).ok()?;
+                if account.is_some_and(|x| *x != acct) {
+                    return None;
+                }
+                self.position_view(&acct, &s.parse().ok()?)
+            })
+            .collect()
+    }
+
+    pub(crate) fn pnl(&self, account: Option<&AccountId>) -> pb::PnlReport {
+        let now = self.now();
+        let mut accounts: Vec<AccountId> = self.cfg.strategies.iter().map(|s| s.account.clone()).collect();
+        accounts.sort();
+        accounts.dedup();
+        let report = accounts
+            .into_iter()
+            .filter(|a| account.is_none_or(|x| x == a))
+            .map(|a| {
+                let acct = a.to_string();
+                let mine: Vec<(&String, &Position)> =
+                    self.positions.iter().filter(|((x, _), _)| *x == acct).map(|((_, s), p)| (s, p)).collect();
+                let realized: Decimal = mine.iter().map(|(_, p)| p.realized).sum();
+                let unrealized: Decimal = mine.iter().map(|(s, p)| self.mark(s).map_or(Decimal::ZERO, |m| p.unrealized(m))).sum();
+                let fees: Decimal = mine.iter().map(|(_, p)| p.fees).sum();
+                let quotes: Vec<String> =
+                    self.cfg.strategies.iter().filter(|s| s.account == a).map(|s| s.symbol.quote.to_string()).collect();
+                let equity: Decimal = quotes.first().map_or(Decimal::ZERO, |q| self.equity(&a, q));
+                pb::AccountPnl {
+                    account: acct.clone(),
+                    realized: realized.normalize().to_string(),
+                    unrealized: unrealized.normalize().to_string(),
+                    fees: fees.normalize().to_string(),
+                    day_pnl: self.day_pnl(&acct, now).normalize().to_string(),
+                    equity: equity.normalize().to_string(),
+                }
+            })
+            .collect();
+        pb::PnlReport { accounts: report }
+    }
+
+    /// Cancels one order.
+    pub async fn cancel(&mut self, cid: &str) -> Result<pb::Order, Status> {
+        let Some(t) = self.orders.get(cid) else { return Err(Status::not_found(format!("no order {cid}"))) };
+        if t.state.status.is_terminal() {
+            return Err(Status::failed_precondition(format!("order {cid} is already {}", t.state.status)));
+        }
+        self.transition(cid, Event::CancelRequested).await?;
+        if self.paper_mode() {
+            let e = self.paper.cancel(cid);
+            self.apply_paper(vec![e]).await?;
+        }
+        Ok(self.view(cid))
+    }
+
+    /// Cancels every open order (of one account, or all).
+    pub async fn cancel_all(&mut self, account: Option<&AccountId>) -> Vec<pb::Order> {
+        let open: Vec<String> = self
+            .orders
+            .iter()
+            .filter(|(_, t)| t.state.status.is_open() && account.is_none_or(|a| *a == t.account))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for cid in open {
+            match self.cancel(&cid).await {
+                Ok(o) => out.push(o),
+                Err(e) => tracing::warn!(client_order_id = %cid, error = %e.message(), "cannot cancel"),
+            }
+        }
+        out
+    }
+
+    /// The kill switch (and its release).
+    pub async fn set_state(&mut self, state: TradingState, reason: &str, by: &str) -> pb::TradingStateChange {
+        let number = match state {
+            TradingState::Active => pb::TradingState::Active,
+            TradingState::Reducing => pb::TradingState::Reducing,
+            TradingState::Halted => pb::TradingState::Halted,
+        } as i32;
+        let change =
+            pb::TradingStateChange { state: number, reason: reason.into(), by: by.into(), time_unix_ns: self.now().as_nanos() as i64 };
+        tracing::warn!(state = state.as_str(), reason, by, "trading state set");
+        self.trading = (state, change.clone());
+        self.metrics.trading_state.set(number as i64);
+        self.publish("exec.state", change.encode_to_vec()).await;
+        if state == TradingState::Halted {
+            let cancelled = self.cancel_all(None).await;
+            tracing::warn!(orders = cancelled.len(), "halted: every open order cancelled");
+        }
+        change
+    }
+
+    // ---------------------------------------------------------------- market data
+
+    /// A market data message on `subject` (`md.<venue>.<channel>.<BASE-QUOTE>`).
+    pub async fn on_md(&mut self, subject: &str, payload: &[u8]) {
+        let mut parts = subject.split('.');
+        let (Some("md"), Some(venue), Some(channel), Some(sym)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return };
+        let key = format!("{venue}:{sym}");
+        let now = self.now();
+        let m = self.markets.entry(key.clone()).or_default();
+        match channel {
+            "depth" => {
+                if let Ok(d) = sluice_proto::md::v1::BookDepth::decode(payload) {
+                    m.depth(&d, now);
+                }
+            }
+            "book" => {
+                if let Ok(t) = sluice_proto::md::v1::BookTop::decode(payload) {
+                    m.top(&t, now);
+                }
+            }
+            "trade" => {
+                let Ok(t) = sluice_proto::md::v1::Trade::decode(payload) else { return };
+                if let Some((price, size)) = m.trade(&t, now)
+                    && self.paper_mode()
+                {
+                    let events = self.paper.on_trade(&key, price, size);
+                    if let Err(e) = self.apply_paper(events).await {
+                        tracing::error!(error = %e.message(), "a paper fill could not be journaled");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- start
+
+    /// Rebuilds every order, position and the paper wallets from the journal.
+    pub async fn rebuild(&mut self) -> Result<usize, Status> {
+        let entries = self.journal.replay().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let n = entries.len();
+        for (subject, e) in entries {
+            let cid = e.client_order_id.clone();
+            match e.entry {
+                Some(pb::journal_entry::Entry::Intent(o)) => {
+                    let (Ok(account), Ok(symbol)) = (AccountId::parse(&o.account), o.symbol.replace('-', "/").parse::<Symbol>()) else {
+                        tracing::error!(client_order_id = %cid, "a journaled order names an unknown account or symbol; skipped");
+                        continue;
+                    };
+                    let side = if o.side == pb::Side::Sell as i32 { Side::Sell } else { Side::Buy };
+                    let venue = self
+                        .cfg
+                        .strategies
+                        .iter()
+                        .find(|s| s.account == account && s.symbol == symbol)
+                        .map_or_else(|| account.exchange.to_string(), |s| s.venue.clone());
+                    let quantity = Qty::new(dec(&o.quantity)).unwrap_or(Qty::ZERO);
+                    let created = Time::from_nanos(o.created_unix_ns.max(0) as u64);
+                    self.orders.insert(
+                        cid.clone(),
+                        Tracked {
+                            market: market_key(&venue, &symbol),
+                            account,
+                            symbol,
+                            side,
+                            state: OrderState::new(cid.clone(), quantity, created),
+                            seq: e.seq,
+                            subject,
+                            intent: o,
+                        },
+                    );
+                }
+                Some(pb::journal_entry::Entry::Transition(tr)) => {
+                    let Some(t) = self.orders.get_mut(&cid) else { continue };
+                    let at = Time::from_nanos(e.time_unix_ns.max(0) as u64);
+                    let Some(event) = event_of(&tr, at) else { continue };
+                    if t.state.apply(&event, at).is_ok() {
+                        t.seq = e.seq;
+                        if let Event::Fill(f) = &event {
+                            let (account, symbol, side) = (t.account.clone(), t.symbol.clone(), t.side);
+                            self.on_fill(&account, &symbol, side, f);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        if self.paper_mode() {
+            self.rebuild_paper();
+        }
+        Ok(n)
+    }
+
+    /// The paper venue as the journal leaves it: starting balances, every fill,
+    /// and the open orders resting with their funds locked.
+    fn rebuild_paper(&mut self) {
+        let fees_of = |ex: Exchange, cfg: &ExecutionConfig| cfg.paper.fees.get(&ex).copied();
+        let orders: Vec<Tracked> =
+            self.orders.values().filter(|t| t.intent.paper && t.state.status != OrderStatus::Initialized).cloned().collect();
+        for t in orders {
+            let Some(fees) = fees_of(t.account.exchange, &self.cfg) else { continue };
+            let order = PaperOrder {
+                client_order_id: t.state.client_order_id.clone(),
+                account: t.account.to_string(),
+                market: t.market.clone(),
+                base: t.symbol.base.to_string(),
+                quote: t.symbol.quote.to_string(),
+                side: t.side,
+                quantity: t.state.quantity.get(),
+                limit: dec(&t.intent.price),
+                tif: tif_of(t.intent.time_in_force),
+                market_order: t.intent.r#type == pb::OrderType::Market as i32,
+                fees,
+            };
+            let status = t.state.status;
+            if matches!(status, OrderStatus::Denied | OrderStatus::Rejected) {
+                continue;
+            }
+            self.paper.restore(
+                order,
+                t.state.filled.get(),
+                t.state.filled_notional,
+                t.state.fees.iter().map(|(_, v)| *v).sum(),
+                status.is_open(),
+                t.state.trade_ids.len() as u64,
+            );
+        }
+    }
+
+    async fn publish(&self, subject: &str, payload: Vec<u8>) {
+        if let Err(e) = self.nats.publish(subject.to_owned(), payload.into()).await {
+            tracing::warn!(%subject, error = %e, "cannot publish an event");
+        }
+    }
+}
+
+/// The journal's form of a transition.
+fn transition_entry(event: &Event, state: &OrderState, intent: &pb::Order) -> pb::Transition {
+    let reason = match event {
+        Event::Deny { reason }
+        | Event::NotSent { reason }
+        | Event::Rejected { reason }
+        | Event::Ambiguous { reason }
+        | Event::CancelFailed { reason }
+        | Event::Cancelled { reason }
+        | Event::Expired { reason } => reason.clone(),
+        _ => String::new(),
+    };
+    let fill = match event {
+        Event::Fill(f) => Some(pb::ExecFill {
+            account: intent.account.clone(),
+            symbol: intent.symbol.clone(),
+            client_order_id: intent.client_order_id.clone(),
+            trade_id: f.trade_id.clone(),
+            side: intent.side,
+            price: f.price.normalize().to_string(),
+            quantity: f.quantity.to_string(),
+            fee: f.fee.normalize().to_string(),
+            fee_asset: f.fee_asset.clone(),
+            maker: f.maker,
+            time_unix_ns: f.time.as_nanos() as i64,
+            paper: intent.paper,
+        }),
+        _ => None,
+    };
+    let venue_order_id = match event {
+        Event::Accepted { venue_order_id } => venue_order_id.clone().unwrap_or_default(),
+        _ => state.venue_order_id.clone().unwrap_or_default(),
+    };
+    pb::Transition { event: event.name().into(), reason, venue_order_id, fill }
+}
+
+/// A journaled transition back as an event (`None`: not one this version knows).
+fn event_of(t: &pb::Transition, at: Time) -> Option<Event> {
+    let reason = t.reason.clone();
+    Some(match t.event.as_str() {
+        "deny" => Event::Deny { reason },
+        "submit" => Event::Submit,
+        "not_sent" => Event::NotSent { reason },
+        "rejected" => Event::Rejected { reason },
+        "ambiguous" => Event::Ambiguous { reason },
+        "accepted" => Event::Accepted { venue_order_id: (!t.venue_order_id.is_empty()).then(|| t.venue_order_id.clone()) },
+        "fill" => {
+            let f = t.fill.as_ref()?;
+            Event::Fill(Fill {
+                trade_id: f.trade_id.clone(),
+                quantity: f.quantity.parse().ok()?,
+                price: f.price.parse().ok()?,
+                fee: f.fee.parse().unwrap_or_default(),
+                fee_asset: f.fee_asset.clone(),
+                maker: f.maker,
+                time: if f.time_unix_ns > 0 { Time::from_nanos(f.time_unix_ns as u64) } else { at },
+            })
+        }
+        "cancel_requested" => Event::CancelRequested,
+        "cancel_failed" => Event::CancelFailed { reason },
+        "cancelled" => Event::Cancelled { reason },
+        "expired" => Event::Expired { reason },
+        _ => return None,
+    })
+}
+
+/// A paper execution as a fill of the state machine.
+fn fill_of(trade_id: &str, e: &Exec, now: Time) -> Result<Fill, Status> {
+    let quantity = Qty::new(e.qty).map_err(|err| Status::internal(err.to_string()))?;
+    Ok(Fill { trade_id: trade_id.to_owned(), quantity, price: e.price, fee: e.fee, fee_asset: String::new(), maker: e.maker, time: now })
+}

@@ -1,0 +1,52 @@
+//! The execution service's Prometheus metrics (`sluice_execution_…`): what became
+//! of signals, orders created, transitions by event, fills, risk denials by
+//! reason, illegal transitions refused, and the trading state.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub(crate) kind: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    signals: Family<KindLabels, Counter>,
+    transitions: Family<KindLabels, Counter>,
+    denials: Family<KindLabels, Counter>,
+    pub(crate) orders_created: Counter,
+    pub(crate) fills: Counter,
+    pub(crate) illegal: Counter,
+    /// 1 active, 2 reducing, 3 halted (the proto's numbers).
+    pub(crate) trading_state: Gauge,
+}
+
+impl Metrics {
+    pub fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("sluice_execution");
+        r.register("signals", "Signals by what became of them (placed, duplicate, stale, denied, or why skipped)", self.signals.clone());
+        r.register("orders_created", "Orders created (journaled)", self.orders_created.clone());
+        r.register("transitions", "Order transitions by event", self.transitions.clone());
+        r.register("fills", "Fills counted (each venue trade once)", self.fills.clone());
+        r.register("denials", "Orders refused by pre-trade risk, by reason", self.denials.clone());
+        r.register("illegal_transitions", "Events refused by the order state machine", self.illegal.clone());
+        r.register("trading_state", "1 active, 2 reducing, 3 halted", self.trading_state.clone());
+        self.trading_state.set(1);
+    }
+
+    pub(crate) fn signal(&self, kind: &str) {
+        self.signals.get_or_create(&KindLabels { kind: kind.to_owned() }).inc();
+    }
+
+    pub(crate) fn transition(&self, event: &str) {
+        self.transitions.get_or_create(&KindLabels { kind: event.to_owned() }).inc();
+    }
+
+    pub(crate) fn denial(&self, kind: &str) {
+        self.denials.get_or_create(&KindLabels { kind: kind.to_owned() }).inc();
+    }
+}

@@ -1,0 +1,436 @@
+//! The running service: NATS in (signals through a durable JetStream consumer,
+//! market data, the kill switch on `exec.control.state`), the gRPC API
+//! (`sluice.execution.v1.Execution`), and the one engine task they all feed
+//! through bounded channels.
+//!
+//! A signal is acknowledged only after the engine has journaled what it did with
+//! it (placed, denied or skipped), so a crash before that redelivers it, and the
+//! order id derived from it makes the redelivery a duplicate, never a second
+//! order. A signal that cannot be decoded is terminated (never redelivered) and
+//! counted.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use prost::Message;
+use sluice_proto::execution::v1 as pb;
+use sluice_proto::execution::v1::execution_server::{Execution, ExecutionServer};
+use sluice_rate::MonotonicClock;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::{AccountId, ExecutionConfig};
+use crate::engine::{Engine, SignalOutcome};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::risk::TradingState;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutionError {
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Nats { url: String, message: String },
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("rebuilding from the journal: {0}")]
+    Rebuild(String),
+    #[error(transparent)]
+    Ops(#[from] sluice_service::http::OpsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("gRPC: {0}")]
+    Grpc(String),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Status>>;
+
+/// What the API asks of the engine.
+enum Command {
+    Submit(pb::SubmitOrderRequest, Reply<pb::Order>),
+    Cancel(String, Reply<pb::Order>),
+    CancelAll(Option<AccountId>, Reply<Vec<pb::Order>>),
+    Get(String, Reply<pb::Order>),
+    List(pb::ListOrdersRequest, Reply<Vec<pb::Order>>),
+    Positions(Option<AccountId>, Reply<Vec<pb::Position>>),
+    Pnl(Option<AccountId>, Reply<pb::PnlReport>),
+    GetState(Reply<pb::TradingStateChange>),
+    SetState(TradingState, String, &'static str, Reply<pb::TradingStateChange>),
+}
+
+/// A running service.
+pub struct Running {
+    pub grpc_addr: std::net::SocketAddr,
+    pub ops_addr: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn nats_err(url: &str) -> impl Fn(String) -> ExecutionError + '_ {
+    move |message| ExecutionError::Nats { url: url.to_owned(), message }
+}
+
+/// Connects, rebuilds from the journal, subscribes, serves.
+pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Result<Running, ExecutionError> {
+    let config = Arc::new(config);
+    let url = config.nats_url.clone();
+    let nats = config
+        .nats_auth
+        .options()
+        .await
+        .map_err(|e| nats_err(&url)(e.to_string()))?
+        .name(format!("sluice-execution {}", config.service))
+        .retry_on_initial_connect()
+        .connect(url.as_str())
+        .await
+        .map_err(|e| nats_err(&url)(e.to_string()))?;
+    let js = jetstream::new(nats.clone());
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: config.events.name.clone(),
+        subjects: vec!["exec.>".into()],
+        max_age: Duration::from_secs(config.events.max_age_s),
+        storage: jetstream::stream::StorageType::File,
+        discard: jetstream::stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ExecutionError::JetStream(format!("events stream {}: {e}", config.events.name)))?;
+    let journal = Journal::open(js.clone(), &config.journal.name, Duration::from_secs(config.journal.max_age_s)).await?;
+
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let mut engine = Engine::new(config.clone(), journal, nats.clone(), MonotonicClock::new(), metrics.clone());
+    let entries = engine.rebuild().await.map_err(|e| ExecutionError::Rebuild(e.message().to_owned()))?;
+    let open = engine.orders.values().filter(|t| t.state.status.is_open()).count();
+    tracing::info!(entries, orders = engine.orders.len(), open, "rebuilt from the journal");
+
+    // Market data of every traded symbol, subscribed before serving.
+    let mut subs = Vec::new();
+    for s in &config.strategies {
+        let sym = format!("{}-{}", s.symbol.base, s.symbol.quote);
+        for channel in ["depth", "book", "trade"] {
+            let subject = format!("md.{}.{channel}.{sym}", s.venue);
+            subs.push(nats.subscribe(subject).await.map_err(|e| nats_err(&url)(e.to_string()))?);
+        }
+    }
+    subs.push(nats.subscribe("exec.control.state").await.map_err(|e| nats_err(&url)(e.to_string()))?);
+    nats.flush().await.map_err(|e| nats_err(&url)(e.to_string()))?;
+
+    let ready = sluice_service::http::Readiness::default();
+    let (ops_addr, ops) =
+        sluice_service::http::serve(config.ops_listen, Arc::new(Mutex::new(registry)), ready.clone(), shutdown.clone()).await?;
+
+    // The engine's inputs: API commands and signals through bounded channels
+    // (their senders wait when the engine is busy; nothing is dropped).
+    let (api_tx, api_rx) = mpsc::channel::<Command>(256);
+    let (sig_tx, sig_rx) = mpsc::channel::<jetstream::Message>(64);
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ExecutionError::Bind { addr: config.listen, source })?;
+    let grpc_addr = listener.local_addr().map_err(|source| ExecutionError::Bind { addr: config.listen, source })?;
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<ExecutionServer<Api>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ExecutionError::Grpc(e.to_string()))?;
+    let stop_grpc = shutdown.clone();
+    let grpc = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .layer(sluice_service::grpc::OversizeLayer)
+            .add_service(health_svc)
+            .add_service(reflection)
+            .add_service(ExecutionServer::new(Api { tx: api_tx }))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop_grpc.cancelled(),
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+    let tasks = vec![
+        ops,
+        grpc,
+        tokio::spawn(pull_signals(js, config.clone(), sig_tx, shutdown.clone())),
+        tokio::spawn(engine_loop(engine, api_rx, sig_rx, subs, config.clone(), shutdown)),
+    ];
+    ready.set(true);
+    tracing::info!(service = %config.service, mode = ?config.mode, %grpc_addr, %ops_addr, "execution service running");
+    Ok(Running { grpc_addr, ops_addr, tasks })
+}
+
+/// Runs until `shutdown`.
+pub async fn run(config: ExecutionConfig, shutdown: CancellationToken) -> Result<(), ExecutionError> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}
+
+/// Pulls signals through the durable consumer, forever: a pull that stalls (no
+/// idle heartbeat) or a consumer that vanished is made again after a pause.
+async fn pull_signals(js: jetstream::Context, cfg: Arc<ExecutionConfig>, tx: mpsc::Sender<jetstream::Message>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            // The SIGNAL stream is the signal service's; wait until it exists.
+            let stream = js.get_stream("SIGNAL").await.map_err(|e| format!("stream SIGNAL: {e}"))?;
+            let consumer: consumer::PullConsumer = stream
+                .get_or_create_consumer(
+                    &cfg.consumer,
+                    consumer::pull::Config {
+                        durable_name: Some(cfg.consumer.clone()),
+                        filter_subject: "signal.>".into(),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: Duration::from_secs(30),
+                        // A new consumer starts with what comes next, not a week of history.
+                        deliver_policy: consumer::DeliverPolicy::New,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| format!("consumer {}: {e}", cfg.consumer))?;
+            let mut messages = consumer
+                .stream()
+                .max_messages_per_batch(16)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| format!("pull: {e}"))?;
+            loop {
+                let m = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    m = messages.next() => m,
+                };
+                match m {
+                    Some(Ok(m)) => {
+                        if tx.send(m).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(Err(e)) => return Err(format!("pulling signals: {e}")),
+                    None => return Err("the signal consumer ended".into()),
+                }
+            }
+        };
+        match attempt.await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "signals: trying again"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn engine_loop(
+    mut engine: Engine,
+    mut api: mpsc::Receiver<Command>,
+    mut signals: mpsc::Receiver<jetstream::Message>,
+    subs: Vec<async_nats::Subscriber>,
+    cfg: Arc<ExecutionConfig>,
+    stop: CancellationToken,
+) {
+    let mut md = futures::stream::select_all(subs);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(cmd) = api.recv() => on_command(&mut engine, cmd).await,
+            Some(m) = md.next() => {
+                if m.subject.as_str() == "exec.control.state" {
+                    on_control(&mut engine, &m.payload).await;
+                } else {
+                    engine.on_md(m.subject.as_str(), &m.payload).await;
+                }
+            }
+            Some(m) = signals.recv() => on_signal(&mut engine, m, &cfg).await,
+        }
+    }
+    tracing::info!("execution engine stopped");
+}
+
+async fn on_signal(engine: &mut Engine, m: jetstream::Message, _cfg: &ExecutionConfig) {
+    let signal = match sluice_proto::signal::v1::Signal::decode(m.payload.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(subject = %m.subject, error = %e, "a signal that cannot be decoded: terminated, never traded");
+            engine.metrics.signal("malformed");
+            let _ = m.ack_with(jetstream::AckKind::Term).await;
+            return;
+        }
+    };
+    match engine.on_signal(&signal).await {
+        Ok(outcome) => {
+            if let SignalOutcome::Placed(cid) = &outcome {
+                tracing::info!(venue = %signal.venue, symbol = %signal.symbol, client_order_id = %cid, "signal placed an order");
+            }
+            if let Err(e) = m.ack().await {
+                tracing::warn!(error = %e, "cannot acknowledge a signal; it will come again and be a duplicate");
+            }
+        }
+        // The journal could not be written: leave the signal unacknowledged, so it
+        // comes again (and its order id makes that safe).
+        Err(e) => tracing::error!(error = %e.message(), "a signal could not be acted on; it will be redelivered"),
+    }
+}
+
+async fn on_control(engine: &mut Engine, payload: &[u8]) {
+    match pb::SetTradingStateRequest::decode(payload) {
+        Ok(r) => match trading_state(r.state) {
+            Ok(s) => {
+                engine.set_state(s, &r.reason, "nats").await;
+            }
+            Err(e) => tracing::warn!(error = %e.message(), "ignoring a trading state command"),
+        },
+        Err(e) => tracing::warn!(error = %e, "ignoring a malformed trading state command"),
+    }
+}
+
+fn trading_state(n: i32) -> Result<TradingState, Status> {
+    match pb::TradingState::try_from(n) {
+        Ok(pb::TradingState::Active) => Ok(TradingState::Active),
+        Ok(pb::TradingState::Reducing) => Ok(TradingState::Reducing),
+        Ok(pb::TradingState::Halted) => Ok(TradingState::Halted),
+        _ => Err(Status::invalid_argument(format!("state {n} is not ACTIVE, REDUCING or HALTED"))),
+    }
+}
+
+fn account_filter(s: &str) -> Result<Option<AccountId>, Status> {
+    if s.is_empty() { Ok(None) } else { AccountId::parse(s).map(Some).map_err(Status::invalid_argument) }
+}
+
+async fn on_command(engine: &mut Engine, cmd: Command) {
+    match cmd {
+        Command::Submit(r, reply) => {
+            let _ = reply.send(engine.submit(r).await);
+        }
+        Command::Cancel(cid, reply) => {
+            let _ = reply.send(engine.cancel(&cid).await);
+        }
+        Command::CancelAll(a, reply) => {
+            let _ = reply.send(Ok(engine.cancel_all(a.as_ref()).await));
+        }
+        Command::Get(cid, reply) => {
+            let o = engine.orders.get(&cid).map(crate::engine::Tracked::view).ok_or_else(|| Status::not_found(format!("no order {cid}")));
+            let _ = reply.send(o);
+        }
+        Command::List(r, reply) => {
+            let filter = match account_filter(&r.account) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+            let mut orders: Vec<pb::Order> = engine
+                .orders
+                .values()
+                .filter(|t| filter.as_ref().is_none_or(|a| *a == t.account) && (!r.open_only || t.state.status.is_open()))
+                .map(crate::engine::Tracked::view)
+                .collect();
+            orders.sort_by_key(|o| std::cmp::Reverse(o.created_unix_ns));
+            orders.truncate(limit);
+            let _ = reply.send(Ok(orders));
+        }
+        Command::Positions(a, reply) => {
+            let _ = reply.send(Ok(engine.positions_of(a.as_ref())));
+        }
+        Command::Pnl(a, reply) => {
+            let _ = reply.send(Ok(engine.pnl(a.as_ref())));
+        }
+        Command::GetState(reply) => {
+            let _ = reply.send(Ok(engine.trading.1.clone()));
+        }
+        Command::SetState(s, reason, by, reply) => {
+            let _ = reply.send(Ok(engine.set_state(s, &reason, by).await));
+        }
+    }
+}
+
+/// The gRPC face: each call is a command to the engine.
+struct Api {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Api {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<Response<T>, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(make(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Status::resource_exhausted("the execution engine is busy; retry"),
+            mpsc::error::TrySendError::Closed(_) => Status::unavailable("the execution service is shutting down"),
+        })?;
+        rx.await.map_err(|_| Status::unavailable("the execution service is shutting down"))?.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl Execution for Api {
+    async fn submit_order(&self, r: Request<pb::SubmitOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let r = r.into_inner();
+        self.ask(|reply| Command::Submit(r, reply)).await
+    }
+
+    async fn cancel_order(&self, r: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let cid = r.into_inner().client_order_id;
+        if cid.is_empty() {
+            return Err(Status::invalid_argument("client_order_id is required"));
+        }
+        self.ask(|reply| Command::Cancel(cid, reply)).await
+    }
+
+    async fn cancel_all(&self, r: Request<pb::CancelAllRequest>) -> Result<Response<pb::CancelAllResponse>, Status> {
+        let a = account_filter(&r.get_ref().account)?;
+        let orders = self.ask(|reply| Command::CancelAll(a, reply)).await?.into_inner();
+        Ok(Response::new(pb::CancelAllResponse { orders }))
+    }
+
+    async fn get_order(&self, r: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let cid = r.into_inner().client_order_id;
+        self.ask(|reply| Command::Get(cid, reply)).await
+    }
+
+    async fn list_orders(&self, r: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let r = r.into_inner();
+        let orders = self.ask(|reply| Command::List(r, reply)).await?.into_inner();
+        Ok(Response::new(pb::ListOrdersResponse { orders }))
+    }
+
+    async fn list_positions(&self, r: Request<pb::ListPositionsRequest>) -> Result<Response<pb::ListPositionsResponse>, Status> {
+        let a = account_filter(&r.get_ref().account)?;
+        let positions = self.ask(|reply| Command::Positions(a, reply)).await?.into_inner();
+        Ok(Response::new(pb::ListPositionsResponse { positions }))
+    }
+
+    async fn get_pnl(&self, r: Request<pb::GetPnlRequest>) -> Result<Response<pb::PnlReport>, Status> {
+        let a = account_filter(&r.get_ref().account)?;
+        self.ask(|reply| Command::Pnl(a, reply)).await
+    }
+
+    async fn get_trading_state(&self, _r: Request<pb::GetTradingStateRequest>) -> Result<Response<pb::TradingStateChange>, Status> {
+        self.ask(Command::GetState).await
+    }
+
+    async fn set_trading_state(&self, r: Request<pb::SetTradingStateRequest>) -> Result<Response<pb::TradingStateChange>, Status> {
+        let r = r.into_inner();
+        let s = trading_state(r.state)?;
+        self.ask(|reply| Command::SetState(s, r.reason, "grpc", reply)).await
+    }
+}
