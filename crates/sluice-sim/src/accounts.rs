@@ -1,6 +1,9 @@
 //! Simulated accounts: balances and orders. Limit orders that do not cross rest and
-//! lock funds; market orders and crossing limits fill at once. Client order ids are
-//! unique per account, as every exchange enforces (that is what makes retries safe).
+//! lock funds; market orders and crossing limits fill at once. A resting limit
+//! order fills, as maker at its own price, when the market's trades print at or
+//! through it, up to each trade's size (so a large order fills in parts). Client
+//! order ids are unique per account, as every exchange enforces (that is what
+//! makes retries safe).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -44,6 +47,8 @@ pub(crate) struct SimOrder {
     pub(crate) status: OrderStatus,
     pub(crate) created_ms: u64,
     pub(crate) updated_ms: u64,
+    /// Executions so far (trade ids are `<id>-<n>`).
+    pub(crate) fills: u32,
 }
 
 impl SimOrder {
@@ -208,6 +213,7 @@ impl Account {
             status: OrderStatus::Open,
             created_ms: now_ms,
             updated_ms: now_ms,
+            fills: 0,
         };
         // The price it fills at now, if it fills now.
         let fill_at = match (o.kind, o.side) {
@@ -232,6 +238,7 @@ impl Account {
             order.filled = qty;
             order.filled_quote = px * qty;
             order.status = OrderStatus::Filled;
+            order.fills = 1;
             self.events.push(AccountEvent::Fill { order: order.clone(), trade_id: format!("{id}-1"), price: px, qty });
         }
         self.events.push(AccountEvent::Order(order.clone()));
@@ -241,6 +248,59 @@ impl Account {
         }
         self.orders.insert(id, order.clone());
         Ok(order)
+    }
+
+    /// A trade printed on `native` at `price` for `qty`: resting limit orders it
+    /// reaches (a buy at or above the price, a sell at or below) fill at their own
+    /// price, oldest first, up to the trade's size.
+    pub(crate) fn on_trade(&mut self, market: &Market, native: &str, price: Decimal, qty: Decimal, now_ms: u64) {
+        let Some(inst) = market.instrument(native) else { return };
+        let (base, quote) = (inst.symbol.base.to_string(), inst.symbol.quote.to_string());
+        let reached = |o: &SimOrder| match (o.side, o.price) {
+            (Side::Buy, Some(p)) => price <= p,
+            (Side::Sell, Some(p)) => price >= p,
+            _ => false,
+        };
+        let mut due: Vec<(u64, String)> = self
+            .orders
+            .values()
+            .filter(|o| o.status == OrderStatus::Open && o.kind == OrderKind::Limit && o.native == native && reached(o))
+            .map(|o| (o.created_ms, o.id.clone()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        due.sort();
+        let mut left = qty;
+        for (_, id) in due {
+            if left <= Decimal::ZERO {
+                break;
+            }
+            let Some(o) = self.orders.get_mut(&id) else { continue };
+            let (px, q) = (o.price.unwrap_or_default(), o.remaining().min(left));
+            left -= q;
+            o.filled += q;
+            o.filled_quote += px * q;
+            o.fills += 1;
+            o.updated_ms = now_ms;
+            if o.remaining().is_zero() {
+                o.status = OrderStatus::Filled;
+            }
+            let (side, trade_id, order) = (o.side, format!("{id}-{}", o.fills), o.clone());
+            match side {
+                Side::Buy => {
+                    self.balance(&quote).locked -= px * q;
+                    self.balance(&base).free += q;
+                }
+                Side::Sell => {
+                    self.balance(&base).locked -= q;
+                    self.balance(&quote).free += px * q;
+                }
+            }
+            self.events.push(AccountEvent::Fill { order: order.clone(), trade_id, price: px, qty: q });
+            self.events.push(AccountEvent::Order(order));
+        }
+        self.balances_changed(&[&base, &quote]);
     }
 
     /// Cancels an open order and unlocks what it held.
@@ -318,6 +378,38 @@ mod tests {
         assert!(matches!(a.place(&m, limit(Side::Buy, "60000.05", "0.1", None), "3".into(), 0), Err(OrderError::InvalidPrice(_))));
         assert!(matches!(a.place(&m, limit(Side::Buy, "60000", "0.0000001", None), "4".into(), 0), Err(OrderError::InvalidQty(_))));
         assert!(matches!(a.place(&m, limit(Side::Buy, "60000", "100", None), "5".into(), 0), Err(OrderError::Insufficient { .. })));
+    }
+
+    #[test]
+    fn resting_orders_fill_in_parts_from_trades_that_reach_them() {
+        let (m, mut a) = setup();
+        let usdt = a.balances["USDT"].free;
+        let o = a.place(&m, limit(Side::Buy, "60000", "0.5", Some("r1")), "o1".into(), 1).unwrap();
+        assert_eq!(o.status, OrderStatus::Open);
+        a.take_events();
+        // A trade above the limit does not reach it; one at it fills 0.2; one
+        // through it the remaining 0.3 (of its 0.4).
+        a.on_trade(&m, "BTCUSDT", "60001".parse().unwrap(), "1".parse().unwrap(), 2);
+        assert!(a.take_events().is_empty());
+        a.on_trade(&m, "BTCUSDT", "60000".parse().unwrap(), "0.2".parse().unwrap(), 3);
+        a.on_trade(&m, "BTCUSDT", "59990".parse().unwrap(), "0.4".parse().unwrap(), 4);
+        let o = a.get(&OrderKey::Client("r1".into())).unwrap();
+        assert_eq!(
+            (o.status, o.filled, o.avg_price(), o.fills),
+            (OrderStatus::Filled, "0.5".parse().unwrap(), "60000".parse().unwrap(), 2)
+        );
+        let fills: Vec<String> = a
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                AccountEvent::Fill { trade_id, .. } => Some(trade_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fills, vec!["o1-1", "o1-2"]);
+        assert_eq!(a.balances["BTC"].free - "0.5".parse::<Decimal>().unwrap(), SimConfig::shipped().balances["BTC"]);
+        assert_eq!(a.balances["USDT"].free, usdt - "30000".parse::<Decimal>().unwrap());
+        assert_eq!(a.balances["USDT"].locked, Decimal::ZERO);
     }
 
     #[test]

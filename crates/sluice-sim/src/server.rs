@@ -170,6 +170,21 @@ impl VenueServer {
         let now_ms = self.shared.clock.now().as_millis();
         let mut st = self.lock();
         let events = st.market.step(now_ms);
+        // Resting orders fill from the trades, and their changes reach the private
+        // streams under the same lock, in order.
+        let st = &mut *st;
+        for e in &events {
+            if let crate::market::Event::Trade { native, trade } = e {
+                for (name, acct) in st.accounts.iter_mut() {
+                    acct.on_trade(&st.market, native, trade.price, trade.qty, now_ms);
+                    let changes = acct.take_events();
+                    if !changes.is_empty() && self.feeds.private.receiver_count() > 0 {
+                        let ev = crate::feed::AccountEvents { account: name.clone(), ts_ms: now_ms, events: changes };
+                        let _ = self.feeds.private.send(Arc::new(ev));
+                    }
+                }
+            }
+        }
         if self.feeds.ticks.receiver_count() > 0 {
             let tick = crate::feed::Tick::build(&st.market, events, now_ms);
             let _ = self.feeds.ticks.send(std::sync::Arc::new(tick));
