@@ -19,6 +19,8 @@
 //! * [`journal`]: every intent and transition on JetStream, before acting.
 //! * [`engine`]: the one task that owns orders, positions, markets and the paper
 //!   venue, rebuilt from the journal at start.
+//! * [`venue`]: the live venue's exchange formats through the dispatcher, and
+//!   what a dispatcher answer proves about whether an order left.
 //! * [`service`]: signals (durable consumer), market data, the kill switch, the
 //!   gRPC API; [`start`] and [`run`].
 //!
@@ -38,6 +40,7 @@ pub mod positions;
 pub mod risk;
 pub mod service;
 pub mod strategy;
+pub mod venue;
 
 pub use config::ExecutionConfig;
 pub use service::{ExecutionError, Running, run, start};

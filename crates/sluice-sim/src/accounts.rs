@@ -49,6 +49,17 @@ pub(crate) struct SimOrder {
     pub(crate) updated_ms: u64,
     /// Executions so far (trade ids are `<id>-<n>`).
     pub(crate) fills: u32,
+    /// Each execution, in order.
+    pub(crate) trades: Vec<SimTrade>,
+}
+
+/// One execution of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SimTrade {
+    pub(crate) id: String,
+    pub(crate) price: Decimal,
+    pub(crate) qty: Decimal,
+    pub(crate) ts_ms: u64,
 }
 
 impl SimOrder {
@@ -214,6 +225,7 @@ impl Account {
             created_ms: now_ms,
             updated_ms: now_ms,
             fills: 0,
+            trades: Vec::new(),
         };
         // The price it fills at now, if it fills now.
         let fill_at = match (o.kind, o.side) {
@@ -239,6 +251,7 @@ impl Account {
             order.filled_quote = px * qty;
             order.status = OrderStatus::Filled;
             order.fills = 1;
+            order.trades.push(SimTrade { id: format!("{id}-1"), price: px, qty, ts_ms: now_ms });
             self.events.push(AccountEvent::Fill { order: order.clone(), trade_id: format!("{id}-1"), price: px, qty });
         }
         self.events.push(AccountEvent::Order(order.clone()));
@@ -282,6 +295,7 @@ impl Account {
             o.filled += q;
             o.filled_quote += px * q;
             o.fills += 1;
+            o.trades.push(SimTrade { id: format!("{id}-{}", o.fills), price: px, qty: q, ts_ms: now_ms });
             o.updated_ms = now_ms;
             if o.remaining().is_zero() {
                 o.status = OrderStatus::Filled;

@@ -199,7 +199,7 @@ fn order_json(o: &SimOrder, market: &crate::market::Market) -> Value {
         "locked": s(locked),
         "executed_volume": s(o.filled),
         "executed_funds": s(o.filled_quote),
-        "trades_count": if o.filled.is_zero() { 0 } else { 1 },
+        "trades_count": o.trades.len(),
         "unit_currency": quote,
     });
     if let Some(c) = &o.client_id {
@@ -469,7 +469,24 @@ impl Venue for Upbit {
                 match acct.get(&key) {
                     Some(o) => {
                         let mut v = order_json(o, ctx.market);
-                        v["trades"] = json!([]);
+                        // Each execution, as Upbit lists them on a single order.
+                        let side = if o.side == Side::Buy { "bid" } else { "ask" };
+                        let trades: Vec<Value> = o
+                            .trades
+                            .iter()
+                            .map(|t| {
+                                json!({
+                                    "market": o.native,
+                                    "uuid": t.id,
+                                    "price": s(t.price),
+                                    "volume": s(t.qty),
+                                    "funds": s(t.price * t.qty),
+                                    "side": side,
+                                    "created_at": format!("{}+09:00", iso_local(t.ts_ms, 9)),
+                                })
+                            })
+                            .collect();
+                        v["trades"] = Value::Array(trades);
                         Reply::json(200, &v)
                     }
                     None => order_error(OrderError::NotFound, Side::Buy),
