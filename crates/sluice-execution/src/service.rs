@@ -129,6 +129,16 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
     subs.push(nats.subscribe("exec.control.state").await.map_err(|e| nats_err(&url)(e.to_string()))?);
     nats.flush().await.map_err(|e| nats_err(&url)(e.to_string()))?;
 
+    // The signal consumer exists before start returns (when SIGNAL does), so every
+    // signal published from now on is read; otherwise the pull task waits for it.
+    let first_consumer = match signal_consumer(&js, &config).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "signals: not yet readable; waiting for the SIGNAL stream");
+            None
+        }
+    };
+
     let ready = sluice_service::http::Readiness::default();
     let (ops_addr, ops) =
         sluice_service::http::serve(config.ops_listen, Arc::new(Mutex::new(registry)), ready.clone(), shutdown.clone()).await?;
@@ -166,7 +176,7 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
     let tasks = vec![
         ops,
         grpc,
-        tokio::spawn(pull_signals(js, config.clone(), sig_tx, shutdown.clone())),
+        tokio::spawn(pull_signals(js, config.clone(), first_consumer, sig_tx, shutdown.clone())),
         tokio::spawn(engine_loop(engine, api_rx, sig_rx, subs, config.clone(), shutdown)),
     ];
     ready.set(true);
@@ -180,29 +190,47 @@ pub async fn run(config: ExecutionConfig, shutdown: CancellationToken) -> Result
     Ok(())
 }
 
+/// The durable consumer of SIGNAL, made if missing. A new one starts with the
+/// signals that are still young enough to act on (`max_signal_age_ms` back), so a
+/// signal published while the service was starting, or before its consumer first
+/// existed, is not missed; older history is never read. An existing consumer
+/// keeps its place: what it has not acknowledged comes again.
+async fn signal_consumer(js: &jetstream::Context, cfg: &ExecutionConfig) -> Result<consumer::PullConsumer, String> {
+    // The SIGNAL stream is the signal service's; until it exists there is nothing to read.
+    let stream = js.get_stream("SIGNAL").await.map_err(|e| format!("stream SIGNAL: {e}"))?;
+    let start_time = time::OffsetDateTime::now_utc() - cfg.max_signal_age();
+    stream
+        .get_or_create_consumer(
+            &cfg.consumer,
+            consumer::pull::Config {
+                durable_name: Some(cfg.consumer.clone()),
+                filter_subject: "signal.>".into(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("consumer {}: {e}", cfg.consumer))
+}
+
 /// Pulls signals through the durable consumer, forever: a pull that stalls (no
 /// idle heartbeat) or a consumer that vanished is made again after a pause.
-async fn pull_signals(js: jetstream::Context, cfg: Arc<ExecutionConfig>, tx: mpsc::Sender<jetstream::Message>, stop: CancellationToken) {
+async fn pull_signals(
+    js: jetstream::Context,
+    cfg: Arc<ExecutionConfig>,
+    mut first: Option<consumer::PullConsumer>,
+    tx: mpsc::Sender<jetstream::Message>,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            // The SIGNAL stream is the signal service's; wait until it exists.
-            let stream = js.get_stream("SIGNAL").await.map_err(|e| format!("stream SIGNAL: {e}"))?;
-            let consumer: consumer::PullConsumer = stream
-                .get_or_create_consumer(
-                    &cfg.consumer,
-                    consumer::pull::Config {
-                        durable_name: Some(cfg.consumer.clone()),
-                        filter_subject: "signal.>".into(),
-                        ack_policy: consumer::AckPolicy::Explicit,
-                        ack_wait: Duration::from_secs(30),
-                        // A new consumer starts with what comes next, not a week of history.
-                        deliver_policy: consumer::DeliverPolicy::New,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| format!("consumer {}: {e}", cfg.consumer))?;
+            let consumer = match first.take() {
+                Some(c) => c,
+                None => signal_consumer(&js, &cfg).await?,
+            };
             let mut messages = consumer
                 .stream()
                 .max_messages_per_batch(16)
