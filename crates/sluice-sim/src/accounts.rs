@@ -60,6 +60,8 @@ pub(crate) struct SimTrade {
     pub(crate) price: Decimal,
     pub(crate) qty: Decimal,
     pub(crate) ts_ms: u64,
+    /// It rested on the book and a trade reached it (else it took liquidity).
+    pub(crate) maker: bool,
 }
 
 impl SimOrder {
@@ -104,6 +106,8 @@ pub(crate) enum OrderError {
     NotOpen,
     #[error("no liquidity")]
     NoLiquidity,
+    #[error("order value {value} is below the minimum {min}")]
+    BelowMinNotional { value: Decimal, min: Decimal },
 }
 
 /// How to find an order.
@@ -211,6 +215,16 @@ impl Account {
         if qty <= Decimal::ZERO || !on_step(qty, inst.lot) {
             return Err(OrderError::InvalidQty(format!("{qty} is not a positive multiple of the lot {}", inst.lot)));
         }
+        // The order's value at its own price, or (market) at the touch it takes.
+        let reference = o.price.or(match o.side {
+            Side::Buy => best_ask,
+            Side::Sell => best_bid,
+        });
+        if let Some(px) = reference
+            && px * qty < inst.min_notional
+        {
+            return Err(OrderError::BelowMinNotional { value: px * qty, min: inst.min_notional });
+        }
         let mut order = SimOrder {
             id: id.clone(),
             client_id: o.client_id.clone(),
@@ -251,7 +265,7 @@ impl Account {
             order.filled_quote = px * qty;
             order.status = OrderStatus::Filled;
             order.fills = 1;
-            order.trades.push(SimTrade { id: format!("{id}-1"), price: px, qty, ts_ms: now_ms });
+            order.trades.push(SimTrade { id: format!("{id}-1"), price: px, qty, ts_ms: now_ms, maker: false });
             self.events.push(AccountEvent::Fill { order: order.clone(), trade_id: format!("{id}-1"), price: px, qty });
         }
         self.events.push(AccountEvent::Order(order.clone()));
@@ -295,7 +309,7 @@ impl Account {
             o.filled += q;
             o.filled_quote += px * q;
             o.fills += 1;
-            o.trades.push(SimTrade { id: format!("{id}-{}", o.fills), price: px, qty: q, ts_ms: now_ms });
+            o.trades.push(SimTrade { id: format!("{id}-{}", o.fills), price: px, qty: q, ts_ms: now_ms, maker: true });
             o.updated_ms = now_ms;
             if o.remaining().is_zero() {
                 o.status = OrderStatus::Filled;

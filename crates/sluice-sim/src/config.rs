@@ -137,6 +137,17 @@ pub struct MarketConfig {
     pub price: Decimal,
     pub tick: Decimal,
     pub lot: Decimal,
+    /// The smallest order value (price x quantity) the exchanges accept; when
+    /// unset, 5,000 for KRW markets and 5 otherwise (Upbit's `min_total`,
+    /// Binance's `NOTIONAL`, OKX's and Bybit's minimum order amounts).
+    #[serde(default)]
+    pub min_notional: Option<Decimal>,
+}
+
+impl MarketConfig {
+    pub fn min_notional(&self) -> Decimal {
+        self.min_notional.unwrap_or_else(|| if self.symbol.quote.as_str() == "KRW" { Decimal::from(5000) } else { Decimal::from(5) })
+    }
 }
 
 /// Everything the simulator runs with.

@@ -19,6 +19,7 @@ pub mod market;
 mod server;
 mod venues;
 
+use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,43 @@ pub use config::SimConfig;
 pub use feed::{FeedFault, FeedStats};
 pub use limits::{BucketStats, WindowStats};
 pub use server::{Fault, FaultKind, VenueStats};
+
+/// An order as a simulated exchange keeps it (for tests that count what really
+/// reached the exchange).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub id: String,
+    pub client_id: Option<String>,
+    pub native: String,
+    pub side: sluice_domain::Side,
+    pub price: Option<Decimal>,
+    pub qty: Decimal,
+    pub filled: Decimal,
+    /// "open", "filled" or "canceled".
+    pub status: &'static str,
+    /// Trade ids of its executions, in order.
+    pub trades: Vec<String>,
+}
+
+impl OrderView {
+    fn of(o: &accounts::SimOrder) -> OrderView {
+        OrderView {
+            id: o.id.clone(),
+            client_id: o.client_id.clone(),
+            native: o.native.clone(),
+            side: o.side,
+            price: o.price,
+            qty: o.qty,
+            filled: o.filled,
+            status: match o.status {
+                accounts::OrderStatus::Open => "open",
+                accounts::OrderStatus::Filled => "filled",
+                accounts::OrderStatus::Canceled => "canceled",
+            },
+            trades: o.trades.iter().map(|t| t.id.clone()).collect(),
+        }
+    }
+}
 
 use server::{Shared, VenueServer};
 use venues::Venue;
@@ -164,6 +202,19 @@ impl SimHandle {
         let i = st.market.instrument(native)?;
         let (b, a) = i.book.top(usize::MAX);
         Some((b, a, i.book.update_id))
+    }
+
+    /// Prints a trade of `qty` at `price` on `native` now, as another trader's
+    /// order would (also while the markets are paused): resting orders it reaches
+    /// fill, and the public and private feeds carry it. False for an unknown
+    /// exchange or market.
+    pub fn print_trade(&self, exchange: Exchange, native: &str, price: Decimal, qty: Decimal) -> bool {
+        self.venues.get(&exchange).is_some_and(|v| v.print_trade(native, price, qty))
+    }
+
+    /// Every order of `account` on `exchange`, as the simulated exchange keeps them.
+    pub fn orders(&self, exchange: Exchange, account: &str) -> Vec<OrderView> {
+        self.venues.get(&exchange).map(|v| v.orders(account)).unwrap_or_default()
     }
 
     /// Waits for every task to end (after the shutdown token is cancelled).

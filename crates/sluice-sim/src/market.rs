@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use sluice_domain::{Exchange, Symbol};
 
 use crate::config::MarketConfig;
@@ -95,6 +96,8 @@ pub struct Instrument {
     pub native: String,
     pub tick: Decimal,
     pub lot: Decimal,
+    /// The smallest order value accepted.
+    pub min_notional: Decimal,
     pub mid: Decimal,
     pub book: Book,
     pub trades: VecDeque<Trade>,
@@ -103,6 +106,19 @@ pub struct Instrument {
     /// The price 24 hours ago (previous close).
     pub prev_close: Decimal,
     next_trade_id: u64,
+    /// The market's current regime and how many steps it has left.
+    regime: Regime,
+    regime_left: u32,
+}
+
+/// How a market moves for a while: trends (a drift of a tick every few steps on
+/// top of the noise) and ranges (noise pulled back toward where the range
+/// began), so trend-following signals have something to find.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Regime {
+    Up,
+    Down,
+    Range { centre: Decimal },
 }
 
 impl Instrument {
@@ -169,6 +185,9 @@ impl Market {
                 candles,
                 prev_close,
                 next_trade_id: 1,
+                regime: Regime::Range { centre: mid },
+                regime_left: 0,
+                min_notional: m.min_notional(),
             };
             let _ = rebuild_book(&mut rng, &mut inst);
             instruments.insert(native, inst);
@@ -184,12 +203,53 @@ impl Market {
         self.instruments.values()
     }
 
-    /// Moves the market one step: prices walk, books change, trades print.
+    /// Prints a trade of `qty` at `price` on `native` now (a test's or the control
+    /// endpoint's doing, as if another trader had taken that liquidity): it is on
+    /// the tape, in the candle and in the events like any other trade.
+    pub fn print_trade(&mut self, native: &str, price: Decimal, qty: Decimal, now_ms: u64) -> Option<Event> {
+        let inst = self.instruments.get_mut(native)?;
+        let buyer_taker = inst.book.best_ask().is_some_and(|(a, _)| price >= a);
+        let trade = Trade { id: inst.next_trade_id, price, qty, buyer_taker, ts_ms: now_ms };
+        inst.next_trade_id += 1;
+        record_trade(inst, &trade);
+        Some(Event::Trade { native: native.to_owned(), trade })
+    }
+
+    /// Moves the market one step: prices walk (trending or ranging), books
+    /// change, trades print.
     pub fn step(&mut self, now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
         for inst in self.instruments.values_mut() {
-            let ticks: i64 = self.rng.random_range(-2..=2);
-            let moved = inst.mid + inst.tick * Decimal::from(ticks);
+            if inst.regime_left == 0 {
+                // A regime lasts 30 s to 3 min at the shipped 100 ms step.
+                inst.regime_left = self.rng.random_range(300..=1800);
+                inst.regime = match self.rng.random_range(0..3u8) {
+                    0 => Regime::Up,
+                    1 => Regime::Down,
+                    _ => Regime::Range { centre: inst.mid },
+                };
+            }
+            inst.regime_left -= 1;
+            let noise: i64 = self.rng.random_range(-2..=2);
+            // Trends drift about 0.5 % of the price in five minutes (3,000 steps),
+            // whatever the tick, in whole ticks drawn so the mean is right; ranges
+            // lean back toward where they began.
+            let trend = || {
+                let ticks = inst.mid * Decimal::new(17, 7) / inst.tick;
+                let whole = ticks.trunc();
+                (whole, (ticks - whole).to_f64().unwrap_or(0.0).clamp(0.0, 1.0))
+            };
+            let drift: i64 = match inst.regime {
+                Regime::Up | Regime::Down => {
+                    let (whole, frac) = trend();
+                    let step = whole.to_i64().unwrap_or(0) + i64::from(self.rng.random_bool(frac));
+                    if inst.regime == Regime::Up { step } else { -step }
+                }
+                Regime::Range { centre } if inst.mid > centre + inst.tick * Decimal::from(20) => -1,
+                Regime::Range { centre } if inst.mid < centre - inst.tick * Decimal::from(20) => 1,
+                Regime::Range { .. } => 0,
+            };
+            let moved = inst.mid + inst.tick * Decimal::from(noise + drift);
             if moved > inst.tick * Decimal::from(10) {
                 inst.mid = moved;
             }
@@ -365,6 +425,21 @@ mod tests {
             assert_eq!(inst.book.bids.len(), DEPTH);
             assert!(inst.book.bids.keys().all(|p| (*p / inst.tick).fract().is_zero()), "prices on the tick");
         }
+    }
+
+    #[test]
+    fn markets_trend_for_minutes_not_only_wander() {
+        let cfg = SimConfig::shipped();
+        let mut m = Market::new(Exchange::Binance, &cfg.markets, 3, 1_700_000_000_000);
+        let mut mids = Vec::new();
+        for i in 0..9000u64 {
+            m.step(1_700_000_000_000 + i * 100);
+            mids.push(m.instrument("BTCUSDT").unwrap().mid);
+        }
+        // Noise alone moves BTCUSDT about 0.01 % in five minutes; a trend 0.5 %.
+        let five_min = 3000;
+        let biggest = (0..mids.len() - five_min).map(|t| ((mids[t + five_min] - mids[t]) / mids[t]).abs()).max().unwrap();
+        assert!(biggest > Decimal::new(3, 3), "largest five-minute move {biggest}");
     }
 
     #[test]

@@ -33,6 +33,19 @@ pub enum FaultKind {
     Ban { ms: u64 },
     /// Answer HTTP 500 (the outcome is unknown to the caller).
     ServerError,
+    /// Carry the request out, then answer HTTP 500 instead of its result: the
+    /// caller cannot know that it was executed.
+    ExecutedThenServerError,
+    /// Carry the request out, then hold its answer this long (a caller with a
+    /// shorter timeout gives up on a request that was executed).
+    SlowAnswer { ms: u64 },
+}
+
+impl FaultKind {
+    /// The request is carried out before the fault shows.
+    fn executes(&self) -> bool {
+        matches!(self, FaultKind::ExecutedThenServerError | FaultKind::SlowAnswer { .. })
+    }
 }
 
 /// A fault and how many requests it applies to.
@@ -170,9 +183,23 @@ impl VenueServer {
         let now_ms = self.shared.clock.now().as_millis();
         let mut st = self.lock();
         let events = st.market.step(now_ms);
-        // Resting orders fill from the trades, and their changes reach the private
-        // streams under the same lock, in order.
-        let st = &mut *st;
+        self.spread(&mut st, events, now_ms);
+    }
+
+    /// Prints one trade now (even while the markets are paused): resting orders
+    /// it reaches fill, and the feeds carry it.
+    pub(crate) fn print_trade(&self, native: &str, price: rust_decimal::Decimal, qty: rust_decimal::Decimal) -> bool {
+        let now_ms = self.shared.clock.now().as_millis();
+        let mut st = self.lock();
+        let Some(event) = st.market.print_trade(native, price, qty, now_ms) else { return false };
+        self.spread(&mut st, vec![event], now_ms);
+        true
+    }
+
+    /// Hands a step's events to the accounts (resting orders fill from trades) and
+    /// to the WebSocket sessions, under the lock, so every private and public
+    /// stream sees them in order.
+    fn spread(&self, st: &mut VenueState, events: Vec<crate::market::Event>, now_ms: u64) {
         for e in &events {
             if let crate::market::Event::Trade { native, trade } = e {
                 for (name, acct) in st.accounts.iter_mut() {
@@ -189,6 +216,13 @@ impl VenueServer {
             let tick = crate::feed::Tick::build(&st.market, events, now_ms);
             let _ = self.feeds.ticks.send(std::sync::Arc::new(tick));
         }
+    }
+
+    /// Every order of `account`, as the exchange keeps it.
+    pub(crate) fn orders(&self, account: &str) -> Vec<crate::OrderView> {
+        let st = self.lock();
+        let Some(acct) = st.accounts.get(account) else { return Vec::new() };
+        acct.orders().map(crate::OrderView::of).collect()
     }
 
     /// The whole pipeline for one request, after the network delay.
@@ -225,6 +259,9 @@ impl VenueServer {
             None
         };
         let fault_at = st.faults.iter().position(|f| f.group.as_ref().is_none_or(|g| charges.iter().any(|c| &c.group == g)));
+        // A fault that executes the request shows after it; the others replace it.
+        let mut after = None;
+        let mut instead = None;
         if let Some(i) = fault_at {
             let fault = st.faults[i].clone();
             if fault.count <= 1 {
@@ -233,9 +270,12 @@ impl VenueServer {
                 st.faults[i].count -= 1;
             }
             st.stats.injected += 1;
+            if fault.kind.executes() { after = Some(fault.kind) } else { instead = Some(fault.kind) }
+        }
+        if let Some(kind) = instead {
             let group = charges.first().map(|c| c.group.clone()).unwrap_or_default();
             let scope = st.limits.group(&group).map_or(crate::config::Scope::Ip, |g| g.scope);
-            return match fault.kind {
+            return match kind {
                 FaultKind::Throttle => v.throttled(&group, scope, Duration::from_secs(1), req.now_ms),
                 FaultKind::Ban { ms } => {
                     let key = match (scope, &account) {
@@ -245,7 +285,7 @@ impl VenueServer {
                     let until = st.limits.ban(key, at, Some(Duration::from_millis(ms)));
                     v.banned(scope, until.as_millis(), req.now_ms)
                 }
-                FaultKind::ServerError => v.server_error(),
+                FaultKind::ServerError | FaultKind::ExecutedThenServerError | FaultKind::SlowAnswer { .. } => v.server_error(),
             };
         }
         let decision = st.limits.admit(at, req.peer, account.as_deref(), &charges);
@@ -270,7 +310,11 @@ impl VenueServer {
         if (200..300).contains(&reply.status) {
             st.stats.ok += 1;
         }
-        reply
+        match after {
+            Some(FaultKind::ExecutedThenServerError) => v.server_error(),
+            Some(FaultKind::SlowAnswer { ms }) => Reply { delay_ms: ms, ..reply },
+            _ => reply,
+        }
     }
 }
 
@@ -322,7 +366,11 @@ pub(crate) async fn handle(
         peer: peer.ip(),
         now_ms: server.shared.clock.now().as_millis(),
     };
-    into_response(server.serve(req))
+    let reply = server.serve(req);
+    if reply.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+    }
+    into_response(reply)
 }
 
 fn into_response(r: Reply) -> Response {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use serde_json::Value;
 use sluice_domain::Exchange;
 use sluice_exchange::sign::{Credentials, SignContext, Unsigned, sign};
@@ -334,4 +335,75 @@ async fn bybit_private_stream_wants_a_signed_unexpired_login_before_subscribing(
         .map(|m| m["topic"].as_str().unwrap_or("?").to_owned())
         .collect();
     assert_eq!(topics, ["execution", "order", "wallet"]);
+}
+
+#[tokio::test]
+async fn instrument_rules_come_in_each_exchanges_shape() {
+    let (h, _stop) = sim().await;
+    let up = call(&h, Exchange::Upbit, "GET", "/v1/orderbook/instruments", "markets=KRW-BTC", "", None).await;
+    assert_eq!((up.json[0]["market"].as_str(), up.json[0]["tick_size"].as_str()), (Some("KRW-BTC"), Some("1000")), "{}", up.json);
+    let chance = call(&h, Exchange::Upbit, "GET", "/v1/orders/chance", "market=KRW-BTC", "", Some(&creds(Exchange::Upbit, true))).await;
+    assert_eq!(chance.json["market"]["bid"]["min_total"], "5000", "{}", chance.json);
+    let by = call(&h, Exchange::Bybit, "GET", "/v5/market/instruments-info", "category=spot&symbol=BTCUSDT", "", None).await;
+    let i = &by.json["result"]["list"][0];
+    assert_eq!((i["priceFilter"]["tickSize"].as_str(), i["lotSizeFilter"]["basePrecision"].as_str()), (Some("0.1"), Some("0.000001")));
+    assert_eq!(i["lotSizeFilter"]["minOrderAmt"], "5");
+    let lin = call(&h, Exchange::Bybit, "GET", "/v5/market/instruments-info", "category=linear&symbol=BTCUSDT", "", None).await;
+    assert_eq!(lin.json["result"]["list"][0]["lotSizeFilter"]["qtyStep"], "0.000001", "{}", lin.json);
+    let bn = call(&h, Exchange::Binance, "GET", "/api/v3/exchangeInfo", "symbol=BTCUSDT", "", None).await;
+    let symbols = bn.json["symbols"].as_array().unwrap();
+    assert_eq!(symbols.len(), 1);
+    let filter = |t: &str| symbols[0]["filters"].as_array().unwrap().iter().find(|f| f["filterType"] == t).cloned().unwrap();
+    assert_eq!(
+        (filter("PRICE_FILTER")["tickSize"].as_str(), filter("NOTIONAL")["minNotional"].as_str()),
+        (Some("0.10000000"), Some("5.00000000"))
+    );
+    assert_eq!(call(&h, Exchange::Binance, "GET", "/api/v3/exchangeInfo", "symbol=NOPE", "", None).await.json["code"], -1121);
+    let okx = call(&h, Exchange::Okx, "GET", "/api/v5/public/instruments", "instType=SPOT&instId=BTC-USDT", "", None).await;
+    assert_eq!((okx.json["data"][0]["tickSz"].as_str(), okx.json["data"][0]["lotSz"].as_str()), (Some("0.1"), Some("0.000001")));
+    // Below the minimum value: the exchange's own refusal.
+    let small = r#"{"market":"KRW-BTC","side":"bid","volume":"0.00001","price":"90000000","ord_type":"limit"}"#;
+    let refused = call(&h, Exchange::Upbit, "POST", "/v1/orders", "", small, Some(&creds(Exchange::Upbit, true))).await;
+    assert_eq!((refused.status, refused.json["error"]["name"].as_str()), (400, Some("under_min_total_bid")), "{}", refused.json);
+}
+
+#[tokio::test]
+async fn bybit_lists_closed_orders_and_executions_and_faults_can_hide_an_executed_order() {
+    let (h, _stop) = sim().await;
+    h.pause_markets(true);
+    let c = creds(Exchange::Bybit, true);
+    let ask = h.book(Exchange::Bybit, "BTCUSDT").unwrap().1[0].0;
+    let body = format!(
+        r#"{{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.01","price":"{}","orderLinkId":"hist-1"}}"#,
+        ask - Decimal::from(100)
+    );
+    let placed = call(&h, Exchange::Bybit, "POST", "/v5/order/create", "", &body, Some(&c)).await;
+    assert_eq!(placed.json["retCode"], 0, "{}", placed.json);
+    // Another trader's sell reaches it for 0.004 of its 0.01.
+    assert!(h.print_trade(Exchange::Bybit, "BTCUSDT", ask - Decimal::from(100), "0.004".parse().unwrap()));
+    let open = call(&h, Exchange::Bybit, "GET", "/v5/order/realtime", "category=spot&orderLinkId=hist-1", "", Some(&c)).await;
+    assert_eq!(open.json["result"]["list"][0]["orderStatus"], "PartiallyFilled", "{}", open.json);
+    let cancel = r#"{"category":"spot","symbol":"BTCUSDT","orderLinkId":"hist-1"}"#;
+    assert_eq!(call(&h, Exchange::Bybit, "POST", "/v5/order/cancel", "", cancel, Some(&c)).await.json["retCode"], 0);
+    let hist = call(&h, Exchange::Bybit, "GET", "/v5/order/history", "category=spot&orderLinkId=hist-1", "", Some(&c)).await;
+    assert_eq!(hist.json["result"]["list"][0]["orderStatus"], "PartiallyFilledCanceled", "{}", hist.json);
+    let execs = call(&h, Exchange::Bybit, "GET", "/v5/execution/list", "category=spot&orderLinkId=hist-1", "", Some(&c)).await;
+    let list = execs.json["result"]["list"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{}", execs.json);
+    assert_eq!((list[0]["execQty"].as_str(), list[0]["isMaker"].as_bool()), (Some("0.004"), Some(true)));
+
+    // Executed, then a 500: the order exists although the caller saw a failure.
+    h.inject(Exchange::Bybit, Fault { kind: FaultKind::ExecutedThenServerError, count: 1, group: Some("create-spot".into()) });
+    let hidden = body.replace("hist-1", "hidden-1");
+    assert_eq!(call(&h, Exchange::Bybit, "POST", "/v5/order/create", "", &hidden, Some(&c)).await.status, 500);
+    // Executed, answered late.
+    h.inject(Exchange::Bybit, Fault { kind: FaultKind::SlowAnswer { ms: 400 }, count: 1, group: Some("create-spot".into()) });
+    let started = std::time::Instant::now();
+    let slow = body.replace("hist-1", "slow-1");
+    assert_eq!(call(&h, Exchange::Bybit, "POST", "/v5/order/create", "", &slow, Some(&c)).await.json["retCode"], 0);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let ids: Vec<Option<String>> = h.orders(Exchange::Bybit, "demo").into_iter().map(|o| o.client_id).collect();
+    for id in ["hist-1", "hidden-1", "slow-1"] {
+        assert_eq!(ids.iter().filter(|c| c.as_deref() == Some(id)).count(), 1, "{id} in {ids:?}");
+    }
 }

@@ -94,6 +94,7 @@ fn order_error(e: &OrderError, cancel: bool) -> Reply {
         OrderError::Insufficient { .. } => err(400, -2010, "Account has insufficient balance for requested action."),
         OrderError::InvalidQty(_) => err(400, -1013, "Filter failure: LOT_SIZE"),
         OrderError::InvalidPrice(_) => err(400, -1013, "Filter failure: PRICE_FILTER"),
+        OrderError::BelowMinNotional { .. } => err(400, -1013, "Filter failure: NOTIONAL"),
         OrderError::NoLiquidity => err(400, -2010, "Order would immediately match and take."),
         OrderError::NotFound | OrderError::NotOpen if cancel => err(400, -2011, "Unknown order sent."),
         OrderError::NotFound | OrderError::NotOpen => err(400, -2013, "Order does not exist."),
@@ -242,12 +243,41 @@ impl Venue for Binance {
             "ping" => Reply::json(200, &json!({})),
             "time" => Reply::json(200, &json!({ "serverTime": now })),
             "exchange_info" => {
+                // `symbol=X` or `symbols=["X","Y"]` narrows the list; an unknown one is -1121.
+                let wanted: Option<Vec<String>> = match (ctx.params.get("symbol"), ctx.params.get("symbols")) {
+                    (Some(one), _) => Some(vec![one.to_owned()]),
+                    (None, Some(list)) => match serde_json::from_str::<Vec<String>>(list) {
+                        Ok(v) => Some(v),
+                        Err(_) => return err(400, -1100, "Illegal characters found in parameter 'symbols'."),
+                    },
+                    (None, None) => None,
+                };
+                if let Some(w) = &wanted
+                    && w.iter().any(|n| ctx.market.instrument(n).is_none())
+                {
+                    return err(400, -1121, "Invalid symbol.");
+                }
                 let symbols: Vec<Value> = ctx
                     .market
                     .instruments()
+                    .filter(|i| wanted.as_ref().is_none_or(|w| w.contains(&i.native)))
                     .map(|i| {
-                        json!({ "symbol": i.native, "status": "TRADING", "baseAsset": i.symbol.base.to_string(), "quoteAsset": i.symbol.quote.to_string(),
-                                "filters": [{ "filterType": "PRICE_FILTER", "tickSize": f8(i.tick) }, { "filterType": "LOT_SIZE", "stepSize": f8(i.lot) }] })
+                        json!({ "symbol": i.native, "status": "TRADING", "baseAsset": i.symbol.base.to_string(), "baseAssetPrecision": 8,
+                                "quoteAsset": i.symbol.quote.to_string(), "quotePrecision": 8, "quoteAssetPrecision": 8,
+                                "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+                                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+                                "icebergAllowed": true, "ocoAllowed": true, "otoAllowed": true, "quoteOrderQtyMarketAllowed": true,
+                                "allowTrailingStop": true, "cancelReplaceAllowed": true, "isSpotTradingAllowed": true, "isMarginTradingAllowed": false,
+                                "filters": [
+                                    { "filterType": "PRICE_FILTER", "minPrice": f8(i.tick), "maxPrice": "1000000.00000000", "tickSize": f8(i.tick) },
+                                    { "filterType": "LOT_SIZE", "minQty": f8(i.lot), "maxQty": "9000.00000000", "stepSize": f8(i.lot) },
+                                    { "filterType": "NOTIONAL", "minNotional": f8(i.min_notional), "applyMinToMarket": true,
+                                      "maxNotional": "9000000.00000000", "applyMaxToMarket": false, "avgPriceMins": 5 },
+                                    { "filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "100.00000000", "stepSize": "0.00000000" },
+                                    { "filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200 },
+                                ],
+                                "permissions": [], "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+                                "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"] })
                     })
                     .collect();
                 Reply::json(

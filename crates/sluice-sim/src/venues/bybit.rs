@@ -28,10 +28,14 @@ fn fail(code: i64, msg: &str, now_ms: u64) -> Reply {
     Reply::json(200, &envelope(code, msg, json!({}), now_ms))
 }
 
-fn status(o: &SimOrder) -> &'static str {
+fn status(o: &SimOrder, category: &str) -> &'static str {
+    let part = !o.filled.is_zero();
     match o.status {
+        OrderStatus::Open if part => "PartiallyFilled",
         OrderStatus::Open => "New",
         OrderStatus::Filled => "Filled",
+        // Spot names a cancel after fills apart; derivatives say Cancelled.
+        OrderStatus::Canceled if part && category == "spot" => "PartiallyFilledCanceled",
         OrderStatus::Canceled => "Cancelled",
     }
 }
@@ -44,12 +48,13 @@ fn order_json(o: &SimOrder, category: &str) -> Value {
         "price": o.price.map_or_else(|| "0".to_owned(), |p| p.normalize().to_string()),
         "qty": s(o.qty),
         "side": if o.side == Side::Buy { "Buy" } else { "Sell" },
-        "orderStatus": status(o),
+        "orderStatus": status(o, category),
         "orderType": if o.kind == OrderKind::Limit { "Limit" } else { "Market" },
         "timeInForce": "GTC",
         "avgPrice": s(o.avg_price()),
         "cumExecQty": s(o.filled),
         "cumExecValue": s(o.filled_quote),
+        "cumExecFee": "0",
         "leavesQty": s(if o.status == OrderStatus::Open { o.remaining() } else { Decimal::ZERO }),
         "createdTime": o.created_ms.to_string(),
         "updatedTime": o.updated_ms.to_string(),
@@ -63,6 +68,7 @@ fn order_error(e: &OrderError, now_ms: u64) -> Reply {
         OrderError::Duplicate(_) => fail(110072, "OrderLinkedID is duplicate", now_ms),
         OrderError::Insufficient { .. } => fail(170131, "Insufficient balance.", now_ms),
         OrderError::InvalidQty(m) | OrderError::InvalidPrice(m) => fail(170136, m, now_ms),
+        OrderError::BelowMinNotional { .. } => fail(170140, "Order value exceeded lower limit.", now_ms),
         OrderError::NoLiquidity => fail(170140, "Order value exceeded lower limit.", now_ms),
         OrderError::NotFound | OrderError::NotOpen => fail(170213, "Order does not exist.", now_ms),
     }
@@ -88,6 +94,9 @@ impl Venue for Bybit {
             ("GET", "/v5/market/kline") => e("kline", false),
             ("GET", "/v5/market/recent-trade") => e("recent_trade", false),
             ("GET", "/v5/market/time") => e("time", false),
+            ("GET", "/v5/market/instruments-info") => e("instruments_info", false),
+            ("GET", "/v5/order/history") => e("order_history", true),
+            ("GET", "/v5/execution/list") => e("execution_list", true),
             ("GET", "/v5/account/wallet-balance") => e("wallet_balance", true),
             ("GET", "/v5/order/realtime") => e("order_realtime", true),
             ("POST", "/v5/order/create") => e("create", true),
@@ -109,6 +118,8 @@ impl Venue for Bybit {
         let account = match ep.name {
             "wallet_balance" => Some("wallet-balance".to_owned()),
             "order_realtime" => Some("order-realtime".to_owned()),
+            "order_history" => Some("order-history".to_owned()),
+            "execution_list" => Some("execution-list".to_owned()),
             "create" => Some(format!("create-{category}")),
             "cancel" => Some(format!("cancel-{category}")),
             _ => None,
@@ -242,6 +253,72 @@ impl Venue for Bybit {
                         .map(|o| order_json(o, &category))
                         .collect(),
                 };
+                ok(json!({ "list": list, "nextPageCursor": "", "category": category }), now)
+            }
+            "instruments_info" => {
+                let list: Vec<Value> = ctx
+                    .market
+                    .instruments()
+                    .filter(|i| symbol.is_none_or(|s| s == i.native))
+                    .map(|i| {
+                        let (base, quote) = (i.symbol.base.to_string(), i.symbol.quote.to_string());
+                        // Bybit's two shapes: spot gives precisions and order
+                        // amounts, derivatives a quantity step and a minimum value.
+                        if category == "spot" {
+                            json!({ "symbol": i.native, "baseCoin": base, "quoteCoin": quote, "innovation": "0", "status": "Trading",
+                                    "marginTrading": "utaOnly", "stTag": "0",
+                                    "lotSizeFilter": { "basePrecision": s(i.lot), "quotePrecision": "0.00000001", "minOrderQty": s(i.lot),
+                                                       "maxOrderQty": "10000", "minOrderAmt": s(i.min_notional), "maxOrderAmt": "2000000" },
+                                    "priceFilter": { "tickSize": s(i.tick) } })
+                        } else {
+                            json!({ "symbol": i.native, "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": base, "quoteCoin": quote,
+                                    "settleCoin": quote, "priceScale": i.tick.scale().to_string(),
+                                    "priceFilter": { "minPrice": s(i.tick), "maxPrice": "1999999.8", "tickSize": s(i.tick) },
+                                    "lotSizeFilter": { "maxOrderQty": "1190", "maxMktOrderQty": "500", "minOrderQty": s(i.lot), "qtyStep": s(i.lot),
+                                                       "postOnlyMaxOrderQty": "1190", "minNotionalValue": s(i.min_notional) } })
+                        }
+                    })
+                    .collect();
+                ok(json!({ "category": category, "list": list, "nextPageCursor": "" }), now)
+            }
+            "order_history" => {
+                let Some(acct) = ctx.account.as_deref() else { return fail(10003, "API key is invalid.", now) };
+                // Orders that have ended (and, by id, any order), newest first.
+                let mut list: Vec<&SimOrder> = match key(ctx.params) {
+                    Some(k) => acct.get(&k).into_iter().collect(),
+                    None => acct.orders().filter(|o| o.status != OrderStatus::Open && symbol.is_none_or(|s| s == o.native)).collect(),
+                };
+                list.sort_by_key(|o| std::cmp::Reverse(o.created_ms));
+                let list: Vec<Value> = list.into_iter().take(50).map(|o| order_json(o, &category)).collect();
+                ok(json!({ "list": list, "nextPageCursor": "", "category": category }), now)
+            }
+            "execution_list" => {
+                let Some(acct) = ctx.account.as_deref() else { return fail(10003, "API key is invalid.", now) };
+                // orderId, then orderLinkId, then symbol, as Bybit ranks them.
+                let orders: Vec<&SimOrder> = match key(ctx.params) {
+                    Some(k) => acct.get(&k).into_iter().collect(),
+                    None => acct.orders().filter(|o| symbol.is_none_or(|s| s == o.native)).collect(),
+                };
+                let mut list: Vec<(u64, Value)> = Vec::new();
+                for o in orders {
+                    let side = if o.side == Side::Buy { "Buy" } else { "Sell" };
+                    let mut left = o.qty;
+                    for t in &o.trades {
+                        left -= t.qty;
+                        list.push((
+                            t.ts_ms,
+                            json!({ "symbol": o.native, "orderId": o.id, "orderLinkId": o.client_id.clone().unwrap_or_default(), "side": side,
+                                    "orderPrice": o.price.map_or_else(|| "0".to_owned(), |p| p.normalize().to_string()), "orderQty": s(o.qty),
+                                    "leavesQty": s(left), "orderType": if o.kind == OrderKind::Limit { "Limit" } else { "Market" },
+                                    "execFee": "0", "feeCurrency": "", "execId": t.id, "execPrice": s(t.price), "execQty": s(t.qty),
+                                    "execType": "Trade", "execValue": s(t.price * t.qty), "execTime": t.ts_ms.to_string(),
+                                    "isMaker": t.maker, "feeRate": "0" }),
+                        ));
+                    }
+                }
+                list.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+                let limit = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(1, 100);
+                let list: Vec<Value> = list.into_iter().take(limit).map(|(_, v)| v).collect();
                 ok(json!({ "list": list, "nextPageCursor": "", "category": category }), now)
             }
             "create" => {

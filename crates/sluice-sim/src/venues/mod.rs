@@ -28,15 +28,22 @@ pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
+    /// Held this long before it is sent (an injected slow answer).
+    pub(crate) delay_ms: u64,
 }
 
 impl Reply {
     pub(crate) fn json(status: u16, v: &serde_json::Value) -> Reply {
-        Reply { status, headers: vec![("content-type".into(), "application/json;charset=UTF-8".into())], body: v.to_string().into_bytes() }
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json;charset=UTF-8".into())],
+            body: v.to_string().into_bytes(),
+            delay_ms: 0,
+        }
     }
 
     pub(crate) fn text(status: u16, s: &str) -> Reply {
-        Reply { status, headers: vec![("content-type".into(), "text/plain".into())], body: s.as_bytes().to_vec() }
+        Reply { status, headers: vec![("content-type".into(), "text/plain".into())], body: s.as_bytes().to_vec(), delay_ms: 0 }
     }
 
     pub(crate) fn with_header(mut self, name: &str, value: String) -> Reply {

@@ -32,6 +32,7 @@ fn auth_fail(code: &str, msg: &str) -> Reply {
 
 fn state(o: &SimOrder) -> &'static str {
     match o.status {
+        OrderStatus::Open if !o.filled.is_zero() => "partially_filled",
         OrderStatus::Open => "live",
         OrderStatus::Filled => "filled",
         OrderStatus::Canceled => "canceled",
@@ -56,6 +57,7 @@ fn op_fail(e: &OrderError, ord_id: &str, cl: &str, now: u64) -> Reply {
         OrderError::Insufficient { .. } => ("51008", "Order failed. Insufficient balance"),
         OrderError::InvalidQty(_) => ("51121", "Order quantity must be a multiple of the lot size"),
         OrderError::InvalidPrice(_) => ("51006", "Order price is not within the price limit"),
+        OrderError::BelowMinNotional { .. } => ("51020", "Your order should meet or exceed the minimum order amount"),
         OrderError::NoLiquidity => ("51020", "Your order should meet or exceed the minimum order amount"),
         OrderError::NotFound => ("51603", "Order does not exist"),
         OrderError::NotOpen => ("51400", "Order cancellation failed as the order has been filled, canceled or does not exist"),
@@ -87,6 +89,7 @@ impl Venue for Okx {
             ("GET", "/api/v5/market/books") => e("books", false),
             ("GET", "/api/v5/market/candles") => e("candles", false),
             ("GET", "/api/v5/public/time") => e("time", false),
+            ("GET", "/api/v5/public/instruments") => e("instruments", false),
             ("GET", "/api/v5/account/balance") => e("balance", true),
             ("POST", "/api/v5/trade/order") => e("order", true),
             ("POST", "/api/v5/trade/cancel-order") => e("cancel", true),
@@ -107,6 +110,7 @@ impl Venue for Okx {
             "ticker" => "market-ticker",
             "books" => "market-books",
             "candles" => "market-candles",
+            "instruments" => "public-instruments",
             "balance" => "account-balance",
             "order" => "trade-order",
             "cancel" => "trade-cancel",
@@ -284,6 +288,27 @@ impl Venue for Okx {
                     ),
                     Err(e) => op_fail(&e, "", "", now),
                 }
+            }
+            "instruments" => {
+                let kind = ctx.params.get("instType").unwrap_or("");
+                if kind != "SPOT" {
+                    return envelope(400, "51000", "Parameter instType error", json!([]));
+                }
+                let only = ctx.params.get("instId");
+                let list: Vec<Value> = ctx
+                    .market
+                    .instruments()
+                    .filter(|i| only.is_none_or(|x| x == i.native))
+                    .map(|i| {
+                        json!({ "instType": "SPOT", "instId": i.native, "uly": "", "instFamily": "", "baseCcy": i.symbol.base.to_string(),
+                                "quoteCcy": i.symbol.quote.to_string(), "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "",
+                                "listTime": "1548133413000", "expTime": "", "lever": "10", "tickSz": s(i.tick), "lotSz": s(i.lot),
+                                "minSz": s(i.lot), "ctType": "", "state": "live", "ruleType": "normal", "maxLmtSz": "10000",
+                                "maxMktSz": "1000000", "maxLmtAmt": "20000000", "maxMktAmt": "1000000", "maxTwapSz": "", "maxIcebergSz": "",
+                                "maxTriggerSz": "", "maxStopSz": "" })
+                    })
+                    .collect();
+                ok(Value::Array(list))
             }
             "get_order" => {
                 let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };

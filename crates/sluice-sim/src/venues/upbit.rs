@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("GET", "/v1/ticker", "ticker", false),
     ("GET", "/v1/ticker/all", "ticker_all", false),
     ("GET", "/v1/orderbook", "orderbook", false),
+    ("GET", "/v1/orderbook/instruments", "orderbook_instruments", false),
     ("GET", "/v1/candles/minutes/{unit}", "candles_minutes", false),
     ("GET", "/v1/candles/days", "candles_days", false),
     ("GET", "/v1/trades/ticks", "trades", false),
@@ -215,6 +216,9 @@ fn order_error(e: OrderError, side: Side) -> Reply {
         OrderError::Duplicate(c) => error(400, "validation_error", &format!("identifier {c} is already in use")),
         OrderError::Insufficient { .. } => error(400, &format!("insufficient_funds_{suffix}"), "매수/매도 가능 잔고가 부족합니다."),
         OrderError::InvalidQty(m) | OrderError::InvalidPrice(m) => error(400, &format!("create_{suffix}_error"), &m),
+        OrderError::BelowMinNotional { min, .. } => {
+            error(400, &format!("under_min_total_{suffix}"), &format!("최소주문금액 이상으로 주문해주세요 (minimum {min})"))
+        }
         OrderError::NoLiquidity => error(400, &format!("create_{suffix}_error"), "no liquidity"),
         OrderError::NotFound => error(404, "order_not_found", "주문을 찾지 못했습니다."),
         OrderError::NotOpen => error(400, "order_not_open", "이미 체결되었거나 취소된 주문입니다."),
@@ -283,7 +287,7 @@ impl Venue for Upbit {
         let group = match ep.name {
             "market" => "market",
             "ticker" | "ticker_all" => "ticker",
-            "orderbook" => "orderbook",
+            "orderbook" | "orderbook_instruments" => "orderbook",
             "candles_minutes" | "candles_days" => "candle",
             "trades" => "trade",
             "create_order" | "test_order" => "order",
@@ -365,6 +369,20 @@ impl Venue for Upbit {
                         })
                         .collect();
                     Reply::json(200, &Value::Array(books))
+                }
+                Err(r) => r,
+            },
+            // Upbit's tick policy per market (its "호가 정책 조회", since v1.5.9).
+            "orderbook_instruments" => match markets(&ctx, "markets") {
+                Ok(insts) => {
+                    let list: Vec<Value> = insts
+                        .into_iter()
+                        .map(|i| {
+                            let levels: Vec<Value> = [0u32, 1, 10, 100].iter().map(|k| s(i.tick * Decimal::from(*k))).collect();
+                            json!({ "market": i.native, "quote_currency": i.symbol.quote.to_string(), "tick_size": s(i.tick), "supported_levels": levels })
+                        })
+                        .collect();
+                    Reply::json(200, &Value::Array(list))
                 }
                 Err(r) => r,
             },
@@ -456,7 +474,7 @@ impl Venue for Upbit {
                         "bid_fee": "0.0005",
                         "ask_fee": "0.0005",
                         "market": { "id": inst.native, "name": inst.symbol.to_string(), "order_types": ["limit"], "order_sides": ["ask", "bid"],
-                                    "bid": { "currency": quote, "min_total": "5000" }, "ask": { "currency": base, "min_total": "5000" },
+                                    "bid": { "currency": quote, "min_total": s(inst.min_notional) }, "ask": { "currency": base, "min_total": s(inst.min_notional) },
                                     "max_total": "1000000000", "state": "active" },
                         "bid_account": { "currency": quote, "balance": s(qb.free), "locked": s(qb.locked), "avg_buy_price": "0", "avg_buy_price_modified": false, "unit_currency": "KRW" },
                         "ask_account": { "currency": base, "balance": s(bb.free), "locked": s(bb.locked), "avg_buy_price": "0", "avg_buy_price_modified": false, "unit_currency": "KRW" },
@@ -508,9 +526,14 @@ impl Venue for Upbit {
                 let Some(key) = order_key(ctx.params) else { return error(400, "validation_error", "uuid or identifier is required") };
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else { return error(401, "jwt_verification", "no account") };
-                match acct.cancel(m, &key, now) {
-                    Ok(o) => Reply::json(200, &order_json(&o, m)),
-                    Err(e) => order_error(e, Side::Buy),
+                // Upbit answers a cancel with the order as it stood when the cancel
+                // was taken ("wait"); that it is cancelled shows on the private
+                // stream and in the next query.
+                let before = acct.get(&key).cloned();
+                match (acct.cancel(m, &key, now), before) {
+                    (Ok(_), Some(o)) => Reply::json(200, &order_json(&o, m)),
+                    (Ok(o), None) => Reply::json(200, &order_json(&o, m)),
+                    (Err(e), _) => order_error(e, Side::Buy),
                 }
             }
             "cancel_all" => {
