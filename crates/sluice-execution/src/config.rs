@@ -139,6 +139,22 @@ pub struct Strategy {
     pub rules: Option<RulesConfig>,
 }
 
+fn unknown_grace() -> u64 {
+    30_000
+}
+
+fn confirm_after() -> u64 {
+    1_000
+}
+
+fn call_timeout() -> u64 {
+    10_000
+}
+
+fn submit_wait() -> u64 {
+    3_000
+}
+
 fn spot() -> String {
     "spot".into()
 }
@@ -191,9 +207,30 @@ pub struct ExecutionConfig {
     pub reconcile_every_ms: u64,
     /// Instrument rules are read again this often.
     pub rules_every_ms: u64,
+    /// An order whose send was ambiguous, or that was sent before a restart, and
+    /// that the exchange still does not have this long after it was sent, never
+    /// arrived: it ends rejected. Keep it above the dispatcher's upstream timeout.
+    #[serde(default = "unknown_grace")]
+    pub unknown_grace_ms: u64,
+    /// A query confirms a live order this long after its create or cancel was
+    /// answered (the private stream usually confirms first).
+    #[serde(default = "confirm_after")]
+    pub confirm_after_ms: u64,
+    /// Each call through the dispatcher, queueing for budget included.
+    #[serde(default = "call_timeout")]
+    pub call_timeout_ms: u64,
+    /// A gRPC SubmitOrder in live mode waits this long for the exchange's first
+    /// answer before it returns the order as SUBMITTED.
+    #[serde(default = "submit_wait")]
+    pub submit_wait_ms: u64,
     pub journal: StreamConfig,
     pub events: StreamConfig,
+    /// Risk limits of every account, notional amounts in its quote currency...
     pub risk: Limits,
+    /// ...unless the account has its own (an account trading in KRW needs other
+    /// numbers than one trading in USDT).
+    #[serde(default)]
+    pub account_risk: BTreeMap<String, Limits>,
     pub paper: PaperConfig,
     #[serde(default)]
     pub strategies: Vec<Strategy>,
@@ -238,8 +275,11 @@ impl ExecutionConfig {
         if self.consumer.is_empty() || !self.consumer.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return bad(format!("consumer '{}' may hold only letters, digits, '-' and '_'", self.consumer));
         }
-        if self.max_signal_age_ms == 0 || self.reconcile_every_ms == 0 || self.rules_every_ms == 0 {
-            return bad("max_signal_age_ms, reconcile_every_ms and rules_every_ms must be positive".into());
+        if self.max_signal_age_ms == 0 || self.reconcile_every_ms == 0 || self.rules_every_ms == 0 || self.call_timeout_ms == 0 {
+            return bad("max_signal_age_ms, reconcile_every_ms, rules_every_ms and call_timeout_ms must be positive".into());
+        }
+        if self.mode == Mode::Live && self.dispatcher_url.is_empty() {
+            return bad("mode = \"live\" needs dispatcher_url (orders go through the dispatcher)".into());
         }
         if !(Decimal::ZERO..=Decimal::ONE).contains(&self.paper.touch_share) {
             return bad(format!("paper.touch_share {} must be between 0 and 1", self.paper.touch_share));
@@ -249,6 +289,9 @@ impl ExecutionConfig {
             if let Some((asset, v)) = assets.iter().find(|(_, v)| **v < Decimal::ZERO) {
                 return bad(format!("paper.balances.\"{account}\".{asset} is negative ({v})"));
             }
+        }
+        for account in self.account_risk.keys() {
+            AccountId::parse(account).map_err(|e| ConfigError::Invalid(format!("account_risk: {e}")))?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for s in &self.strategies {
@@ -280,8 +323,19 @@ impl ExecutionConfig {
             if !self.paper.fees.contains_key(&s.account.exchange) {
                 return bad(format!("{name}: paper.fees has no rates for {}", s.account.exchange));
             }
+            if self.mode == Mode::Live && crate::venue::of(s.account.exchange).is_none() {
+                return bad(format!(
+                    "{name}: live orders on {} are not built yet (upbit and bybit are); trade it in paper mode",
+                    s.account.exchange
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The risk limits of `account`.
+    pub fn limits(&self, account: &AccountId) -> &Limits {
+        self.account_risk.get(&account.to_string()).unwrap_or(&self.risk)
     }
 
     pub fn max_signal_age(&self) -> Duration {
@@ -300,7 +354,12 @@ mod tests {
             "SLUICE_EXECUTION_NATS_URL" => Some("nats://127.0.0.1:1".to_owned()),
             _ => None,
         };
-        let c = ExecutionConfig::load(None, &env).unwrap();
+        // The shipped demo trades binance too, which goes live only once built.
+        let e = ExecutionConfig::load(None, &env).unwrap_err();
+        assert!(e.to_string().contains("live orders on binance"), "{e}");
+        let upbit_only =
+            SHIPPED.split("[[strategies]]").filter(|part| !part.contains("venue = \"binance\"")).collect::<Vec<_>>().join("[[strategies]]");
+        let c = ExecutionConfig::load(Some(&upbit_only), &env).unwrap();
         assert_eq!((c.mode, c.nats_url.as_str()), (Mode::Live, "nats://127.0.0.1:1"));
         assert!(!c.strategies.is_empty());
         assert_eq!(ExecutionConfig::load(None, &|_| None).unwrap().mode, Mode::Paper, "paper by default");

@@ -32,6 +32,7 @@ pub mod fills;
 pub mod ids;
 pub mod instrument;
 pub mod journal;
+pub mod live;
 pub mod market;
 pub mod metrics;
 pub mod order;

@@ -1,6 +1,7 @@
 //! The execution service's Prometheus metrics (`sluice_execution_…`): what became
 //! of signals, orders created, transitions by event, fills, risk denials by
-//! reason, illegal transitions refused, and the trading state.
+//! reason, illegal transitions refused, venue queries, orders unknown and
+//! foreign, and the trading state.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +22,11 @@ pub struct Metrics {
     pub(crate) orders_created: Counter,
     pub(crate) fills: Counter,
     pub(crate) illegal: Counter,
+    queries: Family<KindLabels, Counter>,
+    /// Orders in UNKNOWN now.
+    pub(crate) unknown_orders: Gauge,
+    /// Open orders on the exchanges that this service did not place.
+    pub(crate) foreign_orders: Gauge,
     /// 1 active, 2 reducing, 3 halted (the proto's numbers).
     pub(crate) trading_state: Gauge,
 }
@@ -34,6 +40,13 @@ impl Metrics {
         r.register("fills", "Fills counted (each venue trade once)", self.fills.clone());
         r.register("denials", "Orders refused by pre-trade risk, by reason", self.denials.clone());
         r.register("illegal_transitions", "Events refused by the order state machine", self.illegal.clone());
+        r.register("queries", "Order queries to the venue by result (sent, found, not_found, failed)", self.queries.clone());
+        r.register("unknown_orders", "Orders whose outcome is not known yet", self.unknown_orders.clone());
+        r.register(
+            "foreign_orders",
+            "Open orders on the exchanges this service did not place (reported, left alone)",
+            self.foreign_orders.clone(),
+        );
         r.register("trading_state", "1 active, 2 reducing, 3 halted", self.trading_state.clone());
         self.trading_state.set(1);
     }
@@ -44,6 +57,10 @@ impl Metrics {
 
     pub(crate) fn transition(&self, event: &str) {
         self.transitions.get_or_create(&KindLabels { kind: event.to_owned() }).inc();
+    }
+
+    pub(crate) fn query(&self, result: &str) {
+        self.queries.get_or_create(&KindLabels { kind: result.to_owned() }).inc();
     }
 
     pub(crate) fn denial(&self, kind: &str) {

@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::config::{AccountId, ExecutionConfig};
+use crate::config::{AccountId, ExecutionConfig, Mode};
 use crate::engine::{Engine, SignalOutcome};
 use crate::journal::Journal;
+use crate::live::{Live, Outcome};
 use crate::metrics::Metrics;
 use crate::risk::TradingState;
 
@@ -46,6 +47,8 @@ pub enum ExecutionError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("gRPC: {0}")]
     Grpc(String),
+    #[error("dispatcher at {url}: {message}")]
+    Dispatcher { url: String, message: String },
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Status>>;
@@ -112,7 +115,22 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let mut engine = Engine::new(config.clone(), journal, nats.clone(), MonotonicClock::new(), metrics.clone());
+    // The dispatcher: live orders, and instrument rules in both modes. The
+    // channel is connected lazily, so a dispatcher that is not up yet delays
+    // only the calls, never the start.
+    let (out_tx, out_rx) = mpsc::channel::<Outcome>(1024);
+    let live = if config.dispatcher_url.is_empty() {
+        None
+    } else {
+        let url = config.dispatcher_url.clone();
+        let bad = |m: String| ExecutionError::Dispatcher { url: url.clone(), message: m };
+        let channel = tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| bad(e.to_string()))?.connect_lazy();
+        let token =
+            sluice_service::credentials::Bearer::from_file(config.dispatcher_token_file.as_deref()).map_err(|e| bad(e.to_string()))?;
+        let client = sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient::with_interceptor(channel, token);
+        Some(Live::new(client, out_tx, Duration::from_millis(config.call_timeout_ms)))
+    };
+    let mut engine = Engine::new(config.clone(), journal, nats.clone(), MonotonicClock::new(), metrics.clone(), live);
     let entries = engine.rebuild().await.map_err(|e| ExecutionError::Rebuild(e.message().to_owned()))?;
     let open = engine.orders.values().filter(|t| t.state.status.is_open()).count();
     tracing::info!(entries, orders = engine.orders.len(), open, "rebuilt from the journal");
@@ -127,6 +145,16 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
         }
     }
     subs.push(nats.subscribe("exec.control.state").await.map_err(|e| nats_err(&url)(e.to_string()))?);
+    // Live: each account's private-stream events from the collector.
+    if config.mode == Mode::Live {
+        let mut accounts: Vec<&AccountId> = config.strategies.iter().map(|s| &s.account).collect();
+        accounts.sort();
+        accounts.dedup();
+        for a in accounts {
+            let subject = format!("account.{}.{}.>", a.exchange, a.name);
+            subs.push(nats.subscribe(subject).await.map_err(|e| nats_err(&url)(e.to_string()))?);
+        }
+    }
     nats.flush().await.map_err(|e| nats_err(&url)(e.to_string()))?;
 
     // The signal consumer exists before start returns (when SIGNAL does), so every
@@ -177,7 +205,7 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
         ops,
         grpc,
         tokio::spawn(pull_signals(js, config.clone(), first_consumer, sig_tx, shutdown.clone())),
-        tokio::spawn(engine_loop(engine, api_rx, sig_rx, subs, config.clone(), shutdown)),
+        tokio::spawn(engine_loop(engine, Inputs { api: api_rx, signals: sig_rx, outcomes: out_rx, subs }, config.clone(), shutdown)),
     ];
     ready.set(true);
     tracing::info!(service = %config.service, mode = ?config.mode, %grpc_addr, %ops_addr, "execution service running");
@@ -267,28 +295,39 @@ async fn pull_signals(
     }
 }
 
-async fn engine_loop(
-    mut engine: Engine,
-    mut api: mpsc::Receiver<Command>,
-    mut signals: mpsc::Receiver<jetstream::Message>,
+/// Everything the engine reads.
+struct Inputs {
+    api: mpsc::Receiver<Command>,
+    signals: mpsc::Receiver<jetstream::Message>,
+    outcomes: mpsc::Receiver<Outcome>,
+    /// Market data, the kill switch and (live) the private streams.
     subs: Vec<async_nats::Subscriber>,
-    cfg: Arc<ExecutionConfig>,
-    stop: CancellationToken,
-) {
+}
+
+async fn engine_loop(mut engine: Engine, inputs: Inputs, cfg: Arc<ExecutionConfig>, stop: CancellationToken) {
+    let Inputs { mut api, mut signals, mut outcomes, subs } = inputs;
     let mut md = futures::stream::select_all(subs);
+    // Reconciliation, rules, and submits waiting on their first answer.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            Some(o) = outcomes.recv() => engine.on_outcome(o).await,
             Some(cmd) = api.recv() => on_command(&mut engine, cmd).await,
             Some(m) = md.next() => {
-                if m.subject.as_str() == "exec.control.state" {
+                let subject = m.subject.as_str();
+                if subject == "exec.control.state" {
                     on_control(&mut engine, &m.payload).await;
+                } else if subject.starts_with("account.") {
+                    engine.on_account(subject, &m.payload).await;
                 } else {
-                    engine.on_md(m.subject.as_str(), &m.payload).await;
+                    engine.on_md(subject, &m.payload).await;
                 }
             }
             Some(m) = signals.recv() => on_signal(&mut engine, m, &cfg).await,
+            _ = tick.tick() => engine.on_tick().await,
         }
     }
     tracing::info!("execution engine stopped");
@@ -346,9 +385,13 @@ fn account_filter(s: &str) -> Result<Option<AccountId>, Status> {
 
 async fn on_command(engine: &mut Engine, cmd: Command) {
     match cmd {
-        Command::Submit(r, reply) => {
-            let _ = reply.send(engine.submit(r).await);
-        }
+        Command::Submit(r, reply) => match engine.submit(r).await {
+            // Live: answered once the exchange has (or `submit_wait_ms` passed).
+            Ok(o) => engine.answer_when_settled(o, reply),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
         Command::Cancel(cid, reply) => {
             let _ = reply.send(engine.cancel(&cid).await);
         }

@@ -6,6 +6,7 @@
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
 //! * [`connect`]: the dispatcher and NATS connections, with credentials.
 //! * [`replicas`]: `sluice bench dispatch --replicas N`, dispatcher processes on one NATS.
+//! * [`stack`]: NATS, the simulator and a dispatcher in-process, for tests and benches.
 
 pub mod bench;
 pub mod call;
@@ -14,6 +15,7 @@ pub mod connect;
 pub mod load;
 pub mod replicas;
 pub mod signal_bench;
+pub mod stack;
 pub mod top;
 
 /// Percentile of a sorted slice (nearest rank).

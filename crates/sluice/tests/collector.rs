@@ -10,13 +10,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use rust_decimal::Decimal;
-use sluice::replicas::Nats;
-use sluice_collector::CollectorConfig;
-use sluice_dispatcher::{DispatcherConfig, Keyring};
+use sluice::stack::Stack;
 use sluice_domain::{Exchange, Symbol};
 use sluice_proto::md::v1 as pb;
 use sluice_sim::{FeedFault, SimConfig};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 struct Seen {
@@ -57,71 +54,9 @@ fn all_live(s: &Seen) -> bool {
     s.depth.len() == 12 && s.depth.values().all(|d| d.0 == pb::BookState::Live as i32)
 }
 
-/// A nats-server, the simulator and a dispatcher pointed at it.
-struct Stack {
-    nats: Nats,
-    sim: sluice_sim::SimHandle,
-    dispatcher: sluice_dispatcher::Running,
-    stop: CancellationToken,
-}
-
 async fn stack(sim_cfg: SimConfig) -> Stack {
     sluice_service::telemetry::init("test");
-    let nats = Nats::start().await.unwrap();
-    let stop = CancellationToken::new();
-    let sim_cfg_accounts = sim_cfg.accounts.clone();
-    let sim = sluice_sim::start(sim_cfg, stop.clone()).await.unwrap();
-    let mut dcfg = DispatcherConfig::load(None, &|_| None).unwrap();
-    dcfg.listen = "127.0.0.1:0".parse().unwrap();
-    dcfg.ops_listen = "127.0.0.1:0".parse().unwrap();
-    dcfg.drain_grace_ms = 0;
-    for ex in Exchange::ALL {
-        dcfg.base_urls.insert(ex, sim.base_url(ex));
-    }
-    // Every simulated account as "demo", and as "bad" with a wrong secret.
-    let mut env = Vec::new();
-    for a in &sim_cfg_accounts {
-        let ex = a.exchange.as_str().to_ascii_uppercase();
-        for (name, secret) in [("DEMO", a.secret.as_str()), ("BAD", "not-the-secret")] {
-            env.push((format!("SLUICE_{ex}_{name}_API_KEY"), a.api_key.clone()));
-            env.push((format!("SLUICE_{ex}_{name}_SECRET"), secret.to_owned()));
-            if let Some(p) = &a.passphrase {
-                env.push((format!("SLUICE_{ex}_{name}_PASSPHRASE"), p.clone()));
-            }
-        }
-    }
-    let keyring = Keyring::load(None, env).unwrap();
-    let dispatcher = sluice_dispatcher::start(dcfg, keyring, stop.clone()).await.unwrap();
-    Stack { nats, sim, dispatcher, stop }
-}
-
-impl Stack {
-    /// The shipped collector config pointed at this stack, with quick timers.
-    fn collector_config(&self) -> CollectorConfig {
-        let ws = |ex: Exchange, path: &str| format!("ws://{}{path}", self.sim.addr(ex).unwrap());
-        let env: HashMap<String, String> = [
-            ("SLUICE_COLLECTOR_NATS_URL", self.nats.url()),
-            ("SLUICE_COLLECTOR_DISPATCHER_URL", format!("http://{}", self.dispatcher.grpc_addr)),
-            ("SLUICE_COLLECTOR_OPS_LISTEN", "127.0.0.1:0".into()),
-            ("SLUICE_COLLECTOR_NAME", "test".into()),
-            ("SLUICE_COLLECTOR_UPBIT_URL", ws(Exchange::Upbit, "/websocket/v1")),
-            ("SLUICE_COLLECTOR_BYBIT_URL", ws(Exchange::Bybit, "/v5/public/spot")),
-            ("SLUICE_COLLECTOR_BYBIT_LINEAR_URL", ws(Exchange::Bybit, "/v5/public/linear")),
-            ("SLUICE_COLLECTOR_BINANCE_URL", ws(Exchange::Binance, "/stream")),
-            ("SLUICE_COLLECTOR_OKX_URL", ws(Exchange::Okx, "/ws/v5/public")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let mut ccfg = CollectorConfig::load(None, &|k| env.get(k).cloned()).unwrap();
-        // Market data only; the private streams have their own test.
-        ccfg.private.clear();
-        ccfg.idle_ms = 1_500;
-        ccfg.backoff_min_ms = 50;
-        ccfg.backoff_max_ms = 400;
-        ccfg.heartbeat_ms = 200;
-        ccfg
-    }
+    sluice::stack::stack(sim_cfg).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +64,7 @@ async fn every_feed_fault_heals_and_books_equal_the_simulator() {
     let st = stack(SimConfig::shipped()).await;
     let _guard = st.stop.clone().drop_guard();
     let (nats, sim, stop) = (&st.nats, &st.sim, &st.stop);
-    let ccfg = st.collector_config();
+    let ccfg = st.collector_config().unwrap();
 
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut sub = client.subscribe("md.>").await.unwrap();
@@ -287,7 +222,7 @@ async fn binance_connections_are_replaced_before_their_cut_off_without_a_gap() {
     sim_cfg.exchanges.get_mut(&Exchange::Binance).unwrap().feed.max_age_ms = Some(3_000);
     let st = stack(sim_cfg).await;
     let _guard = st.stop.clone().drop_guard();
-    let mut ccfg = st.collector_config();
+    let mut ccfg = st.collector_config().unwrap();
     ccfg.feeds.retain(|f| f.exchange == Exchange::Binance);
     ccfg.feeds[0].max_connection_age_ms = Some(3_000);
 
@@ -399,21 +334,13 @@ async fn call(st: &Stack, exchange: &str, method: &str, path: &str, query: &str,
 async fn private_streams_publish_orders_fills_and_balances_with_minted_logins() {
     let st = stack(SimConfig::shipped()).await;
     let _guard = st.stop.clone().drop_guard();
-    let mut ccfg = st.collector_config();
+    let mut ccfg = st.collector_config().unwrap();
     ccfg.feeds.clear();
-    let ws = |ex: Exchange, path: &str| format!("ws://{}{path}", st.sim.addr(ex).unwrap());
-    let private = |ex: Exchange, account: &str, path: &str| sluice_collector::config::PrivateConfig {
-        exchange: ex,
-        account: account.into(),
-        url: ws(ex, path),
-        // Quick, to see silence soon; Upbit's keep-alives spend its 100 messages a minute.
-        keepalive_ms: Some(if ex == Exchange::Upbit { 1_000 } else { 300 }),
-    };
     ccfg.private = vec![
-        private(Exchange::Upbit, "demo", "/websocket/v1/private"),
-        private(Exchange::Bybit, "demo", "/v5/private"),
+        st.private_stream(Exchange::Upbit, "demo"),
+        st.private_stream(Exchange::Bybit, "demo"),
         // The dispatcher signs this one with a wrong secret: refused, retried, counted.
-        private(Exchange::Bybit, "bad", "/v5/private"),
+        st.private_stream(Exchange::Bybit, "bad"),
     ];
 
     let client = async_nats::connect(st.nats.url()).await.unwrap();

@@ -1,13 +1,179 @@
 //! The live venue: orders, cancels and queries through the dispatcher (this
 //! service holds no key). Per exchange, a pure module builds the requests and
-//! reads the answers into events of the order state machine; this module says
-//! what a dispatcher answer proves about whether the request reached the
-//! exchange.
+//! reads the answers into events of the order state machine ([`LiveVenue`]);
+//! this module also says what a dispatcher answer proves about whether the
+//! request reached the exchange ([`classify`]).
+//!
+//! Every exchange's order is a limit: a market order under a slippage cap is a
+//! limit at the cap with immediate-or-cancel, since Upbit's and Bybit's spot
+//! market orders take no price bound (and Bybit's market buy is by quote
+//! amount). Queries go by client order id, so an order whose venue id was never
+//! learned is still found.
 
+pub mod binance;
+pub mod bybit;
+pub mod okx;
 pub mod upbit;
 
-use sluice_proto::dispatcher::v1::CallResponse;
+use sluice_domain::{Decimal, Exchange, Side};
+use sluice_proto::dispatcher::v1::{CallRequest, CallResponse, Priority};
+use sluice_rate::Time;
 use tonic::{Code, Status};
+
+use crate::fills::Tif;
+use crate::instrument::Rules;
+use crate::order::Event;
+
+/// Where an order lives on the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The dispatcher's account name ("demo").
+    pub account: &'a str,
+    /// The exchange's spelling of the market ("KRW-BTC", "BTCUSDT").
+    pub native: &'a str,
+    /// Bybit's category ("spot", "linear"); unused elsewhere.
+    pub category: &'a str,
+}
+
+/// An order to place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec<'a> {
+    pub target: Target<'a>,
+    pub side: Side,
+    pub quantity: Decimal,
+    /// The limit (for a market order, its slippage cap).
+    pub price: Decimal,
+    pub tif: Tif,
+    pub client_order_id: &'a str,
+}
+
+/// What an answer about an order says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    /// These events, in order.
+    Events(Vec<Event>),
+    /// The exchange has no such order.
+    NotFound,
+    /// The exchange refused to act for its rate limit: not executed.
+    NotSent(String),
+    /// The exchange answered that it does not know what happened (a server error
+    /// inside a 200 envelope): the outcome is unknown.
+    Unknown(String),
+}
+
+/// What a cancel's answer says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelRead {
+    /// The exchange took the cancel; it is confirmed by the stream or a query.
+    Taken,
+    /// It is cancelled (these events).
+    Done(Vec<Event>),
+    /// Refused (already filled, not found, rate limited): the order stands as it was.
+    Refused(String),
+}
+
+/// One asset's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub asset: String,
+    pub free: Decimal,
+    pub locked: Decimal,
+}
+
+/// An order open on the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrder {
+    pub venue_order_id: String,
+    /// Empty when it has none (placed by another program).
+    pub client_order_id: String,
+    pub native: String,
+}
+
+/// One answer from the exchange, as the dispatcher relayed it.
+pub type Answer<'a> = (u16, &'a [u8]);
+
+/// One exchange's order API, pure.
+pub trait LiveVenue: Send + Sync {
+    fn exchange(&self) -> Exchange;
+    /// `POST` the order, keyed by its client order id in the dispatcher too.
+    fn create(&self, o: &Spec<'_>) -> CallRequest;
+    fn read_create(&self, a: Answer<'_>) -> Result<Read, String>;
+    fn cancel(&self, t: &Target<'_>, client_order_id: &str) -> CallRequest;
+    fn read_cancel(&self, a: Answer<'_>) -> CancelRead;
+    /// The calls that together say where an order stands and what filled.
+    fn query(&self, t: &Target<'_>, client_order_id: &str) -> Vec<CallRequest>;
+    /// Reads the answers to [`LiveVenue::query`], in the same order. `fee_asset`
+    /// is used where the exchange does not name one.
+    fn read_query(&self, answers: &[Answer<'_>], fee_asset: &str, now: Time) -> Result<Read, String>;
+    /// The calls that give an instrument's trading rules.
+    fn rules(&self, t: &Target<'_>) -> Vec<CallRequest>;
+    fn read_rules(&self, answers: &[Answer<'_>], native: &str) -> Result<Rules, String>;
+    fn balances(&self, account: &str) -> CallRequest;
+    fn read_balances(&self, a: Answer<'_>) -> Result<Vec<Balance>, String>;
+    /// The account's open orders on one market.
+    fn open_orders(&self, t: &Target<'_>) -> CallRequest;
+    fn read_open_orders(&self, a: Answer<'_>) -> Result<Vec<OpenOrder>, String>;
+}
+
+/// The live venue of `exchange`, where one is built.
+pub fn of(exchange: Exchange) -> Option<Box<dyn LiveVenue>> {
+    match exchange {
+        Exchange::Upbit => Some(Box::new(upbit::Upbit)),
+        Exchange::Bybit => Some(Box::new(bybit::Bybit)),
+        Exchange::Binance | Exchange::Okx => None,
+    }
+}
+
+/// The calls that give an instrument's trading rules on `exchange`.
+pub fn rules_requests(exchange: Exchange, t: &Target<'_>) -> Vec<CallRequest> {
+    match exchange {
+        Exchange::Upbit => upbit::Upbit.rules(t),
+        Exchange::Bybit => bybit::Bybit.rules(t),
+        Exchange::Binance => binance::rules(t.native),
+        Exchange::Okx => okx::rules(t.native),
+    }
+}
+
+/// Reads the answers to [`rules_requests`].
+pub fn read_rules(exchange: Exchange, answers: &[Answer<'_>], native: &str) -> Result<Rules, String> {
+    match exchange {
+        Exchange::Upbit => upbit::Upbit.read_rules(answers, native),
+        Exchange::Bybit => bybit::Bybit.read_rules(answers, native),
+        Exchange::Binance => binance::read_rules(answers, native),
+        Exchange::Okx => okx::read_rules(answers, native),
+    }
+}
+
+/// A call through the dispatcher.
+pub(crate) fn call(
+    exchange: Exchange,
+    account: &str,
+    method: &str,
+    path: &str,
+    query: String,
+    body: Vec<u8>,
+    priority: Priority,
+) -> CallRequest {
+    CallRequest {
+        exchange: exchange.as_str().into(),
+        account: account.into(),
+        method: method.into(),
+        path: path.into(),
+        query,
+        body,
+        priority: priority as i32,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A decimal parsed from an exchange's string, naming the field when it is not one.
+pub(crate) fn decimal(field: &str, v: &str) -> Result<Decimal, String> {
+    v.parse().map_err(|_| format!("{field} '{v}' is not a decimal number"))
+}
 
 /// What a call through the dispatcher proves.
 #[derive(Debug, Clone, PartialEq, Eq)]

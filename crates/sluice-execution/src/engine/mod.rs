@@ -13,7 +13,7 @@
 //! At start the state is rebuilt from the journal (`rebuild`), the paper venue
 //! included, so a kill -9 at any instant loses nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use prost::Message;
@@ -27,13 +27,21 @@ use crate::config::{AccountId, ExecutionConfig, Strategy};
 use crate::fills::{Exec, Tif};
 use crate::instrument::Rules;
 use crate::journal::{self, Journal};
+use crate::live::Live;
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::order::{Applied, Event, Fill, OrderState, Status as OrderStatus};
 use crate::paper::{PaperEvent, PaperOrder, PaperVenue};
 use crate::positions::Position;
-use crate::risk::{self, Denial, Exposure, Intent, OrderRate, TradingState};
+use crate::risk::{self, Denial, Intent, OrderRate, TradingState};
 use crate::strategy::{self, Action, Holding, Placement, Planned};
+use crate::venue::LiveVenue;
+
+mod live;
+mod replay;
+mod report;
+
+use replay::transition_entry;
 
 /// An order the engine tracks.
 #[derive(Debug, Clone)]
@@ -49,6 +57,8 @@ pub struct Tracked {
     /// The last journal entry written for it.
     pub seq: u64,
     pub subject: String,
+    /// When it was submitted (journaled as about to leave), if it was.
+    pub sent_at: Option<Time>,
 }
 
 impl Tracked {
@@ -141,6 +151,9 @@ struct NewOrder {
     spot: bool,
 }
 
+/// Where an order goes once it is known (a gRPC call waiting for it).
+pub type OrderReply = tokio::sync::oneshot::Sender<Result<pb::Order, Status>>;
+
 pub struct Engine {
     cfg: Arc<ExecutionConfig>,
     journal: Journal,
@@ -156,6 +169,27 @@ pub struct Engine {
     last_order: HashMap<String, Time>,
     /// Realized PnL per account at the start of the UTC day (and that day).
     day_start: HashMap<String, (u64, Decimal)>,
+    /// Calls through the dispatcher (live orders; instrument rules in both modes).
+    live: Option<Live>,
+    /// Each exchange's order API (live mode).
+    venues: HashMap<Exchange, Box<dyn LiveVenue>>,
+    /// Orders with a query in flight (one at a time each).
+    querying: HashSet<String>,
+    /// Queries to send once their time comes (confirmations after an answer).
+    query_due: HashMap<String, Time>,
+    /// Instrument rules read from the exchanges, by account and symbol.
+    learned_rules: HashMap<(AccountId, Symbol), Rules>,
+    /// Live balances per account: asset to (free, locked).
+    balances: HashMap<AccountId, BTreeMap<String, (Decimal, Decimal)>>,
+    /// Private streams known down (a reconnect triggers reconciliation).
+    streams_down: HashSet<AccountId>,
+    /// Open orders on the exchanges that this service did not place, reported once.
+    foreign: BTreeSet<String>,
+    /// gRPC submits waiting for their live order's first answer.
+    waiters: HashMap<String, Vec<(Time, OrderReply)>>,
+    /// When reconciliation and the rules refresh are next due.
+    next_reconcile: Time,
+    next_rules: Time,
 }
 
 fn market_key(venue: &str, symbol: &Symbol) -> String {
@@ -173,6 +207,7 @@ impl Engine {
         nats: async_nats::Client,
         clock: MonotonicClock,
         metrics: Arc<Metrics>,
+        live: Option<Live>,
     ) -> Engine {
         let mut paper = PaperVenue::new(cfg.paper.touch_share);
         for (account, assets) in &cfg.paper.balances {
@@ -188,7 +223,6 @@ impl Engine {
             time_unix_ns: now.as_nanos() as i64,
         };
         Engine {
-            cfg,
             journal,
             nats,
             clock,
@@ -201,6 +235,22 @@ impl Engine {
             rates: HashMap::new(),
             last_order: HashMap::new(),
             day_start: HashMap::new(),
+            venues: if cfg.mode == crate::config::Mode::Live {
+                cfg.strategies.iter().filter_map(|s| crate::venue::of(s.account.exchange).map(|v| (s.account.exchange, v))).collect()
+            } else {
+                HashMap::new()
+            },
+            live,
+            querying: HashSet::new(),
+            query_due: HashMap::new(),
+            learned_rules: HashMap::new(),
+            balances: HashMap::new(),
+            streams_down: HashSet::new(),
+            foreign: BTreeSet::new(),
+            waiters: HashMap::new(),
+            next_reconcile: now,
+            next_rules: now,
+            cfg,
         }
     }
 
@@ -217,9 +267,12 @@ impl Engine {
         self.cfg.strategies.iter().find(|s| s.venue == venue && s.symbol == *symbol)
     }
 
-    /// The instrument's rules: configured (the exchange's own endpoint is read by
-    /// the live venue when it can reach it).
+    /// The instrument's rules: the exchange's own (read through the dispatcher
+    /// and refreshed every `rules_every_ms`), else the configured fallback.
     fn rules(&self, account: &AccountId, symbol: &Symbol) -> Option<Rules> {
+        if let Some(r) = self.learned_rules.get(&(account.clone(), symbol.clone())) {
+            return Some(r.clone());
+        }
         let s = self.cfg.strategies.iter().find(|s| s.account == *account && s.symbol == *symbol)?;
         s.rules.as_ref().map(|r| Rules { tick: r.tick, lot: r.lot, min_qty: r.min_qty, max_qty: None, min_notional: r.min_notional })
     }
@@ -382,78 +435,6 @@ impl Engine {
         self.positions.get(&(account.to_string(), symbol.to_string())).map_or(Decimal::ZERO, |p| p.qty)
     }
 
-    /// The account's equity in `quote`: that asset's balance plus every position
-    /// in it marked to the mid (paper; live reads the exchange's balances).
-    fn equity(&self, account: &AccountId, quote: &str) -> Decimal {
-        let acct = account.to_string();
-        let cash =
-            self.paper.wallets.get(&acct).map_or(Decimal::ZERO, |w| {
-                w.free.get(quote).copied().unwrap_or_default() + w.locked.get(quote).copied().unwrap_or_default()
-            });
-        let held: Decimal = self
-            .positions
-            .iter()
-            .filter(|((a, s), _)| *a == acct && s.ends_with(&format!("/{quote}")))
-            .map(|((_, s), p)| {
-                let mid = self.mark(s).unwrap_or(p.avg_cost);
-                p.qty * mid
-            })
-            .sum();
-        cash + held
-    }
-
-    /// The mid of a symbol ("BASE/QUOTE") on whichever venue has it.
-    fn mark(&self, symbol: &str) -> Option<Decimal> {
-        let dash = symbol.replace('/', "-");
-        self.markets.iter().find(|(k, _)| k.ends_with(&format!(":{dash}"))).and_then(|(_, m)| m.touch()).map(|t| t.mid())
-    }
-
-    fn exposure(&self, o: &NewOrder, now: Time) -> Exposure {
-        let acct = o.account.to_string();
-        let open: Vec<&Tracked> = self.orders.values().filter(|t| t.account == o.account && t.state.status.is_open()).collect();
-        let open_same_side = open.iter().filter(|t| t.symbol == o.symbol && t.side == o.side).map(|t| t.state.remaining()).sum::<Decimal>();
-        let gross = self
-            .positions
-            .iter()
-            .filter(|((a, _), _)| *a == acct)
-            .map(|((_, s), p)| p.qty.abs() * self.mark(s).unwrap_or(p.avg_cost))
-            .sum();
-        let market = self.markets.get(&o.market);
-        Exposure {
-            position: self.position_qty(&o.account, &o.symbol),
-            open_same_side,
-            gross,
-            open_orders: open.len(),
-            day_pnl: self.day_pnl(&acct, now),
-            last_trade: market.and_then(|m| m.last_trade),
-            market_time: market.and_then(|m| m.updated),
-        }
-    }
-
-    /// Realized and unrealized PnL (less fees) of `account` since the UTC day began.
-    fn day_pnl(&self, account: &str, now: Time) -> Decimal {
-        let total: Decimal =
-            self.positions.iter().filter(|((a, _), _)| a == account).map(|((_, s), p)| p.net(self.mark(s).unwrap_or(p.avg_cost))).sum();
-        let day = now.as_nanos() / 86_400_000_000_000;
-        match self.day_start.get(account) {
-            Some((d, start)) if *d == day => total - start,
-            _ => Decimal::ZERO,
-        }
-    }
-
-    /// Keeps each account's PnL at the start of the UTC day.
-    fn roll_day(&mut self, now: Time) {
-        let day = now.as_nanos() / 86_400_000_000_000;
-        let accounts: Vec<String> = self.cfg.strategies.iter().map(|s| s.account.to_string()).collect();
-        for a in accounts {
-            if self.day_start.get(&a).is_none_or(|(d, _)| *d != day) {
-                let total: Decimal =
-                    self.positions.iter().filter(|((x, _), _)| *x == a).map(|((_, s), p)| p.net(self.mark(s).unwrap_or(p.avg_cost))).sum();
-                self.day_start.insert(a, (day, total));
-            }
-        }
-    }
-
     /// Journals a new order, checks risk, submits it to the venue.
     async fn place(&mut self, o: NewOrder) -> Result<pb::Order, Status> {
         let now = self.now();
@@ -498,6 +479,7 @@ impl Engine {
             state: OrderState::new(o.client_order_id.clone(), quantity, now),
             seq: 1,
             subject,
+            sent_at: None,
         };
         let cid = o.client_order_id.clone();
         self.orders.insert(cid.clone(), tracked);
@@ -510,7 +492,7 @@ impl Engine {
         let verdict = if o.reduce_only && !risk::reduces(o.side, o.quantity, x.position) {
             Err(Denial::NotReducing { state: "reduce-only order", position: x.position })
         } else {
-            risk::check(&self.cfg.risk, state, &check, &x, rate, now)
+            risk::check(self.cfg.limits(&o.account), state, &check, &x, rate, now)
         };
         if let Err(denial) = verdict {
             self.transition(&cid, Event::Deny { reason: denial.to_string() }).await?;
@@ -535,9 +517,8 @@ impl Engine {
     /// Sends a submitted order to the venue and applies what it answers.
     async fn send(&mut self, cid: &str, o: &NewOrder) -> Result<(), Status> {
         if !self.paper_mode() {
-            // Live orders go through the dispatcher (`live.rs`); until its answer
-            // comes, the order stays submitted.
-            return Err(Status::unimplemented("live mode is not available in this build; run with mode = \"paper\""));
+            // Through the dispatcher; until its answer comes the order stays submitted.
+            return self.send_live(cid, o);
         }
         let fees = self.cfg.paper.fees.get(&o.account.exchange).copied().ok_or_else(|| Status::internal("no paper fees"))?;
         let (limit, tif) = match &o.placement {
@@ -619,6 +600,9 @@ impl Engine {
         if let Some(t) = self.orders.get_mut(cid) {
             t.state = next;
             t.seq = seq;
+            if event == Event::Submit {
+                t.sent_at = Some(now);
+            }
         }
         if let Event::Fill(f) = &event {
             self.on_fill(&account, &symbol, side, f);
@@ -632,6 +616,13 @@ impl Engine {
         let view = self.view(cid);
         self.metrics.transition(event.name());
         self.publish(&event_subject(&account, "order"), view.encode_to_vec()).await;
+        if view.status != pb::OrderStatus::Submitted as i32
+            && let Some(waiting) = self.waiters.remove(cid)
+        {
+            for (_, w) in waiting {
+                let _ = w.send(Ok(view.clone()));
+            }
+        }
         Ok(())
     }
 
@@ -639,71 +630,6 @@ impl Engine {
         let fee_quote = if f.fee_asset == symbol.quote.as_str() { f.fee } else { f.fee * f.price };
         self.positions.entry((account.to_string(), symbol.to_string())).or_default().fill(side, f.quantity.get(), f.price, fee_quote);
         self.metrics.fills.inc();
-    }
-
-    pub(crate) fn view(&self, cid: &str) -> pb::Order {
-        self.orders.get(cid).map(Tracked::view).unwrap_or_default()
-    }
-
-    pub(crate) fn position_view(&self, account: &AccountId, symbol: &Symbol) -> Option<pb::Position> {
-        let key = (account.to_string(), symbol.to_string());
-        let p = self.positions.get(&key)?;
-        let mark = self.mark(&key.1);
-        Some(pb::Position {
-            account: key.0.clone(),
-            symbol: format!("{}-{}", symbol.base, symbol.quote),
-            quantity: p.qty.normalize().to_string(),
-            average_cost: p.avg_cost.normalize().to_string(),
-            realized_pnl: p.realized.normalize().to_string(),
-            unrealized_pnl: mark.map(|m| p.unrealized(m).normalize().to_string()).unwrap_or_default(),
-            fees: p.fees.normalize().to_string(),
-            mark_price: mark.map(|m| m.normalize().to_string()).unwrap_or_default(),
-            updated_unix_ns: self.now().as_nanos() as i64,
-        })
-    }
-
-    pub(crate) fn positions_of(&self, account: Option<&AccountId>) -> Vec<pb::Position> {
-        let keys: Vec<(String, String)> = self.positions.keys().cloned().collect();
-        keys.iter()
-            .filter_map(|(a, s)| {
-                let acct = AccountId::parse(a).ok()?;
-                if account.is_some_and(|x| *x != acct) {
-                    return None;
-                }
-                self.position_view(&acct, &s.parse().ok()?)
-            })
-            .collect()
-    }
-
-    pub(crate) fn pnl(&self, account: Option<&AccountId>) -> pb::PnlReport {
-        let now = self.now();
-        let mut accounts: Vec<AccountId> = self.cfg.strategies.iter().map(|s| s.account.clone()).collect();
-        accounts.sort();
-        accounts.dedup();
-        let report = accounts
-            .into_iter()
-            .filter(|a| account.is_none_or(|x| x == a))
-            .map(|a| {
-                let acct = a.to_string();
-                let mine: Vec<(&String, &Position)> =
-                    self.positions.iter().filter(|((x, _), _)| *x == acct).map(|((_, s), p)| (s, p)).collect();
-                let realized: Decimal = mine.iter().map(|(_, p)| p.realized).sum();
-                let unrealized: Decimal = mine.iter().map(|(s, p)| self.mark(s).map_or(Decimal::ZERO, |m| p.unrealized(m))).sum();
-                let fees: Decimal = mine.iter().map(|(_, p)| p.fees).sum();
-                let quotes: Vec<String> =
-                    self.cfg.strategies.iter().filter(|s| s.account == a).map(|s| s.symbol.quote.to_string()).collect();
-                let equity: Decimal = quotes.first().map_or(Decimal::ZERO, |q| self.equity(&a, q));
-                pb::AccountPnl {
-                    account: acct.clone(),
-                    realized: realized.normalize().to_string(),
-                    unrealized: unrealized.normalize().to_string(),
-                    fees: fees.normalize().to_string(),
-                    day_pnl: self.day_pnl(&acct, now).normalize().to_string(),
-                    equity: equity.normalize().to_string(),
-                }
-            })
-            .collect();
-        pb::PnlReport { accounts: report }
     }
 
     /// Cancels one order.
@@ -716,6 +642,8 @@ impl Engine {
         if self.paper_mode() {
             let e = self.paper.cancel(cid);
             self.apply_paper(vec![e]).await?;
+        } else {
+            self.cancel_live(cid);
         }
         Ok(self.view(cid))
     }
@@ -795,169 +723,11 @@ impl Engine {
 
     // ---------------------------------------------------------------- start
 
-    /// Rebuilds every order, position and the paper wallets from the journal.
-    pub async fn rebuild(&mut self) -> Result<usize, Status> {
-        let entries = self.journal.replay().await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let n = entries.len();
-        for (subject, e) in entries {
-            let cid = e.client_order_id.clone();
-            match e.entry {
-                Some(pb::journal_entry::Entry::Intent(o)) => {
-                    let (Ok(account), Ok(symbol)) = (AccountId::parse(&o.account), o.symbol.replace('-', "/").parse::<Symbol>()) else {
-                        tracing::error!(client_order_id = %cid, "a journaled order names an unknown account or symbol; skipped");
-                        continue;
-                    };
-                    let side = if o.side == pb::Side::Sell as i32 { Side::Sell } else { Side::Buy };
-                    let venue = self
-                        .cfg
-                        .strategies
-                        .iter()
-                        .find(|s| s.account == account && s.symbol == symbol)
-                        .map_or_else(|| account.exchange.to_string(), |s| s.venue.clone());
-                    let quantity = Qty::new(dec(&o.quantity)).unwrap_or(Qty::ZERO);
-                    let created = Time::from_nanos(o.created_unix_ns.max(0) as u64);
-                    self.orders.insert(
-                        cid.clone(),
-                        Tracked {
-                            market: market_key(&venue, &symbol),
-                            account,
-                            symbol,
-                            side,
-                            state: OrderState::new(cid.clone(), quantity, created),
-                            seq: e.seq,
-                            subject,
-                            intent: o,
-                        },
-                    );
-                }
-                Some(pb::journal_entry::Entry::Transition(tr)) => {
-                    let Some(t) = self.orders.get_mut(&cid) else { continue };
-                    let at = Time::from_nanos(e.time_unix_ns.max(0) as u64);
-                    let Some(event) = event_of(&tr, at) else { continue };
-                    if t.state.apply(&event, at).is_ok() {
-                        t.seq = e.seq;
-                        if let Event::Fill(f) = &event {
-                            let (account, symbol, side) = (t.account.clone(), t.symbol.clone(), t.side);
-                            self.on_fill(&account, &symbol, side, f);
-                        }
-                    }
-                }
-                None => {}
-            }
-        }
-        if self.paper_mode() {
-            self.rebuild_paper();
-        }
-        Ok(n)
-    }
-
-    /// The paper venue as the journal leaves it: starting balances, every fill,
-    /// and the open orders resting with their funds locked.
-    fn rebuild_paper(&mut self) {
-        let fees_of = |ex: Exchange, cfg: &ExecutionConfig| cfg.paper.fees.get(&ex).copied();
-        let orders: Vec<Tracked> =
-            self.orders.values().filter(|t| t.intent.paper && t.state.status != OrderStatus::Initialized).cloned().collect();
-        for t in orders {
-            let Some(fees) = fees_of(t.account.exchange, &self.cfg) else { continue };
-            let order = PaperOrder {
-                client_order_id: t.state.client_order_id.clone(),
-                account: t.account.to_string(),
-                market: t.market.clone(),
-                base: t.symbol.base.to_string(),
-                quote: t.symbol.quote.to_string(),
-                side: t.side,
-                quantity: t.state.quantity.get(),
-                limit: dec(&t.intent.price),
-                tif: tif_of(t.intent.time_in_force),
-                market_order: t.intent.r#type == pb::OrderType::Market as i32,
-                fees,
-            };
-            let status = t.state.status;
-            if matches!(status, OrderStatus::Denied | OrderStatus::Rejected) {
-                continue;
-            }
-            self.paper.restore(
-                order,
-                t.state.filled.get(),
-                t.state.filled_notional,
-                t.state.fees.iter().map(|(_, v)| *v).sum(),
-                status.is_open(),
-                t.state.trade_ids.len() as u64,
-            );
-        }
-    }
-
     async fn publish(&self, subject: &str, payload: Vec<u8>) {
         if let Err(e) = self.nats.publish(subject.to_owned(), payload.into()).await {
             tracing::warn!(%subject, error = %e, "cannot publish an event");
         }
     }
-}
-
-/// The journal's form of a transition.
-fn transition_entry(event: &Event, state: &OrderState, intent: &pb::Order) -> pb::Transition {
-    let reason = match event {
-        Event::Deny { reason }
-        | Event::NotSent { reason }
-        | Event::Rejected { reason }
-        | Event::Ambiguous { reason }
-        | Event::CancelFailed { reason }
-        | Event::Cancelled { reason }
-        | Event::Expired { reason } => reason.clone(),
-        _ => String::new(),
-    };
-    let fill = match event {
-        Event::Fill(f) => Some(pb::ExecFill {
-            account: intent.account.clone(),
-            symbol: intent.symbol.clone(),
-            client_order_id: intent.client_order_id.clone(),
-            trade_id: f.trade_id.clone(),
-            side: intent.side,
-            price: f.price.normalize().to_string(),
-            quantity: f.quantity.to_string(),
-            fee: f.fee.normalize().to_string(),
-            fee_asset: f.fee_asset.clone(),
-            maker: f.maker,
-            time_unix_ns: f.time.as_nanos() as i64,
-            paper: intent.paper,
-        }),
-        _ => None,
-    };
-    let venue_order_id = match event {
-        Event::Accepted { venue_order_id } => venue_order_id.clone().unwrap_or_default(),
-        _ => state.venue_order_id.clone().unwrap_or_default(),
-    };
-    pb::Transition { event: event.name().into(), reason, venue_order_id, fill }
-}
-
-/// A journaled transition back as an event (`None`: not one this version knows).
-fn event_of(t: &pb::Transition, at: Time) -> Option<Event> {
-    let reason = t.reason.clone();
-    Some(match t.event.as_str() {
-        "deny" => Event::Deny { reason },
-        "submit" => Event::Submit,
-        "not_sent" => Event::NotSent { reason },
-        "rejected" => Event::Rejected { reason },
-        "ambiguous" => Event::Ambiguous { reason },
-        "accepted" => Event::Accepted { venue_order_id: (!t.venue_order_id.is_empty()).then(|| t.venue_order_id.clone()) },
-        "fill" => {
-            let f = t.fill.as_ref()?;
-            Event::Fill(Fill {
-                trade_id: f.trade_id.clone(),
-                quantity: f.quantity.parse().ok()?,
-                price: f.price.parse().ok()?,
-                fee: f.fee.parse().unwrap_or_default(),
-                fee_asset: f.fee_asset.clone(),
-                maker: f.maker,
-                time: if f.time_unix_ns > 0 { Time::from_nanos(f.time_unix_ns as u64) } else { at },
-            })
-        }
-        "cancel_requested" => Event::CancelRequested,
-        "cancel_failed" => Event::CancelFailed { reason },
-        "cancelled" => Event::Cancelled { reason },
-        "expired" => Event::Expired { reason },
-        _ => return None,
-    })
 }
 
 /// A paper execution as a fill of the state machine.

@@ -1,0 +1,119 @@
+//! An in-process stack for cross-service tests and benchmarks: a nats-server on
+//! a free port, the simulator, a dispatcher holding every simulated account's
+//! keys (as "demo", and as "bad" with a wrong secret), and configs for a
+//! collector and an execution service pointed at them.
+
+use std::collections::HashMap;
+
+use sluice_collector::CollectorConfig;
+use sluice_collector::config::PrivateConfig;
+use sluice_dispatcher::{DispatcherConfig, Keyring};
+use sluice_domain::Exchange;
+use sluice_execution::ExecutionConfig;
+use sluice_sim::SimConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::replicas::Nats;
+
+/// A nats-server, the simulator and a dispatcher pointed at it.
+pub struct Stack {
+    pub nats: Nats,
+    pub sim: sluice_sim::SimHandle,
+    pub dispatcher: sluice_dispatcher::Running,
+    /// Stops the simulator, the dispatcher and whatever else was started with it.
+    pub stop: CancellationToken,
+}
+
+/// Starts the stack.
+pub async fn stack(sim_cfg: SimConfig) -> anyhow::Result<Stack> {
+    let nats = Nats::start().await?;
+    let stop = CancellationToken::new();
+    let accounts = sim_cfg.accounts.clone();
+    let sim = sluice_sim::start(sim_cfg, stop.clone()).await?;
+    let mut dcfg = DispatcherConfig::load(None, &|_| None)?;
+    dcfg.listen = "127.0.0.1:0".parse()?;
+    dcfg.ops_listen = "127.0.0.1:0".parse()?;
+    dcfg.drain_grace_ms = 0;
+    for ex in Exchange::ALL {
+        dcfg.base_urls.insert(ex, sim.base_url(ex));
+    }
+    let mut env = Vec::new();
+    for a in &accounts {
+        let ex = a.exchange.as_str().to_ascii_uppercase();
+        for (name, secret) in [("DEMO", a.secret.as_str()), ("BAD", "not-the-secret")] {
+            env.push((format!("SLUICE_{ex}_{name}_API_KEY"), a.api_key.clone()));
+            env.push((format!("SLUICE_{ex}_{name}_SECRET"), secret.to_owned()));
+            if let Some(p) = &a.passphrase {
+                env.push((format!("SLUICE_{ex}_{name}_PASSPHRASE"), p.clone()));
+            }
+        }
+    }
+    let keyring = Keyring::load(None, env)?;
+    let dispatcher = sluice_dispatcher::start(dcfg, keyring, stop.clone()).await?;
+    Ok(Stack { nats, sim, dispatcher, stop })
+}
+
+impl Stack {
+    pub fn dispatcher_url(&self) -> String {
+        format!("http://{}", self.dispatcher.grpc_addr)
+    }
+
+    /// A WebSocket URL on the simulator.
+    pub fn ws(&self, ex: Exchange, path: &str) -> String {
+        format!("ws://{}{path}", self.sim.addr(ex).map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    /// The shipped collector config pointed at this stack, market data only,
+    /// with quick timers.
+    pub fn collector_config(&self) -> anyhow::Result<CollectorConfig> {
+        let env: HashMap<String, String> = [
+            ("SLUICE_COLLECTOR_NATS_URL", self.nats.url()),
+            ("SLUICE_COLLECTOR_DISPATCHER_URL", self.dispatcher_url()),
+            ("SLUICE_COLLECTOR_OPS_LISTEN", "127.0.0.1:0".into()),
+            ("SLUICE_COLLECTOR_NAME", "test".into()),
+            ("SLUICE_COLLECTOR_UPBIT_URL", self.ws(Exchange::Upbit, "/websocket/v1")),
+            ("SLUICE_COLLECTOR_BYBIT_URL", self.ws(Exchange::Bybit, "/v5/public/spot")),
+            ("SLUICE_COLLECTOR_BYBIT_LINEAR_URL", self.ws(Exchange::Bybit, "/v5/public/linear")),
+            ("SLUICE_COLLECTOR_BINANCE_URL", self.ws(Exchange::Binance, "/stream")),
+            ("SLUICE_COLLECTOR_OKX_URL", self.ws(Exchange::Okx, "/ws/v5/public")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut ccfg = CollectorConfig::load(None, &|k| env.get(k).cloned())?;
+        ccfg.private.clear();
+        ccfg.idle_ms = 1_500;
+        ccfg.backoff_min_ms = 50;
+        ccfg.backoff_max_ms = 400;
+        ccfg.heartbeat_ms = 200;
+        Ok(ccfg)
+    }
+
+    /// A private stream of a simulated account, with a quick keep-alive (Upbit's
+    /// keep-alives spend its 100 messages a minute, so less often there).
+    pub fn private_stream(&self, ex: Exchange, account: &str) -> PrivateConfig {
+        let path = if ex == Exchange::Upbit { "/websocket/v1/private" } else { "/v5/private" };
+        PrivateConfig {
+            exchange: ex,
+            account: account.into(),
+            url: self.ws(ex, path),
+            keepalive_ms: Some(if ex == Exchange::Upbit { 1_000 } else { 300 }),
+        }
+    }
+
+    /// The execution service's config (`text`, else the shipped one) pointed at
+    /// this stack, listening on spare ports.
+    pub fn execution_config(&self, text: Option<&str>, mode: &str) -> anyhow::Result<ExecutionConfig> {
+        let env: HashMap<String, String> = [
+            ("SLUICE_EXECUTION_NATS_URL", self.nats.url()),
+            ("SLUICE_EXECUTION_DISPATCHER_URL", self.dispatcher_url()),
+            ("SLUICE_EXECUTION_LISTEN", "127.0.0.1:0".into()),
+            ("SLUICE_EXECUTION_OPS_LISTEN", "127.0.0.1:0".into()),
+            ("SLUICE_EXECUTION_MODE", mode.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Ok(ExecutionConfig::load(text, &|k| env.get(k).cloned())?)
+    }
+}

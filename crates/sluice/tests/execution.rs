@@ -1,0 +1,293 @@
+//! The execution service live, in-process, on a real nats-server: orders go
+//! through the dispatcher to the simulator, confirmations come from the
+//! collector's private streams (Upbit myOrder, Bybit order/execution) and from
+//! queries by client order id. What the simulator holds is the truth every
+//! assertion is checked against.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use prost::Message;
+use rust_decimal::Decimal;
+use sluice::stack::{Stack, stack};
+use sluice_domain::Exchange;
+use sluice_proto::execution::v1 as pb;
+use sluice_proto::execution::v1::execution_client::ExecutionClient;
+use sluice_sim::{Fault, FaultKind, SimConfig};
+use tonic::transport::Channel;
+
+/// Live strategies on the two exchanges with private streams.
+const STRATEGIES: &str = r#"
+[[strategies]]
+venue = "upbit"
+symbol = "BTC/KRW"
+account = "upbit/demo"
+sizing = { fixed_notional = "100000" }
+min_confidence = 0.6
+buy = "long"
+sell = "flat"
+order = { type = "limit", offset_bp = "0" }
+cooldown_ms = 0
+
+[[strategies]]
+venue = "bybit"
+symbol = "BTC/USDT"
+account = "bybit/demo"
+sizing = { fixed_notional = "100" }
+min_confidence = 0.6
+buy = "long"
+sell = "flat"
+order = { type = "limit", offset_bp = "0" }
+cooldown_ms = 0
+"#;
+
+/// The shipped execution config with these strategies and timers.
+fn live_config(st: &Stack, timers: &[(&str, u64)]) -> sluice_execution::ExecutionConfig {
+    let shipped = sluice_execution::config::SHIPPED;
+    let head = shipped.split("[[strategies]]").next().unwrap();
+    let (top, tables) = head.split_at(head.find("\n[").unwrap());
+    let mut text = top.to_owned();
+    for (k, v) in timers {
+        text = text.lines().filter(|l| !l.starts_with(&format!("{k} ="))).collect::<Vec<_>>().join("\n");
+        text.push_str(&format!("\n{k} = {v}"));
+    }
+    text.push_str(tables);
+    text.push_str(STRATEGIES);
+    st.execution_config(Some(&text), "live").unwrap()
+}
+
+async fn until<T>(what: &str, within: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < end, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn order(api: &mut ExecutionClient<Channel>, cid: &str) -> pb::Order {
+    api.get_order(pb::GetOrderRequest { client_order_id: cid.into() }).await.unwrap().into_inner()
+}
+
+fn status(o: &pb::Order) -> pb::OrderStatus {
+    pb::OrderStatus::try_from(o.status).unwrap_or(pb::OrderStatus::Unspecified)
+}
+
+fn limit(account: &str, symbol: &str, price: Decimal, qty: &str, cid: &str) -> pb::SubmitOrderRequest {
+    pb::SubmitOrderRequest {
+        account: account.into(),
+        symbol: symbol.into(),
+        side: pb::Side::Buy as i32,
+        r#type: pb::OrderType::Limit as i32,
+        time_in_force: pb::TimeInForce::Gtc as i32,
+        quantity: qty.into(),
+        price: price.to_string(),
+        client_order_id: cid.into(),
+        ..Default::default()
+    }
+}
+
+/// Waits until the service takes orders on `symbol` (its rules read, market data
+/// flowing): probes with fresh ids, each cancelled once accepted.
+async fn ready(api: &mut ExecutionClient<Channel>, account: &str, symbol: &str, price: Decimal, qty: &str) {
+    let mut n = 0;
+    until("rules and market data", Duration::from_secs(20), async || {
+        n += 1;
+        let cid = format!("probe{n}{}", symbol.replace('-', ""));
+        match api.submit_order(limit(account, symbol, price, qty, &cid)).await {
+            Ok(o) => {
+                let _ = api.cancel_order(pb::CancelOrderRequest { client_order_id: o.into_inner().client_order_id }).await;
+                Some(())
+            }
+            Err(e) if e.message().contains("market data") || e.message().contains("no trading rules") => None,
+            Err(e) => panic!("{symbol}: {e:?}"),
+        }
+    })
+    .await;
+}
+
+/// The fills published on `exec.>`, by trade id.
+type Fills = Arc<Mutex<BTreeMap<String, usize>>>;
+
+async fn count_fills(nats: &async_nats::Client) -> Fills {
+    let mut sub = nats.subscribe("exec.*.*.fill").await.unwrap();
+    nats.flush().await.unwrap();
+    let fills: Fills = Arc::default();
+    let f = fills.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Ok(x) = pb::ExecFill::decode(m.payload) {
+                *f.lock().unwrap().entry(x.trade_id).or_default() += 1;
+            }
+        }
+    });
+    fills
+}
+
+/// A price this far under the best bid, on the exchange's tick: the market's
+/// own trades will not reach it during a test.
+fn below_bid(st: &Stack, ex: Exchange, native: &str, ticks: i64) -> Decimal {
+    let (bids, _, _) = st.sim.book(ex, native).unwrap();
+    let tick = bids[0].0 - bids[1].0;
+    bids[0].0 - tick * Decimal::from(ticks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_orders_fill_in_parts_cancel_and_survive_a_cut_private_stream() {
+    sluice_service::telemetry::init("test");
+    let st = stack(SimConfig::shipped()).await.unwrap();
+    let _guard = st.stop.clone().drop_guard();
+    let mut ccfg = st.collector_config().unwrap();
+    ccfg.feeds.retain(|f| matches!(f.exchange, Exchange::Upbit | Exchange::Bybit) && f.market == Default::default());
+    ccfg.private = vec![st.private_stream(Exchange::Upbit, "demo"), st.private_stream(Exchange::Bybit, "demo")];
+    let nats = async_nats::connect(st.nats.url()).await.unwrap();
+    let mut statuses = nats.subscribe("account.*.demo.status").await.unwrap();
+    let fills = count_fills(&nats).await;
+    let _collector = sluice_collector::start(ccfg, st.stop.clone()).await.unwrap();
+    let mut up = std::collections::BTreeSet::new();
+    while up.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(20), statuses.next()).await.expect("both private streams up").unwrap();
+        if sluice_proto::account::v1::StreamStatus::decode(m.payload).unwrap().connected {
+            up.insert(m.subject.to_string());
+        }
+    }
+
+    // Confirmations can only come from the streams: queries are rare and late.
+    let cfg = live_config(&st, &[("reconcile_every_ms", 600_000), ("confirm_after_ms", 600_000)]);
+    let running = sluice_execution::start(cfg, st.stop.clone()).await.unwrap();
+    let mut api = ExecutionClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    let cases = [
+        (Exchange::Upbit, "upbit/demo", "BTC-KRW", "KRW-BTC", "0.001", "0.0004"),
+        (Exchange::Bybit, "bybit/demo", "BTC-USDT", "BTCUSDT", "0.001", "0.0004"),
+    ];
+    for (ex, account, symbol, native, qty, part) in cases {
+        let cid = format!("live{}part", ex.as_str());
+        let price = below_bid(&st, ex, native, 500);
+        // Risk needs market data first (the collector's).
+        ready(&mut api, account, symbol, price, qty).await;
+        let placed = api.submit_order(limit(account, symbol, price, qty, &cid)).await.unwrap().into_inner();
+        assert_eq!(status(&placed), pb::OrderStatus::Accepted, "{ex}: the answer waits for the exchange's: {placed:?}");
+        assert!(!placed.venue_order_id.is_empty(), "{ex}: {placed:?}");
+
+        // Another trader's sell reaches it for part of its size.
+        assert!(st.sim.print_trade(ex, native, price, part.parse().unwrap()));
+        let partial = until("the partial fill from the stream", Duration::from_secs(10), async || {
+            let o = order(&mut api, &cid).await;
+            (status(&o) == pb::OrderStatus::PartiallyFilled).then_some(o)
+        })
+        .await;
+        assert_eq!((partial.filled_quantity.as_str(), partial.average_price.as_str()), (part, price.normalize().to_string().as_str()));
+
+        // A cancel: pending until the stream says it is cancelled.
+        let pending = api.cancel_order(pb::CancelOrderRequest { client_order_id: cid.clone() }).await.unwrap().into_inner();
+        assert_eq!(status(&pending), pb::OrderStatus::PendingCancel, "{ex}");
+        let done = until("the cancel confirmed by the stream", Duration::from_secs(10), async || {
+            let o = order(&mut api, &cid).await;
+            (status(&o) == pb::OrderStatus::Cancelled).then_some(o)
+        })
+        .await;
+        assert_eq!(done.filled_quantity, part, "{ex}: the part filled before the cancel stays");
+        let on_sim: Vec<_> = st.sim.orders(ex, "demo").into_iter().filter(|o| o.client_id.as_deref() == Some(cid.as_str())).collect();
+        assert_eq!(on_sim.len(), 1, "{ex}: one order on the exchange");
+        assert_eq!((on_sim[0].status, on_sim[0].filled.to_string()), ("canceled", part.to_owned()));
+    }
+
+    // The private stream is cut and an order fills while it is down: the fill
+    // came on no stream, and the reconnect's reconciliation finds it, once.
+    for (ex, account, symbol, native, qty, _) in cases {
+        let cid = format!("live{}cut", ex.as_str());
+        let price = below_bid(&st, ex, native, 500);
+        let placed = api.submit_order(limit(account, symbol, price, qty, &cid)).await.unwrap().into_inner();
+        assert_eq!(status(&placed), pb::OrderStatus::Accepted, "{ex}: {placed:?}");
+        st.sim.inject_feed(ex, sluice_sim::FeedFault::Drop);
+        // Printed once the collector has seen the stream go (so on no stream).
+        let down = format!("account.{}.demo.status", ex.as_str());
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), statuses.next()).await.expect("the stream reported down").unwrap();
+            if m.subject.as_str() == down && !sluice_proto::account::v1::StreamStatus::decode(m.payload).unwrap().connected {
+                break;
+            }
+        }
+        assert!(st.sim.print_trade(ex, native, price, qty.parse().unwrap()));
+        let filled = until("the fill found by reconciliation", Duration::from_secs(20), async || {
+            let o = order(&mut api, &cid).await;
+            (status(&o) == pb::OrderStatus::Filled).then_some(o)
+        })
+        .await;
+        assert_eq!(filled.filled_quantity, qty, "{ex}");
+        let trades = st.sim.orders(ex, "demo").into_iter().find(|o| o.client_id.as_deref() == Some(cid.as_str())).unwrap().trades;
+        assert_eq!(trades.len(), 1, "{ex}");
+        // Whatever else arrives late, each trade is counted once.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(fills.lock().unwrap().get(&trades[0]).copied(), Some(1), "{ex}: published once");
+    }
+    let positions = api.list_positions(pb::ListPositionsRequest::default()).await.unwrap().into_inner().positions;
+    let held: BTreeMap<String, String> = positions.into_iter().map(|p| (p.account, p.quantity)).collect();
+    assert_eq!(held.get("upbit/demo").map(String::as_str), Some("0.0014"), "0.0004 + 0.001, each fill once: {held:?}");
+    assert_eq!(held.get("bybit/demo").map(String::as_str), Some("0.0014"), "{held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_answer_is_lost_is_found_by_its_client_id_and_never_sent_twice() {
+    sluice_service::telemetry::init("test");
+    let st = stack(SimConfig::shipped()).await.unwrap();
+    let _guard = st.stop.clone().drop_guard();
+    let mut ccfg = st.collector_config().unwrap();
+    ccfg.feeds.retain(|f| f.exchange == Exchange::Upbit);
+    let _collector = sluice_collector::start(ccfg, st.stop.clone()).await.unwrap();
+    // No private stream: only queries can say what became of an order. A call
+    // gives up after 1.5 s; an order absent 4 s after it was sent never arrived.
+    let cfg = live_config(
+        &st,
+        &[
+            ("reconcile_every_ms", 1_000),
+            ("confirm_after_ms", 300),
+            ("call_timeout_ms", 1_500),
+            ("unknown_grace_ms", 4_000),
+            ("submit_wait_ms", 500),
+        ],
+    );
+    let running = sluice_execution::start(cfg, st.stop.clone()).await.unwrap();
+    let mut api = ExecutionClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    let price = below_bid(&st, Exchange::Upbit, "KRW-BTC", 500);
+    let submit = |cid: &str| limit("upbit/demo", "BTC-KRW", price, "0.001", cid);
+    ready(&mut api, "upbit/demo", "BTC-KRW", price, "0.001").await;
+
+    let group = Some("order".to_owned());
+    let cases = [
+        // Placed, then the exchange answers 500: it exists.
+        ("lost500", FaultKind::ExecutedThenServerError, pb::OrderStatus::Accepted, 1),
+        // Placed, the answer comes after the call gave up: it exists.
+        ("lostslow", FaultKind::SlowAnswer { ms: 4_000 }, pb::OrderStatus::Accepted, 1),
+        // A 500 before anything happened: it never existed, and is ended so
+        // only once the grace has passed.
+        ("never500", FaultKind::ServerError, pb::OrderStatus::Rejected, 0),
+    ];
+    for (cid, fault, resolved, on_exchange) in cases {
+        st.sim.inject(Exchange::Upbit, Fault { kind: fault.clone(), count: 1, group: group.clone() });
+        let first = api.submit_order(submit(cid)).await.unwrap().into_inner();
+        let first_status = status(&first);
+        assert!(matches!(first_status, pb::OrderStatus::Unknown | pb::OrderStatus::Submitted), "{cid}: {first:?}");
+        let o = until("the unknown order resolved from the exchange", Duration::from_secs(20), async || {
+            let o = order(&mut api, cid).await;
+            (status(&o) == resolved).then_some(o)
+        })
+        .await;
+        let on_sim = st.sim.orders(Exchange::Upbit, "demo").into_iter().filter(|x| x.client_id.as_deref() == Some(cid)).count();
+        assert_eq!(on_sim, on_exchange, "{cid}: {o:?}");
+        if resolved == pb::OrderStatus::Accepted {
+            assert!(!o.venue_order_id.is_empty(), "{cid}: the venue id learned from the query");
+        } else {
+            assert!(o.reason.contains("never arrived"), "{cid}: {o:?}");
+        }
+        // Submitting the same client order id again is the same order, not a new one.
+        let again = api.submit_order(submit(cid)).await.unwrap().into_inner();
+        assert_eq!(again.client_order_id, cid);
+        let on_sim = st.sim.orders(Exchange::Upbit, "demo").into_iter().filter(|x| x.client_id.as_deref() == Some(cid)).count();
+        assert_eq!(on_sim, on_exchange, "{cid}: never re-sent");
+    }
+}
