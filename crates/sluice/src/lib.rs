@@ -13,6 +13,7 @@ pub mod call;
 pub mod collect_bench;
 pub mod connect;
 pub mod load;
+pub mod process;
 pub mod replicas;
 pub mod signal_bench;
 pub mod stack;

@@ -15,17 +15,19 @@
 //! survivors must not keep a dead replica's share back), and how long after NATS
 //! came back the full rate was reached and kept.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use sluice_domain::Exchange;
 use sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient;
 use sluice_proto::dispatcher::v1::{CallRequest, GetClusterRequest};
 use sluice_sim::{SimConfig, SimHandle};
 use tokio_util::sync::CancellationToken;
+
+use crate::process::Service;
 
 pub use sluice_testkit::{Nats, free_port};
 use tonic::transport::Channel;
@@ -107,41 +109,10 @@ impl ReplicaReport {
     }
 }
 
-/// The text of a log line without its terminal colour codes.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip to the end of the escape sequence (a letter).
-            for e in chars.by_ref() {
-                if e.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The `sluice-dispatcher` binary: `SLUICE_DISPATCHER_BIN`, else next to this
-/// executable (or one level up, for test binaries in `deps/`).
+/// executable.
 pub fn dispatcher_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("SLUICE_DISPATCHER_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().map(Path::to_path_buf);
-    while let Some(d) = dir {
-        let candidate = d.join("sluice-dispatcher");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        dir = d.parent().filter(|p| p.file_name().is_some_and(|n| n != "target")).map(Path::to_path_buf);
-    }
-    bail!("cannot find the sluice-dispatcher binary next to {}; build it (cargo build) or set SLUICE_DISPATCHER_BIN", exe.display())
+    crate::process::binary("sluice-dispatcher", "SLUICE_DISPATCHER_BIN")
 }
 
 /// One dispatcher process.
@@ -149,58 +120,25 @@ pub struct Replica {
     pub name: String,
     pub grpc: String,
     pub ops: String,
-    child: Option<Child>,
-    files: Vec<PathBuf>,
+    process: Service,
 }
 
 impl Replica {
     /// Kill -9.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// Waits for the replica to log where it serves, and records the addresses.
     pub async fn serving(&mut self, within: Duration) -> anyhow::Result<()> {
-        let end = Instant::now() + within;
-        loop {
-            let text = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("dispatcher serving")).map(strip_ansi) {
-                let addr = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(|a| format!("http://{a}"));
-                if let (Some(g), Some(o)) = (addr("grpc_addr="), addr("ops_addr=")) {
-                    (self.grpc, self.ops) = (g, o);
-                    return Ok(());
-                }
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                bail!("{} exited ({status}) before serving:\n{}", self.name, self.log_tail());
-            }
-            if Instant::now() > end {
-                bail!("{} did not start serving within {within:?}:\n{}", self.name, self.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let found = self.process.logged("dispatcher serving", &["grpc_addr=", "ops_addr="], within).await?;
+        (self.grpc, self.ops) = (format!("http://{}", found[0]), format!("http://{}", found[1]));
+        Ok(())
     }
 
     /// The last lines of its log, for a failing test to show.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-        // SLUICE_KEEP_LOGS keeps each replica's config and log in the temp directory.
-        if std::env::var_os("SLUICE_KEEP_LOGS").is_none() {
-            for f in &self.files {
-                let _ = std::fs::remove_file(f);
-            }
-        }
+        self.process.log_tail()
     }
 }
 
@@ -225,27 +163,17 @@ fn replica_config(name: &str, nats: &str, sim: &SimHandle) -> String {
 
 /// Starts replica `name` pointed at `nats` and the simulator.
 pub fn spawn_replica(name: &str, nats: &str, sim: &SimHandle, sim_cfg: &SimConfig) -> anyhow::Result<Replica> {
-    let base = std::env::temp_dir().join(format!("sluice-replica-{name}-{}", uuid_like()));
-    let config = base.with_extension("toml");
-    let log = base.with_extension("log");
-    std::fs::write(&config, replica_config(name, nats, sim))?;
-    let mut cmd = Command::new(dispatcher_binary()?);
-    // No backtrace: a replica that cannot start leaves its one-line reason in the log tail.
-    cmd.arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?);
+    let mut env = Vec::new();
     for a in &sim_cfg.accounts {
         let ex = a.exchange.as_str().to_ascii_uppercase();
-        cmd.env(format!("SLUICE_{ex}_DEMO_API_KEY"), &a.api_key).env(format!("SLUICE_{ex}_DEMO_SECRET"), &a.secret);
+        env.push((format!("SLUICE_{ex}_DEMO_API_KEY"), a.api_key.clone()));
+        env.push((format!("SLUICE_{ex}_DEMO_SECRET"), a.secret.clone()));
         if let Some(p) = &a.passphrase {
-            cmd.env(format!("SLUICE_{ex}_DEMO_PASSPHRASE"), p);
+            env.push((format!("SLUICE_{ex}_DEMO_PASSPHRASE"), p.clone()));
         }
     }
-    let child = cmd.spawn().context("cannot start sluice-dispatcher")?;
-    Ok(Replica { name: name.into(), grpc: String::new(), ops: String::new(), child: Some(child), files: vec![config, log] })
+    let process = Service::spawn(name, &dispatcher_binary()?, &replica_config(name, nats, sim), &env)?;
+    Ok(Replica { name: name.into(), grpc: String::new(), ops: String::new(), process })
 }
 
 async fn connect(url: &str, within: Duration) -> anyhow::Result<DispatcherClient<Channel>> {

@@ -43,8 +43,8 @@ order = { type = "limit", offset_bp = "0" }
 cooldown_ms = 0
 "#;
 
-/// The shipped execution config with these strategies and timers.
-fn live_config(st: &Stack, timers: &[(&str, u64)]) -> sluice_execution::ExecutionConfig {
+/// The shipped execution config's text with these strategies and timers.
+fn live_text(timers: &[(&str, u64)]) -> String {
     let shipped = sluice_execution::config::SHIPPED;
     let head = shipped.split("[[strategies]]").next().unwrap();
     let (top, tables) = head.split_at(head.find("\n[").unwrap());
@@ -55,7 +55,12 @@ fn live_config(st: &Stack, timers: &[(&str, u64)]) -> sluice_execution::Executio
     }
     text.push_str(tables);
     text.push_str(STRATEGIES);
-    st.execution_config(Some(&text), "live").unwrap()
+    text
+}
+
+/// That config pointed at the stack, in live mode.
+fn live_config(st: &Stack, timers: &[(&str, u64)]) -> sluice_execution::ExecutionConfig {
+    st.execution_config(Some(&live_text(timers)), "live").unwrap()
 }
 
 async fn until<T>(what: &str, within: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
@@ -290,4 +295,79 @@ async fn an_order_whose_answer_is_lost_is_found_by_its_client_id_and_never_sent_
         let on_sim = st.sim.orders(Exchange::Upbit, "demo").into_iter().filter(|x| x.client_id.as_deref() == Some(cid)).count();
         assert_eq!(on_sim, on_exchange, "{cid}: never re-sent");
     }
+}
+
+/// The execution service as its own process, pointed at the stack.
+async fn execution_process(st: &Stack, text: &str) -> (sluice::process::Service, ExecutionClient<Channel>) {
+    let bin = sluice::process::binary("sluice-execution", "SLUICE_EXECUTION_BIN").unwrap();
+    let env: Vec<(String, String)> = [
+        ("SLUICE_EXECUTION_NATS_URL", st.nats.url()),
+        ("SLUICE_EXECUTION_DISPATCHER_URL", st.dispatcher_url()),
+        ("SLUICE_EXECUTION_LISTEN", "127.0.0.1:0".into()),
+        ("SLUICE_EXECUTION_OPS_LISTEN", "127.0.0.1:0".into()),
+        ("SLUICE_EXECUTION_MODE", "live".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut p = sluice::process::Service::spawn("execution", &bin, text, &env).unwrap();
+    let addr = p.logged("execution service running", &["grpc_addr="], Duration::from_secs(30)).await.unwrap();
+    let api = ExecutionClient::connect(format!("http://{}", addr[0])).await.unwrap();
+    (p, api)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_order_left_and_before_its_answer_one_order_exists_and_is_resolved() {
+    sluice_service::telemetry::init("test");
+    let st = stack(SimConfig::shipped()).await.unwrap();
+    let _guard = st.stop.clone().drop_guard();
+    let mut ccfg = st.collector_config().unwrap();
+    ccfg.feeds.retain(|f| f.exchange == Exchange::Upbit);
+    let _collector = sluice_collector::start(ccfg, st.stop.clone()).await.unwrap();
+    // No stream: the restarted process can learn the order's fate only by asking.
+    let text = live_text(&[("reconcile_every_ms", 2_000), ("confirm_after_ms", 500), ("submit_wait_ms", 300)]);
+    let (mut first, mut api) = execution_process(&st, &text).await;
+    let price = below_bid(&st, Exchange::Upbit, "KRW-BTC", 500);
+    ready(&mut api, "upbit/demo", "BTC-KRW", price, "0.001").await;
+
+    // The exchange takes the order and holds its answer; the process dies meanwhile.
+    st.sim.inject(Exchange::Upbit, Fault { kind: FaultKind::SlowAnswer { ms: 5_000 }, count: 1, group: Some("order".into()) });
+    let cid = "killedinflight1";
+    let sent = api.submit_order(limit("upbit/demo", "BTC-KRW", price, "0.001", cid)).await.unwrap().into_inner();
+    assert_eq!(status(&sent), pb::OrderStatus::Submitted, "{sent:?}");
+    let on_sim =
+        |st: &Stack| st.sim.orders(Exchange::Upbit, "demo").into_iter().filter(|o| o.client_id.as_deref() == Some(cid)).collect::<Vec<_>>();
+    until("the order on the exchange", Duration::from_secs(10), async || (!on_sim(&st).is_empty()).then_some(())).await;
+    first.kill();
+
+    let (_second, mut api) = execution_process(&st, &text).await;
+    let resolved = until("the order resolved from the exchange", Duration::from_secs(20), async || {
+        let o = order(&mut api, cid).await;
+        (status(&o) == pb::OrderStatus::Accepted).then_some(o)
+    })
+    .await;
+    let placed = on_sim(&st);
+    assert_eq!(placed.len(), 1, "exactly one order on the exchange: {placed:?}");
+    assert_eq!(resolved.venue_order_id, placed[0].id, "its state came from the exchange");
+    // Long after the held answer would have come: still one.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(on_sim(&st).len(), 1);
+
+    // The journal agrees: intent, submit, then the venue's acceptance with its id.
+    let nats = async_nats::connect(st.nats.url()).await.unwrap();
+    let mut journal =
+        sluice_execution::journal::Journal::open(async_nats::jetstream::new(nats), "ORDERS", Duration::from_secs(3600)).await.unwrap();
+    let entries: Vec<pb::JournalEntry> =
+        journal.replay().await.unwrap().into_iter().filter(|(_, e)| e.client_order_id == cid).map(|(_, e)| e).collect();
+    let events: Vec<String> = entries
+        .iter()
+        .map(|e| match &e.entry {
+            Some(pb::journal_entry::Entry::Intent(_)) => "intent".to_owned(),
+            Some(pb::journal_entry::Entry::Transition(t)) => t.event.clone(),
+            None => "?".to_owned(),
+        })
+        .collect();
+    assert_eq!(events, ["intent", "submit", "accepted"], "{entries:?}");
+    let Some(pb::journal_entry::Entry::Transition(t)) = &entries[2].entry else { unreachable!() };
+    assert_eq!(t.venue_order_id, placed[0].id);
 }
