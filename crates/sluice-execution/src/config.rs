@@ -139,8 +139,16 @@ pub struct Strategy {
     pub rules: Option<RulesConfig>,
 }
 
+fn signal_ack_wait() -> u64 {
+    5_000
+}
+
 fn unknown_grace() -> u64 {
     30_000
+}
+
+fn resend_within() -> u64 {
+    60_000
 }
 
 fn confirm_after() -> u64 {
@@ -204,6 +212,11 @@ pub struct ExecutionConfig {
     pub consumer: String,
     /// A signal older than this is skipped and counted, never traded.
     pub max_signal_age_ms: u64,
+    /// A signal pulled but not acknowledged (the service died with it) comes
+    /// again after this long; keep it well under `max_signal_age_ms`, so a
+    /// restart does not leave it to go stale.
+    #[serde(default = "signal_ack_wait")]
+    pub signal_ack_wait_ms: u64,
     pub reconcile_every_ms: u64,
     /// Instrument rules are read again this often.
     pub rules_every_ms: u64,
@@ -212,6 +225,12 @@ pub struct ExecutionConfig {
     /// arrived: it ends rejected. Keep it above the dispatcher's upstream timeout.
     #[serde(default = "unknown_grace")]
     pub unknown_grace_ms: u64,
+    /// An order submitted by an earlier run of the service, never answered, that
+    /// the exchange does not have, is sent again under its idempotency key if it
+    /// is younger than this (its request may have died with that run). Keep it
+    /// well under the dispatcher's `idempotency_ttl_ms` (10 min).
+    #[serde(default = "resend_within")]
+    pub resend_within_ms: u64,
     /// A query confirms a live order this long after its create or cancel was
     /// answered (the private stream usually confirms first).
     #[serde(default = "confirm_after")]
@@ -277,6 +296,12 @@ impl ExecutionConfig {
         }
         if self.max_signal_age_ms == 0 || self.reconcile_every_ms == 0 || self.rules_every_ms == 0 || self.call_timeout_ms == 0 {
             return bad("max_signal_age_ms, reconcile_every_ms, rules_every_ms and call_timeout_ms must be positive".into());
+        }
+        if self.signal_ack_wait_ms < 1_000 || self.signal_ack_wait_ms >= self.max_signal_age_ms {
+            return bad(format!(
+                "signal_ack_wait_ms {} must be at least 1000 and below max_signal_age_ms {}",
+                self.signal_ack_wait_ms, self.max_signal_age_ms
+            ));
         }
         if self.mode == Mode::Live && self.dispatcher_url.is_empty() {
             return bad("mode = \"live\" needs dispatcher_url (orders go through the dispatcher)".into());

@@ -234,7 +234,7 @@ async fn signal_consumer(js: &jetstream::Context, cfg: &ExecutionConfig) -> Resu
                 durable_name: Some(cfg.consumer.clone()),
                 filter_subject: "signal.>".into(),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: Duration::from_millis(cfg.signal_ack_wait_ms),
                 deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
                 ..Default::default()
             },
@@ -261,9 +261,13 @@ async fn pull_signals(
             };
             let mut messages = consumer
                 .stream()
+                // Short pulls: a pull request outlives a killed process on the
+                // server until it expires, and signals handed to it come again
+                // only after that and the ack wait. With 5 s pulls a restart
+                // costs at most about 10 s, well inside max_signal_age_ms.
                 .max_messages_per_batch(16)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
+                .heartbeat(Duration::from_secs(2))
+                .expires(Duration::from_secs(5))
                 .messages()
                 .await
                 .map_err(|e| format!("pull: {e}"))?;
@@ -347,6 +351,13 @@ async fn on_signal(engine: &mut Engine, m: jetstream::Message, _cfg: &ExecutionC
         Ok(outcome) => {
             if let SignalOutcome::Placed(cid) = &outcome {
                 tracing::info!(venue = %signal.venue, symbol = %signal.symbol, client_order_id = %cid, "signal placed an order");
+            }
+            if let SignalOutcome::NotYet(why) = &outcome {
+                // Right after a start the market data is not in yet: the signal
+                // comes again in a moment (and is skipped as stale once too old).
+                tracing::debug!(venue = %signal.venue, symbol = %signal.symbol, why, "signal not decidable yet; asked again");
+                let _ = m.ack_with(jetstream::AckKind::Nak(Some(Duration::from_millis(250)))).await;
+                return;
             }
             if let Err(e) = m.ack().await {
                 tracing::warn!(error = %e, "cannot acknowledge a signal; it will come again and be a duplicate");

@@ -46,6 +46,8 @@ pub(crate) struct SimOrder {
     pub(crate) filled_quote: Decimal,
     pub(crate) status: OrderStatus,
     pub(crate) created_ms: u64,
+    /// When the request that created it arrived, in ns (for latency measurements).
+    pub(crate) created_ns: u64,
     pub(crate) updated_ms: u64,
     /// Executions so far (trade ids are `<id>-<n>`).
     pub(crate) fills: u32,
@@ -135,6 +137,9 @@ pub(crate) struct Account {
     by_client: HashMap<String, String>,
     /// Changes since the last `take_events`, in order.
     events: Vec<AccountEvent>,
+    /// The arrival time (ns) of the request being handled, stamped on the orders
+    /// it creates.
+    pub(crate) arrived_ns: u64,
 }
 
 fn on_step(v: Decimal, step: Decimal) -> bool {
@@ -148,6 +153,7 @@ impl Account {
             orders: BTreeMap::new(),
             by_client: HashMap::new(),
             events: Vec::new(),
+            arrived_ns: 0,
         }
     }
 
@@ -237,6 +243,7 @@ impl Account {
             filled_quote: Decimal::ZERO,
             status: OrderStatus::Open,
             created_ms: now_ms,
+            created_ns: self.arrived_ns,
             updated_ms: now_ms,
             fills: 0,
             trades: Vec::new(),

@@ -58,6 +58,8 @@ pub struct OrderView {
     pub status: &'static str,
     /// Trade ids of its executions, in order.
     pub trades: Vec<String>,
+    /// When the request that placed it reached the exchange (ns since the epoch).
+    pub arrived_ns: u64,
 }
 
 impl OrderView {
@@ -76,6 +78,7 @@ impl OrderView {
                 accounts::OrderStatus::Canceled => "canceled",
             },
             trades: o.trades.iter().map(|t| t.id.clone()).collect(),
+            arrived_ns: o.created_ns,
         }
     }
 }

@@ -293,7 +293,10 @@ impl VenueServer {
             Ok(usage) => usage,
             Err(reply) => return reply,
         };
-        let acct = account.as_ref().and_then(|a| st.accounts.get_mut(a));
+        let mut acct = account.as_ref().and_then(|a| st.accounts.get_mut(a));
+        if let Some(a) = acct.as_deref_mut() {
+            a.arrived_ns = at.as_nanos();
+        }
         let ctx = Ctx { req: &req, params: &params, market: &st.market, account: acct, next_id: &mut st.next_id };
         let mut reply = v.handle(ep, ctx);
         reply.headers.extend(v.usage_headers(&usage));

@@ -1,6 +1,7 @@
 //! The `sluice` command line, as a library so tests can run each command in-process:
 //!
 //! * [`bench`]: `sluice bench dispatch`, the dispatcher against the simulator.
+//! * [`execute_bench`]: `sluice bench execute`, signals to orders with the execution process killed.
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
@@ -12,6 +13,7 @@ pub mod bench;
 pub mod call;
 pub mod collect_bench;
 pub mod connect;
+pub mod execute_bench;
 pub mod load;
 pub mod process;
 pub mod replicas;

@@ -33,6 +33,9 @@ enum Bench {
     /// The signal service through a mock gateway: tick-to-signal without the
     /// model's time, and money per 1,000 signals at the shipped routing.
     Signal(sluice::signal_bench::SignalArgs),
+    /// The execution service live: signals to orders at the exchange through the
+    /// dispatcher, with the execution process killed and restarted.
+    Execute(sluice::execute_bench::ExecuteArgs),
 }
 
 #[tokio::main]
@@ -51,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench { which: Bench::Collect(a) } => sluice::collect_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Signal(a) } => sluice::signal_bench::run(a, &mut out).await?,
+        Command::Bench { which: Bench::Execute(a) } => sluice::execute_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
         Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,

@@ -232,7 +232,23 @@ impl Engine {
                 self.metrics.query("not_found");
                 let grace = Duration::from_millis(self.cfg.unknown_grace_ms);
                 let old = sent_at.is_some_and(|at| now.saturating_since(at) >= grace);
+                let before_restart = sent_at.is_some_and(|at| at < self.started);
+                let young = sent_at.is_some_and(|at| now.saturating_since(at) < Duration::from_millis(self.cfg.resend_within_ms));
                 match status {
+                    // Submitted by the previous run, never answered, not at the
+                    // exchange: its request may have died with that run before it
+                    // left. Sent again under the same idempotency key, which the
+                    // dispatcher never sends twice (it replays or waits for the
+                    // first, or says its outcome is unknown).
+                    OrderStatus::Submitted if before_restart && young && !self.resent.contains(cid) => {
+                        self.resent.insert(cid.to_owned());
+                        tracing::warn!(
+                            client_order_id = cid,
+                            "sent before a restart, never answered, not at the exchange: sent again under its idempotency key"
+                        );
+                        let o = self.new_order_of(cid)?;
+                        self.send_live(cid, &o)?;
+                    }
                     OrderStatus::Submitted | OrderStatus::Unknown if old => {
                         let secs = grace.as_secs();
                         let reason = format!("{exchange} has no such order {secs} s after it was sent: it never arrived");
@@ -376,6 +392,7 @@ impl Engine {
             self.next_rules = now + Duration::from_millis(self.cfg.rules_every_ms);
         }
         if now >= self.next_reconcile {
+            self.expire_unsent(now).await;
             self.reconcile(None, "schedule");
             self.next_reconcile = now + Duration::from_millis(self.cfg.reconcile_every_ms);
         }

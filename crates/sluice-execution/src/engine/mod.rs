@@ -129,6 +129,9 @@ pub enum SignalOutcome {
     /// Its order exists already (a redelivery).
     Duplicate(String),
     Skipped(&'static str),
+    /// Not decidable yet (no market data or trading rules since the start):
+    /// asked again shortly, until it is too old.
+    NotYet(&'static str),
     Denied(&'static str),
     /// Older than `max_signal_age`.
     Stale,
@@ -185,6 +188,11 @@ pub struct Engine {
     streams_down: HashSet<AccountId>,
     /// Open orders on the exchanges that this service did not place, reported once.
     foreign: BTreeSet<String>,
+    /// When this run of the service began: an order submitted before it may
+    /// have died with the previous run before its request left.
+    started: Time,
+    /// Orders sent again under their idempotency key after a restart (once each).
+    resent: HashSet<String>,
     /// gRPC submits waiting for their live order's first answer.
     waiters: HashMap<String, Vec<(Time, OrderReply)>>,
     /// When reconciliation and the rules refresh are next due.
@@ -247,6 +255,8 @@ impl Engine {
             balances: HashMap::new(),
             streams_down: HashSet::new(),
             foreign: BTreeSet::new(),
+            started: now,
+            resent: HashSet::new(),
             waiters: HashMap::new(),
             next_reconcile: now,
             next_rules: now,
@@ -294,7 +304,12 @@ impl Engine {
             return Ok(SignalOutcome::Ignored(format!("no strategy for {} {}", s.venue, s.symbol)));
         };
         let cid = crate::ids::derive(&crate::ids::signal_cause(&s.id, &s.venue, &s.symbol, s.ts_ns, &st.account.to_string()));
-        if self.orders.contains_key(&cid) {
+        if let Some(t) = self.orders.get(&cid) {
+            if t.state.status == OrderStatus::Initialized {
+                self.resume(&cid).await?;
+                self.metrics.signal("resumed");
+                return Ok(SignalOutcome::Placed(cid));
+            }
             self.metrics.signal("duplicate");
             return Ok(SignalOutcome::Duplicate(cid));
         }
@@ -307,11 +322,11 @@ impl Engine {
         let touch = self.markets.get(&key).and_then(Market::touch);
         let Some(rules) = self.rules(&st.account, &symbol) else {
             self.metrics.signal("no_rules");
-            return Ok(SignalOutcome::Skipped("no_rules"));
+            return Ok(SignalOutcome::NotYet("no_rules"));
         };
         let Some(touch) = touch else {
             self.metrics.signal("no_market_data");
-            return Ok(SignalOutcome::Skipped("no_market_data"));
+            return Ok(SignalOutcome::NotYet("no_market_data"));
         };
         let holding =
             Holding { position: self.position_qty(&st.account, &symbol), equity: self.equity(&st.account, &symbol.quote.to_string()) };
@@ -378,6 +393,9 @@ impl Engine {
             (true, true) => crate::ids::derive(&format!("request|{}", uuid::Uuid::new_v4())),
         };
         if let Some(existing) = self.orders.get(&client_order_id) {
+            if existing.state.status == OrderStatus::Initialized {
+                return self.resume(&client_order_id).await;
+            }
             return Ok(existing.view());
         }
         let rules =
@@ -484,7 +502,13 @@ impl Engine {
         let cid = o.client_order_id.clone();
         self.orders.insert(cid.clone(), tracked);
         self.metrics.orders_created.inc();
+        self.decide(o).await
+    }
 
+    /// Checks a journaled order against risk, then denies or submits and sends it.
+    async fn decide(&mut self, o: NewOrder) -> Result<pb::Order, Status> {
+        let now = self.now();
+        let cid = o.client_order_id.clone();
         let x = self.exposure(&o, now);
         let check = Intent { side: o.side, quantity: o.quantity, price: o.placement.worst_price(), spot: o.spot };
         let state = self.trading.0;
@@ -512,6 +536,59 @@ impl Engine {
         self.transition(&cid, Event::Submit).await?;
         self.send(&cid, &o).await?;
         Ok(self.view(&cid))
+    }
+
+    /// An order journaled but never checked or sent (the service stopped in
+    /// between): its signal or client order id came again, so it goes on from
+    /// where it stopped, under today's risk. It never left, so this sends it once.
+    async fn resume(&mut self, cid: &str) -> Result<pb::Order, Status> {
+        let o = self.new_order_of(cid)?;
+        tracing::info!(client_order_id = cid, "resuming an order journaled before a stop, never sent");
+        self.decide(o).await
+    }
+
+    /// A journaled order as it was made.
+    fn new_order_of(&self, cid: &str) -> Result<NewOrder, Status> {
+        let Some(t) = self.orders.get(cid) else { return Err(Status::not_found(format!("no order {cid}"))) };
+        let Some(st) = self.cfg.strategies.iter().find(|s| s.account == t.account && s.symbol == t.symbol) else {
+            return Err(Status::failed_precondition(format!("order {cid}: its market is no longer configured")));
+        };
+        let price = dec(&t.intent.price);
+        let market_order = t.intent.r#type == pb::OrderType::Market as i32;
+        let placement =
+            if market_order { Placement::Market { limit: price } } else { Placement::Limit { price, tif: tif_of(t.intent.time_in_force) } };
+        Ok(NewOrder {
+            account: t.account.clone(),
+            symbol: t.symbol.clone(),
+            market: t.market.clone(),
+            side: t.side,
+            quantity: t.state.quantity.get(),
+            placement,
+            market_order,
+            client_order_id: cid.to_owned(),
+            signal_id: t.intent.signal_id.clone(),
+            reduce_only: t.intent.reduce_only,
+            spot: st.is_spot(),
+        })
+    }
+
+    /// Orders journaled but never checked or sent, and not asked for again
+    /// within `max_signal_age_ms`, end denied: their cause is too old to act on.
+    async fn expire_unsent(&mut self, now: Time) {
+        let age = self.cfg.max_signal_age();
+        let old: Vec<String> = self
+            .orders
+            .iter()
+            .filter(|(_, t)| t.state.status == OrderStatus::Initialized)
+            .filter(|(_, t)| now.saturating_since(Time::from_nanos(t.intent.created_unix_ns.max(0) as u64)) > age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for cid in old {
+            let reason = "never checked or sent (the service stopped after journaling it), and too old to send now".to_owned();
+            if let Err(e) = self.transition(&cid, Event::Deny { reason }).await {
+                tracing::warn!(client_order_id = %cid, error = %e.message(), "cannot end an unsent order");
+            }
+        }
     }
 
     /// Sends a submitted order to the venue and applies what it answers.
