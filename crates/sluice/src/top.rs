@@ -1,7 +1,9 @@
 //! `sluice top`: a live summary of the dispatcher's budgets (usage against limit,
-//! rate factor, queue, in flight, 429s, bans), of what the simulator saw, and of
-//! the live prices the collector publishes on NATS (best bid and ask of every book
-//! with its age and state), refreshed from the dispatcher's WatchBudgets stream.
+//! rate factor, queue, in flight, 429s, bans), of what the simulator saw, of the
+//! live prices the collector publishes on NATS (best bid and ask of every book
+//! with its age and state), the latest signals, and the execution service (its
+//! trading state, PnL per account, open orders, positions and the latest fills),
+//! refreshed from the dispatcher's WatchBudgets stream.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use rust_decimal::Decimal;
+use sluice_proto::execution::v1 as ex;
 use sluice_proto::md::v1 as md;
 
 use sluice_proto::dispatcher::v1::{GetBudgetsResponse, WatchBudgetsRequest};
@@ -38,6 +41,10 @@ pub struct TopArgs {
     /// which also carries its private streams' state) and the latest signals.
     #[arg(long, env = "SLUICE_NATS_URL")]
     pub nats: Option<String>,
+    /// The execution service's gRPC address, to show its trading state, PnL,
+    /// open orders and positions (and, with --nats, its latest fills).
+    #[arg(long, env = "SLUICE_EXECUTION_URL")]
+    pub execution: Option<String>,
 }
 
 /// The latest best levels of every book and the collectors' last heartbeats, as
@@ -49,7 +56,12 @@ pub struct Board {
     pub heartbeats: BTreeMap<String, md::CollectorHeartbeat>,
     /// (venue, symbol) to its latest signal.
     pub signals: BTreeMap<(String, String), sluice_proto::signal::v1::Signal>,
+    /// The execution service's latest fills, newest last.
+    pub fills: std::collections::VecDeque<ex::ExecFill>,
 }
+
+/// Fills kept for the summary.
+const FILLS_SHOWN: usize = 8;
 
 impl Board {
     /// Takes one NATS message; anything that does not decode is ignored (a
@@ -65,6 +77,14 @@ impl Board {
             ["collector", "heartbeat", name] => {
                 if let Ok(h) = md::CollectorHeartbeat::decode(payload) {
                     self.heartbeats.insert((*name).to_owned(), h);
+                }
+            }
+            ["exec", _, _, "fill"] => {
+                if let Ok(f) = ex::ExecFill::decode(payload) {
+                    self.fills.push_back(f);
+                    while self.fills.len() > FILLS_SHOWN {
+                        self.fills.pop_front();
+                    }
                 }
             }
             ["signal", venue, symbol] => {
@@ -133,6 +153,88 @@ pub fn render_prices(board: &Board, now_ns: i64) -> String {
     out
 }
 
+/// What the execution service said, for one summary.
+#[derive(Debug, Default)]
+pub struct ExecView {
+    pub state: ex::TradingStateChange,
+    pub pnl: ex::PnlReport,
+    pub open: Vec<ex::Order>,
+    pub positions: Vec<ex::Position>,
+}
+
+/// Asks the execution service for one summary.
+async fn exec_view(url: &str) -> anyhow::Result<ExecView> {
+    let mut c = ex::execution_client::ExecutionClient::connect(url.to_owned()).await?;
+    Ok(ExecView {
+        state: c.get_trading_state(ex::GetTradingStateRequest {}).await?.into_inner(),
+        pnl: c.get_pnl(ex::GetPnlRequest::default()).await?.into_inner(),
+        open: c.list_orders(ex::ListOrdersRequest { open_only: true, limit: 10, ..Default::default() }).await?.into_inner().orders,
+        positions: c.list_positions(ex::ListPositionsRequest::default()).await?.into_inner().positions,
+    })
+}
+
+fn side(n: i32) -> &'static str {
+    if n == ex::Side::Sell as i32 { "sell" } else { "buy" }
+}
+
+/// Renders the execution service's summary (pure, for tests).
+pub fn render_execution(v: &ExecView, fills: &std::collections::VecDeque<ex::ExecFill>) -> String {
+    let mut out = String::new();
+    let state = v.state.state().as_str_name().trim_start_matches("TRADING_STATE_");
+    let _ = writeln!(out, "execution: {state} (set by {}: {})", v.state.by, v.state.reason);
+    let _ = writeln!(out, "{:<14} {:>14} {:>14} {:>12} {:>14} {:>16}", "ACCOUNT", "REALIZED", "UNREALIZED", "FEES", "DAY_PNL", "EQUITY");
+    for a in &v.pnl.accounts {
+        let _ =
+            writeln!(out, "{:<14} {:>14} {:>14} {:>12} {:>14} {:>16}", a.account, a.realized, a.unrealized, a.fees, a.day_pnl, a.equity);
+    }
+    if v.positions.iter().any(|p| p.quantity != "0") {
+        let _ = writeln!(out, "{:<14} {:<10} {:>14} {:>14} {:>14} {:>14}", "POSITION", "SYMBOL", "QTY", "AVG_COST", "MARK", "UNREALIZED");
+        for p in v.positions.iter().filter(|p| p.quantity != "0") {
+            let _ = writeln!(
+                out,
+                "{:<14} {:<10} {:>14} {:>14} {:>14} {:>14}",
+                p.account, p.symbol, p.quantity, p.average_cost, p.mark_price, p.unrealized_pnl
+            );
+        }
+    }
+    if v.open.is_empty() {
+        let _ = writeln!(out, "no open orders");
+    } else {
+        let _ = writeln!(out, "{:<34} {:<10} {:<4} {:>12} {:>14} {:>12}  STATUS", "OPEN ORDER", "SYMBOL", "SIDE", "QTY", "PRICE", "FILLED");
+        for o in &v.open {
+            let status = o.status().as_str_name().trim_start_matches("ORDER_STATUS_").to_ascii_lowercase();
+            let _ = writeln!(
+                out,
+                "{:<34} {:<10} {:<4} {:>12} {:>14} {:>12}  {status}",
+                o.client_order_id,
+                o.symbol,
+                side(o.side),
+                o.quantity,
+                o.price,
+                o.filled_quantity
+            );
+        }
+    }
+    if !fills.is_empty() {
+        let _ = writeln!(out, "{:<14} {:<10} {:<4} {:>12} {:>14} {:>12}  TRADE", "FILL", "SYMBOL", "SIDE", "QTY", "PRICE", "FEE");
+        for f in fills.iter().rev() {
+            let fee = if f.fee_asset.is_empty() { f.fee.clone() } else { format!("{} {}", f.fee, f.fee_asset) };
+            let _ = writeln!(
+                out,
+                "{:<14} {:<10} {:<4} {:>12} {:>14} {:>12}  {}",
+                f.account,
+                f.symbol,
+                side(f.side),
+                f.quantity,
+                f.price,
+                fee,
+                f.trade_id
+            );
+        }
+    }
+    out
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
@@ -143,6 +245,7 @@ async fn watch_prices(url: &str, board: Arc<Mutex<Board>>) -> anyhow::Result<()>
     let mut books = client.subscribe("md.*.book.*").await?;
     let mut beats = client.subscribe("collector.heartbeat.*").await?;
     let mut signals = client.subscribe("signal.*.*").await?;
+    let mut fills = client.subscribe("exec.*.*.fill").await?;
     // Signals come a minute apart: the latest of each symbol is read from the
     // SIGNAL stream at once (the live subscription brings the ones after).
     let js = async_nats::jetstream::new(client.clone());
@@ -170,6 +273,7 @@ async fn watch_prices(url: &str, board: Arc<Mutex<Board>>) -> anyhow::Result<()>
                 Some(m) = books.next() => m,
                 Some(m) = beats.next() => m,
                 Some(m) = signals.next() => m,
+                Some(m) = fills.next() => m,
                 else => break,
             };
             board.lock().unwrap_or_else(|p| p.into_inner()).take(m.subject.as_str(), &m.payload);
@@ -325,6 +429,15 @@ pub async fn run(args: TopArgs, out: &mut dyn std::io::Write) -> anyhow::Result<
             if args.nats.is_some() {
                 text.push_str(&render_prices(&board.lock().unwrap_or_else(|p| p.into_inner()), now_ns()));
             }
+            if let Some(url) = &args.execution {
+                match exec_view(url).await {
+                    Ok(v) => text.push_str(&render_execution(&v, &board.lock().unwrap_or_else(|p| p.into_inner()).fills)),
+                    Err(e) if args.once => anyhow::bail!("cannot reach the execution service at {url}: {e}"),
+                    Err(e) => {
+                        let _ = writeln!(text, "execution service at {url}: {e}");
+                    }
+                }
+            }
             if tty {
                 write!(out, "\x1b[2J\x1b[H{text}")?;
             } else {
@@ -452,5 +565,72 @@ mod tests {
                 && line.contains("2s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn renders_the_execution_service() {
+        let mut board = Board::default();
+        for i in 0..10 {
+            let f = ex::ExecFill {
+                account: "binance/demo".into(),
+                symbol: "BTC-USDT".into(),
+                trade_id: format!("t{i}"),
+                side: ex::Side::Buy as i32,
+                price: "65000".into(),
+                quantity: "0.01".into(),
+                fee: "0.65".into(),
+                fee_asset: "USDT".into(),
+                ..Default::default()
+            };
+            board.take("exec.binance.demo.fill", &f.encode_to_vec());
+        }
+        assert_eq!(board.fills.len(), FILLS_SHOWN, "only the latest are kept");
+        let v = ExecView {
+            state: ex::TradingStateChange {
+                state: ex::TradingState::Halted as i32,
+                reason: "drill".into(),
+                by: "grpc".into(),
+                time_unix_ns: 0,
+            },
+            pnl: ex::PnlReport {
+                accounts: vec![ex::AccountPnl {
+                    account: "binance/demo".into(),
+                    realized: "12.5".into(),
+                    unrealized: "-3".into(),
+                    fees: "1.3".into(),
+                    day_pnl: "8.2".into(),
+                    equity: "10008.2".into(),
+                }],
+            },
+            open: vec![ex::Order {
+                client_order_id: "sl1".into(),
+                symbol: "BTC-USDT".into(),
+                side: ex::Side::Sell as i32,
+                quantity: "0.01".into(),
+                price: "66000".into(),
+                status: ex::OrderStatus::PartiallyFilled as i32,
+                filled_quantity: "0.004".into(),
+                ..Default::default()
+            }],
+            positions: vec![ex::Position {
+                account: "binance/demo".into(),
+                symbol: "BTC-USDT".into(),
+                quantity: "0.02".into(),
+                average_cost: "64000".into(),
+                mark_price: "63850".into(),
+                unrealized_pnl: "-3".into(),
+                ..Default::default()
+            }],
+        };
+        let text = render_execution(&v, &board.fills);
+        assert!(text.starts_with("execution: HALTED (set by grpc: drill)"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("binance/demo") && l.contains("12.5") && l.contains("10008.2")), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("sl1") && l.contains("sell") && l.contains("0.004") && l.ends_with("partially_filled")),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l.contains("64000") && l.contains("63850")), "{text}");
+        assert!(text.lines().any(|l| l.contains("0.65 USDT") && l.ends_with("t9")), "the newest fill first: {text}");
+        assert!(!text.contains(" t1\n"), "{text}");
     }
 }
