@@ -180,3 +180,73 @@ async fn signals_become_paper_orders_once_under_risk_and_survive_a_restart() {
     stop2.cancel();
     running.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_before_market_data_waits_and_an_order_journaled_but_never_sent_resumes() {
+    sluice_service::telemetry::init("test");
+    let nats = Nats::start().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "SIGNAL".into(),
+        subjects: vec!["signal.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // A run that stopped right after journaling an order's intent: nothing was
+    // checked or sent.
+    let s2 = signal("sig-2", sig::Action::Buy, now_ns());
+    let cid = sluice_execution::ids::derive(&sluice_execution::ids::signal_cause("sig-2", "binance", "BTC-USDT", s2.ts_ns, "binance/demo"));
+    let mut journal = sluice_execution::journal::Journal::open(js.clone(), "ORDERS", Duration::from_secs(3600)).await.unwrap();
+    let intent = pb::Order {
+        client_order_id: cid.clone(),
+        account: "binance/demo".into(),
+        symbol: "BTC-USDT".into(),
+        side: pb::Side::Buy as i32,
+        r#type: pb::OrderType::Limit as i32,
+        time_in_force: pb::TimeInForce::Gtc as i32,
+        quantity: "0.00749".into(),
+        price: "60000".into(),
+        status: pb::OrderStatus::Initialized as i32,
+        signal_id: "sig-2".into(),
+        paper: true,
+        created_unix_ns: now_ns(),
+        ..Default::default()
+    };
+    let subject = sluice_execution::journal::subject("binance", "demo", &cid);
+    let entry = pb::JournalEntry {
+        client_order_id: cid.clone(),
+        seq: 1,
+        time_unix_ns: now_ns(),
+        entry: Some(pb::journal_entry::Entry::Intent(intent)),
+    };
+    journal.append(&subject, &entry).await.unwrap();
+
+    let stop = CancellationToken::new();
+    let running = sluice_execution::start(config(&nats), stop.clone()).await.unwrap();
+    let mut api = ExecutionClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    let rebuilt = api.get_order(pb::GetOrderRequest { client_order_id: cid.clone() }).await.unwrap().into_inner();
+    assert_eq!(rebuilt.status, pb::OrderStatus::Initialized as i32);
+
+    // Signals with no market data yet: not dropped, decided once it comes.
+    publish_signal(&js, &signal("sig-3", sig::Action::Buy, now_ns())).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(orders(&mut api).await.iter().all(|o| o.signal_id != "sig-3"), "nothing to decide on yet");
+    publish_book(&client, "60000", "60010").await;
+    let placed = until("the waiting signal's order", async || orders(&mut api).await.into_iter().find(|o| o.signal_id == "sig-3")).await;
+    assert_eq!(placed.status, pb::OrderStatus::Accepted as i32, "{placed:?}");
+
+    // The journaled order's signal comes again: it goes on from where it stopped.
+    publish_signal(&js, &s2).await;
+    let resumed = until("the resumed order", async || {
+        let o = api.get_order(pb::GetOrderRequest { client_order_id: cid.clone() }).await.unwrap().into_inner();
+        (o.status != pb::OrderStatus::Initialized as i32).then_some(o)
+    })
+    .await;
+    assert_eq!(resumed.status, pb::OrderStatus::Accepted as i32, "checked, then sent once: {resumed:?}");
+    assert_eq!(orders(&mut api).await.iter().filter(|o| o.client_order_id == cid).count(), 1);
+    stop.cancel();
+    running.wait().await;
+}
