@@ -18,6 +18,7 @@ fn entry(cid: &str, seq: u64, event: &str) -> pb::JournalEntry {
         } else {
             pb::journal_entry::Entry::Transition(pb::Transition { event: event.into(), ..Default::default() })
         }),
+        then: None,
     }
 }
 

@@ -221,6 +221,7 @@ async fn a_signal_before_market_data_waits_and_an_order_journaled_but_never_sent
         seq: 1,
         time_unix_ns: now_ns(),
         entry: Some(pb::journal_entry::Entry::Intent(intent)),
+        then: None,
     };
     journal.append(&subject, &entry).await.unwrap();
 

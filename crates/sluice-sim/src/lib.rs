@@ -63,7 +63,7 @@ pub struct OrderView {
 }
 
 impl OrderView {
-    fn of(o: &accounts::SimOrder) -> OrderView {
+    pub(crate) fn of(o: &accounts::SimOrder) -> OrderView {
         OrderView {
             id: o.id.clone(),
             client_id: o.client_id.clone(),
@@ -213,6 +213,11 @@ impl SimHandle {
     /// exchange or market.
     pub fn print_trade(&self, exchange: Exchange, native: &str, price: Decimal, qty: Decimal) -> bool {
         self.venues.get(&exchange).is_some_and(|v| v.print_trade(native, price, qty))
+    }
+
+    /// The order of `account` on `exchange` with client order id `cid`, if any.
+    pub fn order_by_client(&self, exchange: Exchange, account: &str, cid: &str) -> Option<OrderView> {
+        self.venues.get(&exchange)?.order_by_client(account, cid)
     }
 
     /// Every order of `account` on `exchange`, as the simulated exchange keeps them.

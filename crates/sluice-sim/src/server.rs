@@ -218,6 +218,12 @@ impl VenueServer {
         }
     }
 
+    /// The order of `account` with client order id `cid`.
+    pub(crate) fn order_by_client(&self, account: &str, cid: &str) -> Option<crate::OrderView> {
+        let st = self.lock();
+        st.accounts.get(account)?.get(&crate::accounts::OrderKey::Client(cid.to_owned())).map(crate::OrderView::of)
+    }
+
     /// Every order of `account`, as the exchange keeps it.
     pub(crate) fn orders(&self, account: &str) -> Vec<crate::OrderView> {
         let st = self.lock();

@@ -125,6 +125,8 @@ struct Sent {
     arrived_ns: Option<i64>,
     /// Published while the service was down or starting.
     during_restart: bool,
+    /// Journaled as submitted (intent, risk and submit done), by the service's clock.
+    submitted_ns: i64,
 }
 
 /// The execution process, restarted after each kill; the windows in which it was
@@ -157,8 +159,9 @@ impl Proc {
     }
 }
 
-/// Statuses of the orders seen on `exec.*.*.order`, by client order id.
-type Statuses = Arc<Mutex<HashMap<String, i32>>>;
+/// What `exec.*.*.order` said of each order, by client order id: its latest
+/// status and when it was journaled as submitted (its `updated_unix_ns` then).
+type Statuses = Arc<Mutex<HashMap<String, (i32, i64)>>>;
 
 async fn watch_orders(nats: &async_nats::Client) -> anyhow::Result<Statuses> {
     let mut sub = nats.subscribe("exec.*.*.order").await?;
@@ -168,7 +171,12 @@ async fn watch_orders(nats: &async_nats::Client) -> anyhow::Result<Statuses> {
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if let Ok(o) = pb::Order::decode(m.payload) {
-                s.lock().unwrap_or_else(|p| p.into_inner()).insert(o.client_order_id, o.status);
+                let mut seen = s.lock().unwrap_or_else(|p| p.into_inner());
+                let e = seen.entry(o.client_order_id).or_insert((o.status, 0));
+                e.0 = o.status;
+                if o.status == pb::OrderStatus::Submitted as i32 {
+                    e.1 = o.updated_unix_ns;
+                }
             }
         }
     });
@@ -210,7 +218,8 @@ async fn run_loop(
         let cid = sluice_execution::ids::derive(&sluice_execution::ids::signal_cause(&id, m.venue, m.symbol, ts_ns, m.account));
         // Until its order is at the exchange, then until it has ended here.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut sent = Sent { exchange: m.exchange, cid: cid.clone(), published_ns: ts_ns, arrived_ns: None, during_restart };
+        let mut sent =
+            Sent { exchange: m.exchange, cid: cid.clone(), published_ns: ts_ns, arrived_ns: None, during_restart, submitted_ns: 0 };
         while Instant::now() < deadline {
             if sent.arrived_ns.is_none() {
                 sent.arrived_ns = st
@@ -220,12 +229,13 @@ async fn run_loop(
                     .find(|o| o.client_id.as_deref() == Some(cid.as_str()))
                     .map(|o| o.arrived_ns as i64);
             }
-            let done = statuses.lock().unwrap_or_else(|p| p.into_inner()).get(&cid).copied().is_some_and(ended);
+            let done = statuses.lock().unwrap_or_else(|p| p.into_inner()).get(&cid).copied().is_some_and(|(s, _)| ended(s));
             if sent.arrived_ns.is_some() && done {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        sent.submitted_ns = statuses.lock().unwrap_or_else(|p| p.into_inner()).get(&cid).map_or(0, |(_, at)| *at);
         out.push(sent);
         i += 1;
         tokio::time::sleep(interval).await;
@@ -347,6 +357,27 @@ pub async fn run(args: ExecuteArgs, out: &mut impl std::io::Write) -> anyhow::Re
         crate::percentile(&running, 90.0),
         running.last().copied().unwrap_or(0.0)
     )?;
+    // Where the time goes, for the running service: up to the submit journaled
+    // (NATS delivery, the intent and submit written), then to the exchange
+    // (the dispatcher and the HTTP hop).
+    let mut to_submit: Vec<f64> = Vec::new();
+    let mut to_exchange: Vec<f64> = Vec::new();
+    for s in sent.iter().filter(|s| !hit(s) && s.submitted_ns > 0) {
+        if let Some(t) = s.arrived_ns {
+            to_submit.push((s.submitted_ns - s.published_ns) as f64 / 1e6);
+            to_exchange.push((t - s.submitted_ns) as f64 / 1e6);
+        }
+    }
+    to_submit.sort_by(f64::total_cmp);
+    to_exchange.sort_by(f64::total_cmp);
+    writeln!(
+        out,
+        "  signal to submit journaled: p50 {:.3} ms, p99 {:.3} ms; submit to the exchange: p50 {:.3} ms, p99 {:.3} ms",
+        crate::percentile(&to_submit, 50.0),
+        crate::percentile(&to_submit, 99.0),
+        crate::percentile(&to_exchange, 50.0),
+        crate::percentile(&to_exchange, 99.0)
+    )?;
     if !caught.is_empty() {
         writeln!(
             out,
@@ -354,6 +385,19 @@ pub async fn run(args: ExecuteArgs, out: &mut impl std::io::Write) -> anyhow::Re
             crate::percentile(&caught, 50.0),
             caught.last().copied().unwrap_or(0.0)
         )?;
+    }
+    // The dispatcher's own view of the orders' wait for budget.
+    if let Ok(text) = reqwest::get(format!("http://{}/metrics", st.dispatcher.ops_addr)).await?.text().await {
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l.contains("class=\"order\""))
+                .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+                .sum()
+        };
+        let (wait, n) = (sum("sluice_dispatcher_queue_wait_seconds_sum"), sum("sluice_dispatcher_queue_wait_seconds_count"));
+        if n > 0.0 {
+            writeln!(out, "  the dispatcher's queue wait for orders: mean {:.3} ms over {n} calls", wait / n * 1e3)?;
+        }
     }
     writeln!(out, "orders on the exchanges: {total_orders} (for {} distinct client ids)", per_cid.len())?;
     for s in sent.iter().filter(|s| s.arrived_ns.is_none()) {

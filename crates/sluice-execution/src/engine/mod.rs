@@ -453,7 +453,9 @@ impl Engine {
         self.positions.get(&(account.to_string(), symbol.to_string())).map_or(Decimal::ZERO, |p| p.qty)
     }
 
-    /// Journals a new order, checks risk, submits it to the venue.
+    /// Checks a new order against risk and journals it with that first decision
+    /// in one entry (its intent and `deny` or `submit`, one write for a new
+    /// order), then denies it or sends it.
     async fn place(&mut self, o: NewOrder) -> Result<pb::Order, Status> {
         let now = self.now();
         self.roll_day(now);
@@ -480,46 +482,59 @@ impl Engine {
             updated_unix_ns: now.as_nanos() as i64,
             ..Default::default()
         };
-        let subject = journal::subject(o.account.exchange.as_str(), &o.account.name, &o.client_order_id);
+        let verdict = self.verdict(&o, now);
+        let first = match &verdict {
+            Err(d) => Event::Deny { reason: d.to_string() },
+            Ok(()) => Event::Submit,
+        };
+        let cid = o.client_order_id.clone();
+        let mut state = OrderState::new(cid.clone(), quantity, now);
+        state.apply(&first, now).map_err(|e| Status::internal(e.to_string()))?;
+        let subject = journal::subject(o.account.exchange.as_str(), &o.account.name, &cid);
         let entry = pb::JournalEntry {
-            client_order_id: o.client_order_id.clone(),
+            client_order_id: cid.clone(),
             seq: 1,
             time_unix_ns: now.as_nanos() as i64,
             entry: Some(pb::journal_entry::Entry::Intent(intent.clone())),
+            then: Some(transition_entry(&first, &state, &intent)),
         };
         self.journal.append(&subject, &entry).await.map_err(|e| Status::unavailable(format!("{e}; nothing was sent")))?;
+        let sent_at = (first == Event::Submit).then_some(now);
         let tracked = Tracked {
             intent,
             account: o.account.clone(),
             symbol: o.symbol.clone(),
             side: o.side,
             market: o.market.clone(),
-            state: OrderState::new(o.client_order_id.clone(), quantity, now),
-            seq: 1,
+            state,
+            seq: 2,
             subject,
-            sent_at: None,
+            sent_at,
         };
-        let cid = o.client_order_id.clone();
         self.orders.insert(cid.clone(), tracked);
         self.metrics.orders_created.inc();
-        self.decide(o).await
+        self.metrics.transition(first.name());
+        let view = self.view(&cid);
+        self.publish(&event_subject(&o.account, "order"), view.encode_to_vec()).await;
+        self.carry_out(o, verdict, now).await
     }
 
-    /// Checks a journaled order against risk, then denies or submits and sends it.
-    async fn decide(&mut self, o: NewOrder) -> Result<pb::Order, Status> {
-        let now = self.now();
-        let cid = o.client_order_id.clone();
-        let x = self.exposure(&o, now);
+    /// Risk's verdict on an order now.
+    fn verdict(&mut self, o: &NewOrder, now: Time) -> Result<(), Denial> {
+        let x = self.exposure(o, now);
         let check = Intent { side: o.side, quantity: o.quantity, price: o.placement.worst_price(), spot: o.spot };
         let state = self.trading.0;
         let rate = self.rates.entry(o.account.to_string()).or_default();
-        let verdict = if o.reduce_only && !risk::reduces(o.side, o.quantity, x.position) {
-            Err(Denial::NotReducing { state: "reduce-only order", position: x.position })
-        } else {
-            risk::check(self.cfg.limits(&o.account), state, &check, &x, rate, now)
-        };
+        if o.reduce_only && !risk::reduces(o.side, o.quantity, x.position) {
+            return Err(Denial::NotReducing { state: "reduce-only order", position: x.position });
+        }
+        risk::check(self.cfg.limits(&o.account), state, &check, &x, rate, now)
+    }
+
+    /// What follows a journaled decision: the denial published, or the order sent.
+    async fn carry_out(&mut self, o: NewOrder, verdict: Result<(), Denial>, now: Time) -> Result<pb::Order, Status> {
+        let cid = o.client_order_id.clone();
         if let Err(denial) = verdict {
-            self.transition(&cid, Event::Deny { reason: denial.to_string() }).await?;
             self.metrics.denial(denial.kind());
             let d = pb::Denial {
                 account: o.account.to_string(),
@@ -533,9 +548,22 @@ impl Engine {
             self.publish(&event_subject(&o.account, "denial"), d.encode_to_vec()).await;
             return Ok(self.view(&cid));
         }
-        self.transition(&cid, Event::Submit).await?;
         self.send(&cid, &o).await?;
         Ok(self.view(&cid))
+    }
+
+    /// Checks an order journaled without a decision against risk, journals the
+    /// decision, then denies or sends it.
+    async fn decide(&mut self, o: NewOrder) -> Result<pb::Order, Status> {
+        let now = self.now();
+        let cid = o.client_order_id.clone();
+        let verdict = self.verdict(&o, now);
+        let first = match &verdict {
+            Err(d) => Event::Deny { reason: d.to_string() },
+            Ok(()) => Event::Submit,
+        };
+        self.transition(&cid, first).await?;
+        self.carry_out(o, verdict, now).await
     }
 
     /// An order journaled but never checked or sent (the service stopped in
@@ -672,6 +700,7 @@ impl Engine {
             seq,
             time_unix_ns: now.as_nanos() as i64,
             entry: Some(pb::journal_entry::Entry::Transition(transition.clone())),
+            then: None,
         };
         self.journal.append(&subject, &entry).await.map_err(|e| Status::unavailable(e.to_string()))?;
         if let Some(t) = self.orders.get_mut(cid) {

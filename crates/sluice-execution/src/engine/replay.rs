@@ -48,6 +48,16 @@ impl Engine {
                             intent: o,
                         },
                     );
+                    // Its first decision, journaled with it.
+                    if let Some(t) = self.orders.get_mut(&cid)
+                        && let Some(event) = e.then.as_ref().and_then(|tr| event_of(tr, created))
+                        && t.state.apply(&event, created).is_ok()
+                    {
+                        t.seq = e.seq + 1;
+                        if event == Event::Submit {
+                            t.sent_at = Some(created);
+                        }
+                    }
                 }
                 Some(pb::journal_entry::Entry::Transition(tr)) => {
                     let Some(t) = self.orders.get_mut(&cid) else { continue };
