@@ -98,6 +98,13 @@ pub struct SignalConfig {
     pub symbols: Vec<SymbolConfig>,
     /// Signals are kept this long in the JetStream stream SIGNAL.
     pub stream_max_age_s: u64,
+    /// The dispatcher, to backfill each symbol's window with the last hour of
+    /// one-minute candles at start (none: the window fills from live trades).
+    #[serde(default)]
+    pub dispatcher_url: Option<String>,
+    /// A file holding the bearer token the dispatcher knows this service by.
+    #[serde(default)]
+    pub dispatcher_token_file: Option<std::path::PathBuf>,
     /// Set by `load`: the key from the environment, or none (offline).
     #[serde(skip)]
     pub api_key: Option<SecretString>,
@@ -117,6 +124,12 @@ impl SignalConfig {
         cfg.nats_auth.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(v) = env("SLUICE_SIGNAL_OPS_LISTEN") {
             cfg.ops_listen = v.parse().map_err(|_| ConfigError::Invalid(format!("SLUICE_SIGNAL_OPS_LISTEN '{v}' is not an address")))?;
+        }
+        if let Some(v) = env("SLUICE_SIGNAL_DISPATCHER_URL").filter(|v| !v.is_empty()) {
+            cfg.dispatcher_url = Some(v);
+        }
+        if let Some(v) = env("SLUICE_SIGNAL_DISPATCHER_TOKEN_FILE").filter(|v| !v.is_empty()) {
+            cfg.dispatcher_token_file = Some(v.into());
         }
         if let Some(v) = env("SLUICE_SIGNAL_GATEWAY_URL") {
             cfg.gateway.base_url = v;

@@ -85,6 +85,14 @@ impl Window {
         }
     }
 
+    /// Older history: each candle's close as a trade at the end of its minute.
+    pub fn seed(&mut self, candles: &[crate::backfill::Candle]) {
+        for c in candles {
+            let end_ns = i64::try_from((c.open_ms + 59_999) * 1_000_000).unwrap_or(i64::MAX);
+            self.trade(end_ns, c.close, c.volume);
+        }
+    }
+
     pub fn top(&mut self, top: Top) {
         self.top = Some(top);
     }
@@ -183,6 +191,21 @@ mod tests {
     }
 
     const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn a_backfilled_window_has_every_horizon_at_once() {
+        let mut w = Window::new(Duration::from_secs(3600), 1000);
+        let candles: Vec<crate::backfill::Candle> = (0..61u64)
+            .map(|m| crate::backfill::Candle { open_ms: m * 60_000, close: Decimal::from(100 + m), volume: Decimal::ONE })
+            .collect();
+        w.seed(&candles);
+        w.trade(61 * 60 * S, d("200"), d("1"));
+        let f = w.snapshot().unwrap().features;
+        for h in ["1m", "5m", "15m"] {
+            assert!(f.returns.iter().any(|r| r.horizon == h && !r.value.is_empty()), "{h}: {:?}", f.returns);
+        }
+        assert!(!f.volatility.is_empty());
+    }
 
     #[test]
     fn returns_reach_only_as_far_back_as_the_window() {

@@ -10,6 +10,7 @@
 //!   the gateway's own limits.
 //! * [`service`]: NATS in and out, cadence, metrics; [`start`] and [`run`].
 
+pub mod backfill;
 pub mod config;
 pub mod cost;
 pub mod features;

@@ -160,6 +160,8 @@ pub enum SignalError {
     Nats { url: String, message: String },
     #[error(transparent)]
     Ops(#[from] sluice_service::http::OpsError),
+    #[error("dispatcher at {url}: {message}")]
+    Dispatcher { url: String, message: String },
 }
 
 /// A running service.
@@ -254,6 +256,15 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
         news: Mutex::new(HashMap::new()),
         metrics,
     });
+    if let Some(url) = shared.config.dispatcher_url.clone() {
+        let token = sluice_service::credentials::Bearer::from_file(shared.config.dispatcher_token_file.as_deref())
+            .map_err(|e| SignalError::Dispatcher { url: url.clone(), message: e.to_string() })?;
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| SignalError::Dispatcher { url: url.clone(), message: e.to_string() })?
+            .connect_lazy();
+        let client = sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient::with_interceptor(channel, token);
+        tokio::spawn(backfill(shared.clone(), client));
+    }
     let tasks = vec![
         ops,
         tokio::spawn(keep_stream(shared.nats.clone(), shared.config.stream_max_age_s, shutdown.clone())),
@@ -269,6 +280,39 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
 pub async fn run(config: SignalConfig, shutdown: CancellationToken) -> Result<(), SignalError> {
     start(config, shutdown).await?.wait().await;
     Ok(())
+}
+
+/// Seeds every symbol's window with the last hour of one-minute candles from its
+/// exchange, through the dispatcher at backfill priority. A symbol whose
+/// candles cannot be read fills from live trades only (logged, never fatal).
+type Dispatcher = sluice_proto::dispatcher::v1::dispatcher_client::DispatcherClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, sluice_service::credentials::Bearer>,
+>;
+
+async fn backfill(sh: Arc<Shared>, client: Dispatcher) {
+    let minutes = u32::try_from(sh.config.window_s / 60).unwrap_or(60).max(1);
+    for s in &sh.config.symbols {
+        let Some(mut req) = crate::backfill::request(&s.venue, &s.symbol, minutes) else { continue };
+        req.timeout = Some(sluice_proto::prost_types::Duration { seconds: 10, nanos: 0 });
+        let answer = client.clone().call(req).await;
+        let candles = match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                crate::backfill::read(&s.venue, u16::try_from(r.status).unwrap_or(0), &r.body)
+            }
+            Err(e) => Err(format!("{:?}: {}", e.code(), e.message())),
+        };
+        match candles {
+            Ok(c) => {
+                let k = key(&s.venue, &s.symbol.to_string());
+                if let Some(sym) = sh.syms.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&k) {
+                    sym.window.seed(&c);
+                }
+                tracing::info!(venue = %s.venue, symbol = %s.symbol, candles = c.len(), "window backfilled");
+            }
+            Err(why) => tracing::warn!(venue = %s.venue, symbol = %s.symbol, %why, "cannot backfill; the window fills from live trades"),
+        }
+    }
 }
 
 /// Reads trades, books and headlines into the windows; fires move triggers.
