@@ -374,7 +374,8 @@ fn history(rng: &mut StdRng, mid: Decimal, tick: Decimal, lot: Decimal, now_ms: 
     let mut out = VecDeque::with_capacity(300);
     let mut close = mid;
     let current = now_ms - now_ms % MINUTE_MS;
-    for k in (1..=300u64).rev().map(|k| k - 1) {
+    // Newest first, each pushed in front: the deque ends oldest to newest.
+    for k in 0..300u64 {
         let steps: i64 = rng.random_range(-20..=20);
         let open = (close - tick * Decimal::from(steps)).max(tick);
         let high = open.max(close) + tick * Decimal::from(rng.random_range(0..=10u32));
@@ -425,6 +426,21 @@ mod tests {
             assert_eq!(inst.book.bids.len(), DEPTH);
             assert!(inst.book.bids.keys().all(|p| (*p / inst.tick).fract().is_zero()), "prices on the tick");
         }
+    }
+
+    #[test]
+    fn the_history_ends_at_the_last_minute_at_the_price_now() {
+        let cfg = SimConfig::shipped();
+        let now = 1_700_000_030_000;
+        let m = Market::new(Exchange::Binance, &cfg.markets, 1, now);
+        let i = m.instrument("BTCUSDT").unwrap();
+        let (first, last) = (i.candles.front().unwrap(), i.candles.back().unwrap());
+        assert_eq!(last.open_ms, now - now % MINUTE_MS - MINUTE_MS, "the newest candle is the last whole minute");
+        assert_eq!(last.close, i.mid);
+        assert!(
+            first.open_ms < last.open_ms && i.candles.iter().zip(i.candles.iter().skip(1)).all(|(a, b)| a.open_ms < b.open_ms),
+            "oldest first"
+        );
     }
 
     #[test]
