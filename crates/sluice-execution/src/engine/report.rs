@@ -11,6 +11,12 @@ use crate::config::AccountId;
 use crate::positions::Position;
 use crate::risk::Exposure;
 
+/// An amount as shown (API, events): kept exact inside, shown to 8 decimal
+/// places (an average cost is a quotient with no end).
+fn shown(d: Decimal) -> String {
+    d.round_dp(8).normalize().to_string()
+}
+
 impl Engine {
     /// The account's equity in `quote`. Paper: the wallet's `quote` plus every
     /// position in it marked to the mid. Live: the exchange's balances, `quote`
@@ -110,10 +116,10 @@ impl Engine {
             account: key.0.clone(),
             symbol: format!("{}-{}", symbol.base, symbol.quote),
             quantity: p.qty.normalize().to_string(),
-            average_cost: p.avg_cost.normalize().to_string(),
-            realized_pnl: p.realized.normalize().to_string(),
-            unrealized_pnl: mark.map(|m| p.unrealized(m).normalize().to_string()).unwrap_or_default(),
-            fees: p.fees.normalize().to_string(),
+            average_cost: shown(p.avg_cost),
+            realized_pnl: shown(p.realized),
+            unrealized_pnl: mark.map(|m| shown(p.unrealized(m))).unwrap_or_default(),
+            fees: shown(p.fees),
             mark_price: mark.map(|m| m.normalize().to_string()).unwrap_or_default(),
             updated_unix_ns: self.now().as_nanos() as i64,
         })
@@ -152,11 +158,11 @@ impl Engine {
                 let equity: Decimal = quotes.first().map_or(Decimal::ZERO, |q| self.equity(&a, q));
                 pb::AccountPnl {
                     account: acct.clone(),
-                    realized: realized.normalize().to_string(),
-                    unrealized: unrealized.normalize().to_string(),
-                    fees: fees.normalize().to_string(),
-                    day_pnl: self.day_pnl(&acct, now).normalize().to_string(),
-                    equity: equity.normalize().to_string(),
+                    realized: shown(realized),
+                    unrealized: shown(unrealized),
+                    fees: shown(fees),
+                    day_pnl: shown(self.day_pnl(&acct, now)),
+                    equity: shown(equity),
                 }
             })
             .collect();
