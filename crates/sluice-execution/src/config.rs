@@ -348,12 +348,6 @@ impl ExecutionConfig {
             if !self.paper.fees.contains_key(&s.account.exchange) {
                 return bad(format!("{name}: paper.fees has no rates for {}", s.account.exchange));
             }
-            if self.mode == Mode::Live && crate::venue::of(s.account.exchange).is_none() {
-                return bad(format!(
-                    "{name}: live orders on {} are not built yet (upbit and bybit are); trade it in paper mode",
-                    s.account.exchange
-                ));
-            }
         }
         Ok(())
     }
@@ -379,12 +373,7 @@ mod tests {
             "SLUICE_EXECUTION_NATS_URL" => Some("nats://127.0.0.1:1".to_owned()),
             _ => None,
         };
-        // The shipped demo trades binance too, which goes live only once built.
-        let e = ExecutionConfig::load(None, &env).unwrap_err();
-        assert!(e.to_string().contains("live orders on binance"), "{e}");
-        let upbit_only =
-            SHIPPED.split("[[strategies]]").filter(|part| !part.contains("venue = \"binance\"")).collect::<Vec<_>>().join("[[strategies]]");
-        let c = ExecutionConfig::load(Some(&upbit_only), &env).unwrap();
+        let c = ExecutionConfig::load(None, &env).unwrap();
         assert_eq!((c.mode, c.nats_url.as_str()), (Mode::Live, "nats://127.0.0.1:1"));
         assert!(!c.strategies.is_empty());
         assert_eq!(ExecutionConfig::load(None, &|_| None).unwrap().mode, Mode::Paper, "paper by default");

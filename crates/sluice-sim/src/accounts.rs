@@ -53,6 +53,9 @@ pub(crate) struct SimOrder {
     pub(crate) fills: u32,
     /// Each execution, in order.
     pub(crate) trades: Vec<SimTrade>,
+    /// Ended by its time in force (IOC or FOK with nothing to take), not by a
+    /// cancel (Binance says EXPIRED).
+    pub(crate) expired: bool,
 }
 
 /// One execution of an order.
@@ -76,6 +79,19 @@ impl SimOrder {
     }
 }
 
+/// How long a limit order may wait (each exchange's own words map to these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Tif {
+    #[default]
+    Gtc,
+    /// What does not fill at once is cancelled (the sim fills a crossing order
+    /// whole at the touch, so an IOC fills whole or not at all, like a FOK).
+    Ioc,
+    Fok,
+    /// Refused when it would take liquidity.
+    PostOnly,
+}
+
 /// An order request, already parsed from the exchange's own format.
 #[derive(Debug, Clone)]
 pub(crate) struct NewOrder {
@@ -87,6 +103,7 @@ pub(crate) struct NewOrder {
     pub(crate) qty: Option<Decimal>,
     pub(crate) quote_qty: Option<Decimal>,
     pub(crate) client_id: Option<String>,
+    pub(crate) tif: Tif,
 }
 
 /// Why an order was refused (each venue maps these to its own error).
@@ -108,6 +125,8 @@ pub(crate) enum OrderError {
     NotOpen,
     #[error("no liquidity")]
     NoLiquidity,
+    #[error("a post-only order would take liquidity")]
+    WouldTake,
     #[error("order value {value} is below the minimum {min}")]
     BelowMinNotional { value: Decimal, min: Decimal },
 }
@@ -247,6 +266,7 @@ impl Account {
             updated_ms: now_ms,
             fills: 0,
             trades: Vec::new(),
+            expired: false,
         };
         // The price it fills at now, if it fills now.
         let fill_at = match (o.kind, o.side) {
@@ -255,6 +275,23 @@ impl Account {
             (OrderKind::Limit, Side::Buy) => o.price.filter(|p| best_ask.is_some_and(|a| *p >= a)),
             (OrderKind::Limit, Side::Sell) => o.price.filter(|p| best_bid.is_some_and(|b| *p <= b)),
         };
+        if o.kind == OrderKind::Limit {
+            match (o.tif, fill_at) {
+                (Tif::PostOnly, Some(_)) => return Err(OrderError::WouldTake),
+                (Tif::Ioc | Tif::Fok, None) => {
+                    // Nothing to take now: it ends at once, holding nothing.
+                    order.status = OrderStatus::Canceled;
+                    order.expired = true;
+                    self.events.push(AccountEvent::Order(order.clone()));
+                    if let Some(c) = o.client_id {
+                        self.by_client.insert(c, id.clone());
+                    }
+                    self.orders.insert(id, order.clone());
+                    return Ok(order);
+                }
+                _ => {}
+            }
+        }
         match (fill_at, o.side) {
             (Some(px), Side::Buy) => {
                 self.take(&quote, px * qty, false)?;
@@ -386,6 +423,7 @@ mod tests {
             qty: Some(qty.parse().unwrap()),
             quote_qty: None,
             client_id: client.map(str::to_owned),
+            tif: Tif::Gtc,
         }
     }
 
@@ -459,6 +497,7 @@ mod tests {
             qty: Some("0.01".parse().unwrap()),
             quote_qty: None,
             client_id: None,
+            tif: Tif::Gtc,
         };
         let o = a.place(&m, o, "9".into(), 0).unwrap();
         assert_eq!(o.status, OrderStatus::Filled);

@@ -43,8 +43,39 @@ order = { type = "limit", offset_bp = "0" }
 cooldown_ms = 0
 "#;
 
-/// The shipped execution config's text with these strategies and timers.
+/// Live strategies on the two exchanges without a private stream.
+const REST_ONLY: &str = r#"
+[[strategies]]
+venue = "binance"
+symbol = "BTC/USDT"
+account = "binance/demo"
+sizing = { fixed_notional = "100" }
+min_confidence = 0.6
+buy = "long"
+sell = "flat"
+order = { type = "limit", offset_bp = "0" }
+cooldown_ms = 0
+
+[[strategies]]
+venue = "okx"
+symbol = "BTC/USDT"
+account = "okx/demo"
+sizing = { fixed_notional = "100" }
+min_confidence = 0.6
+buy = "long"
+sell = "flat"
+order = { type = "market", slippage_cap = "0.005" }
+cooldown_ms = 0
+"#;
+
+/// The shipped execution config's text with the Upbit and Bybit strategies and
+/// these timers.
 fn live_text(timers: &[(&str, u64)]) -> String {
+    config_text(timers, STRATEGIES)
+}
+
+/// The shipped execution config's text with these strategies and timers.
+fn config_text(timers: &[(&str, u64)], strategies: &str) -> String {
     let shipped = sluice_execution::config::SHIPPED;
     let head = shipped.split("[[strategies]]").next().unwrap();
     let (top, tables) = head.split_at(head.find("\n[").unwrap());
@@ -54,7 +85,7 @@ fn live_text(timers: &[(&str, u64)]) -> String {
         text.push_str(&format!("\n{k} = {v}"));
     }
     text.push_str(tables);
-    text.push_str(STRATEGIES);
+    text.push_str(strategies);
     text
 }
 
@@ -115,7 +146,7 @@ async fn ready(api: &mut ExecutionClient<Channel>, account: &str, symbol: &str, 
     .await;
 }
 
-/// The fills published on `exec.>`, by trade id.
+/// The fills published on `exec.>`, by account and trade id.
 type Fills = Arc<Mutex<BTreeMap<String, usize>>>;
 
 async fn count_fills(nats: &async_nats::Client) -> Fills {
@@ -126,7 +157,7 @@ async fn count_fills(nats: &async_nats::Client) -> Fills {
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if let Ok(x) = pb::ExecFill::decode(m.payload) {
-                *f.lock().unwrap().entry(x.trade_id).or_default() += 1;
+                *f.lock().unwrap().entry(format!("{}/{}", x.account, x.trade_id)).or_default() += 1;
             }
         }
     });
@@ -228,7 +259,8 @@ async fn live_orders_fill_in_parts_cancel_and_survive_a_cut_private_stream() {
         assert_eq!(trades.len(), 1, "{ex}");
         // Whatever else arrives late, each trade is counted once.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(fills.lock().unwrap().get(&trades[0]).copied(), Some(1), "{ex}: published once");
+        let key = format!("{account}/{}", trades[0]);
+        assert_eq!(fills.lock().unwrap().get(&key).copied(), Some(1), "{ex}: published once");
     }
     let positions = api.list_positions(pb::ListPositionsRequest::default()).await.unwrap().into_inner().positions;
     let held: BTreeMap<String, String> = positions.into_iter().map(|p| (p.account, p.quantity)).collect();
@@ -373,4 +405,66 @@ async fn killed_after_the_order_left_and_before_its_answer_one_order_exists_and_
     assert_eq!(events, ["intent", "submit", "accepted"], "{entries:?}");
     let Some(pb::journal_entry::Entry::Transition(t)) = &entries[1].entry else { unreachable!() };
     assert_eq!(t.venue_order_id, placed[0].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_and_okx_orders_are_confirmed_by_queries_alone() {
+    sluice_service::telemetry::init("test");
+    let st = stack(SimConfig::shipped()).await.unwrap();
+    let _guard = st.stop.clone().drop_guard();
+    let mut ccfg = st.collector_config().unwrap();
+    ccfg.feeds.retain(|f| matches!(f.exchange, Exchange::Binance | Exchange::Okx));
+    let _collector = sluice_collector::start(ccfg, st.stop.clone()).await.unwrap();
+    let nats = async_nats::connect(st.nats.url()).await.unwrap();
+    let fills = count_fills(&nats).await;
+    let text = config_text(&[("reconcile_every_ms", 500), ("confirm_after_ms", 200)], REST_ONLY);
+    let running = sluice_execution::start(st.execution_config(Some(&text), "live").unwrap(), st.stop.clone()).await.unwrap();
+    let mut api = ExecutionClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    for (ex, account, native) in [(Exchange::Binance, "binance/demo", "BTCUSDT"), (Exchange::Okx, "okx/demo", "BTC-USDT")] {
+        let price = below_bid(&st, ex, native, 500);
+        ready(&mut api, account, "BTC-USDT", price, "0.001").await;
+        let before = fills.lock().unwrap().len();
+        let cid = format!("rest{}", ex.as_str());
+        let placed = api.submit_order(limit(account, "BTC-USDT", price, "0.001", &cid)).await.unwrap().into_inner();
+        assert_eq!(status(&placed), pb::OrderStatus::Accepted, "{ex}: {placed:?}");
+        // Part of it fills; only a query can tell.
+        assert!(st.sim.print_trade(ex, native, price, "0.0004".parse().unwrap()));
+        let partial = until("the partial fill from a query", Duration::from_secs(10), async || {
+            let o = order(&mut api, &cid).await;
+            (status(&o) == pb::OrderStatus::PartiallyFilled).then_some(o)
+        })
+        .await;
+        assert_eq!(partial.filled_quantity, "0.0004", "{ex}");
+        api.cancel_order(pb::CancelOrderRequest { client_order_id: cid.clone() }).await.unwrap();
+        let done = until("the cancel confirmed", Duration::from_secs(10), async || {
+            let o = order(&mut api, &cid).await;
+            (status(&o) == pb::OrderStatus::Cancelled).then_some(o)
+        })
+        .await;
+        assert_eq!(done.filled_quantity, "0.0004", "{ex}");
+        let on_sim = st.sim.order_by_client(ex, "demo", &cid).unwrap();
+        assert_eq!((on_sim.status, on_sim.trades.len()), ("canceled", 1), "{ex}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let published = fills.lock().unwrap().iter().filter(|(k, _)| k.starts_with(account)).map(|(_, n)| *n).collect::<Vec<_>>();
+        assert_eq!(
+            (fills.lock().unwrap().len(), published),
+            (before + 1, vec![1]),
+            "{ex}: each fill published once, however often queried"
+        );
+
+        // A market order under its cap: a crossing limit, immediate-or-cancel.
+        let market = pb::SubmitOrderRequest {
+            r#type: pb::OrderType::Market as i32,
+            price: String::new(),
+            client_order_id: format!("mkt{}", ex.as_str()),
+            ..limit(account, "BTC-USDT", price, "0.001", "")
+        };
+        let m = api.submit_order(market).await.unwrap().into_inner();
+        let filled = until("the market order filled", Duration::from_secs(10), async || {
+            let o = order(&mut api, &m.client_order_id).await;
+            (status(&o) == pb::OrderStatus::Filled).then_some(o)
+        })
+        .await;
+        assert_eq!(filled.filled_quantity, "0.001", "{ex}");
+    }
 }

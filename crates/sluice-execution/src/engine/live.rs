@@ -50,7 +50,7 @@ impl Engine {
         let venue = self
             .venues
             .get(&o.account.exchange)
-            .ok_or_else(|| Status::failed_precondition(format!("live orders on {} are not built", o.account.exchange)))?;
+            .ok_or_else(|| Status::failed_precondition(format!("no live venue for {}", o.account.exchange)))?;
         let native = o.symbol.native(o.account.exchange);
         let category = self.category(&o.account, &o.symbol);
         let (price, tif) = match &o.placement {
@@ -100,7 +100,7 @@ impl Engine {
         let native = t.symbol.native(t.account.exchange);
         let category = self.category(&t.account, &t.symbol);
         let target = Target { account: &t.account.name, native: &native, category: &category };
-        live.query(cid.to_owned(), venue.query(&target, cid));
+        live.query(cid.to_owned(), venue.query(&target, cid, t.state.venue_order_id.as_deref()));
         self.querying.insert(cid.to_owned());
         self.query_due.remove(cid);
         self.metrics.query("sent");
@@ -226,7 +226,14 @@ impl Engine {
         match read {
             Ok(Read::Events(events)) => {
                 self.metrics.query("found");
+                let knew_id = self.orders.get(cid).is_some_and(|t| t.state.venue_order_id.is_some());
                 self.apply_venue(cid, events).await?;
+                // Some venues list fills by their own order id only: once a query
+                // has taught it, the next query can ask for them.
+                let knows_id = self.orders.get(cid).is_some_and(|t| t.state.venue_order_id.is_some());
+                if !knew_id && knows_id && self.orders.get(cid).is_some_and(|t| t.state.status.is_open()) {
+                    self.query_now(cid);
+                }
             }
             Ok(Read::NotFound) => {
                 self.metrics.query("not_found");
@@ -272,7 +279,7 @@ impl Engine {
 
     fn on_rules(&mut self, account: AccountId, symbol: Symbol, answers: Answers) {
         let native = symbol.native(account.exchange);
-        let read = answers.and_then(|a| venue::read_rules(account.exchange, &borrowed(&a), &native));
+        let read = answers.and_then(|a| venue::of(account.exchange).read_rules(&borrowed(&a), &native));
         match read {
             Ok(r) => {
                 let key = (account.clone(), symbol.clone());
@@ -379,7 +386,7 @@ impl Engine {
         for s in &self.cfg.strategies {
             let native = s.symbol.native(s.account.exchange);
             let target = Target { account: &s.account.name, native: &native, category: &s.market };
-            live.rules(s.account.clone(), s.symbol.clone(), venue::rules_requests(s.account.exchange, &target));
+            live.rules(s.account.clone(), s.symbol.clone(), venue::of(s.account.exchange).rules(&target));
         }
     }
 

@@ -244,7 +244,7 @@ impl Engine {
             last_order: HashMap::new(),
             day_start: HashMap::new(),
             venues: if cfg.mode == crate::config::Mode::Live {
-                cfg.strategies.iter().filter_map(|s| crate::venue::of(s.account.exchange).map(|v| (s.account.exchange, v))).collect()
+                cfg.strategies.iter().map(|s| (s.account.exchange, crate::venue::of(s.account.exchange))).collect()
             } else {
                 HashMap::new()
             },

@@ -170,7 +170,7 @@ impl LiveVenue for Bybit {
         }
     }
 
-    fn query(&self, t: &Target<'_>, cid: &str) -> Vec<CallRequest> {
+    fn query(&self, t: &Target<'_>, cid: &str, _venue_order_id: Option<&str>) -> Vec<CallRequest> {
         vec![
             by_link("/v5/order/realtime", t, cid, Priority::Account),
             by_link("/v5/order/history", t, cid, Priority::Account),
@@ -361,7 +361,7 @@ mod tests {
             body,
             serde_json::json!({"category":"spot","symbol":"BTCUSDT","side":"Sell","orderType":"Limit","qty":"0.01","price":"65000","timeInForce":"PostOnly","orderLinkId":"sl1"})
         );
-        let q: Vec<String> = Bybit.query(&target(), "sl1").into_iter().map(|c| format!("{} {}", c.path, c.query)).collect();
+        let q: Vec<String> = Bybit.query(&target(), "sl1", None).into_iter().map(|c| format!("{} {}", c.path, c.query)).collect();
         assert_eq!(
             q,
             [

@@ -100,8 +100,9 @@ pub trait LiveVenue: Send + Sync {
     fn read_create(&self, a: Answer<'_>) -> Result<Read, String>;
     fn cancel(&self, t: &Target<'_>, client_order_id: &str) -> CallRequest;
     fn read_cancel(&self, a: Answer<'_>) -> CancelRead;
-    /// The calls that together say where an order stands and what filled.
-    fn query(&self, t: &Target<'_>, client_order_id: &str) -> Vec<CallRequest>;
+    /// The calls that together say where an order stands and what filled
+    /// (`venue_order_id` when known: Binance and OKX list fills by it only).
+    fn query(&self, t: &Target<'_>, client_order_id: &str, venue_order_id: Option<&str>) -> Vec<CallRequest>;
     /// Reads the answers to [`LiveVenue::query`], in the same order. `fee_asset`
     /// is used where the exchange does not name one.
     fn read_query(&self, answers: &[Answer<'_>], fee_asset: &str, now: Time) -> Result<Read, String>;
@@ -115,32 +116,13 @@ pub trait LiveVenue: Send + Sync {
     fn read_open_orders(&self, a: Answer<'_>) -> Result<Vec<OpenOrder>, String>;
 }
 
-/// The live venue of `exchange`, where one is built.
-pub fn of(exchange: Exchange) -> Option<Box<dyn LiveVenue>> {
+/// The live venue of `exchange`.
+pub fn of(exchange: Exchange) -> Box<dyn LiveVenue> {
     match exchange {
-        Exchange::Upbit => Some(Box::new(upbit::Upbit)),
-        Exchange::Bybit => Some(Box::new(bybit::Bybit)),
-        Exchange::Binance | Exchange::Okx => None,
-    }
-}
-
-/// The calls that give an instrument's trading rules on `exchange`.
-pub fn rules_requests(exchange: Exchange, t: &Target<'_>) -> Vec<CallRequest> {
-    match exchange {
-        Exchange::Upbit => upbit::Upbit.rules(t),
-        Exchange::Bybit => bybit::Bybit.rules(t),
-        Exchange::Binance => binance::rules(t.native),
-        Exchange::Okx => okx::rules(t.native),
-    }
-}
-
-/// Reads the answers to [`rules_requests`].
-pub fn read_rules(exchange: Exchange, answers: &[Answer<'_>], native: &str) -> Result<Rules, String> {
-    match exchange {
-        Exchange::Upbit => upbit::Upbit.read_rules(answers, native),
-        Exchange::Bybit => bybit::Bybit.read_rules(answers, native),
-        Exchange::Binance => binance::read_rules(answers, native),
-        Exchange::Okx => okx::read_rules(answers, native),
+        Exchange::Upbit => Box::new(upbit::Upbit),
+        Exchange::Bybit => Box::new(bybit::Bybit),
+        Exchange::Binance => Box::new(binance::Binance),
+        Exchange::Okx => Box::new(okx::Okx),
     }
 }
 
@@ -166,8 +148,12 @@ pub(crate) fn call(
     }
 }
 
+/// RFC 3986's unreserved characters stay as they are; everything else is
+/// percent-encoded.
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 pub(crate) fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, QUERY).to_string()
 }
 
 /// A decimal parsed from an exchange's string, naming the field when it is not one.

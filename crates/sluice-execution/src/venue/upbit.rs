@@ -132,7 +132,7 @@ impl LiveVenue for Upbit {
         }
     }
 
-    fn query(&self, t: &Target<'_>, cid: &str) -> Vec<CallRequest> {
+    fn query(&self, t: &Target<'_>, cid: &str, _venue_order_id: Option<&str>) -> Vec<CallRequest> {
         vec![call(Exchange::Upbit, t.account, "GET", "/v1/order", format!("identifier={}", enc(cid)), Vec::new(), Priority::Account)]
     }
 
@@ -287,9 +287,9 @@ mod tests {
             body,
             serde_json::json!({"market": "KRW-BTC", "side": "bid", "volume": "0.01", "price": "95000000", "ord_type": "limit", "identifier": "sl00ab", "time_in_force": "ioc"})
         );
-        assert_eq!(Upbit.query(&target(), "sl00ab")[0].query, "identifier=sl00ab");
+        assert_eq!(Upbit.query(&target(), "sl00ab", None)[0].query, "identifier=sl00ab");
         assert_eq!(Upbit.cancel(&target(), "sl 1").query, "identifier=sl%201");
-        assert_eq!(Upbit.rules(&target())[0].query, "markets=KRW%2DBTC");
+        assert_eq!(Upbit.rules(&target())[0].query, "markets=KRW-BTC");
     }
 
     #[test]

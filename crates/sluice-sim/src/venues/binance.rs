@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sluice_domain::{Exchange, Side};
 
 use super::{Ctx, Endpoint, Keys, NonceLog, Params, Reply, SimRequest, Venue, dec, fixed, hmac_sha256, same};
-use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder};
+use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder, Tif};
 use crate::config::Scope;
 use crate::limits::{Charge, Usage};
 use crate::market::Instrument;
@@ -56,8 +56,10 @@ fn ticker24(i: &Instrument, now: u64) -> Value {
 
 fn status(o: &SimOrder) -> &'static str {
     match o.status {
+        OrderStatus::Open if !o.filled.is_zero() => "PARTIALLY_FILLED",
         OrderStatus::Open => "NEW",
         OrderStatus::Filled => "FILLED",
+        OrderStatus::Canceled if o.expired => "EXPIRED",
         OrderStatus::Canceled => "CANCELED",
     }
 }
@@ -95,6 +97,7 @@ fn order_error(e: &OrderError, cancel: bool) -> Reply {
         OrderError::InvalidQty(_) => err(400, -1013, "Filter failure: LOT_SIZE"),
         OrderError::InvalidPrice(_) => err(400, -1013, "Filter failure: PRICE_FILTER"),
         OrderError::BelowMinNotional { .. } => err(400, -1013, "Filter failure: NOTIONAL"),
+        OrderError::WouldTake => err(400, -2010, "Order would immediately match and take."),
         OrderError::NoLiquidity => err(400, -2010, "Order would immediately match and take."),
         OrderError::NotFound | OrderError::NotOpen if cancel => err(400, -2011, "Unknown order sent."),
         OrderError::NotFound | OrderError::NotOpen => err(400, -2013, "Order does not exist."),
@@ -135,6 +138,13 @@ fn weight(ep: &str, p: &Params) -> u64 {
             }
         }
         "order_get" => 4,
+        "my_trades" => {
+            if p.get("orderId").is_some() {
+                5
+            } else {
+                20
+            }
+        }
         "open_orders" => {
             if p.get("symbol").is_some() {
                 6
@@ -168,6 +178,7 @@ impl Venue for Binance {
             ("GET", "/api/v3/order") => e("order_get", true),
             ("DELETE", "/api/v3/order") => e("order_delete", true),
             ("GET", "/api/v3/openOrders") => e("open_orders", true),
+            ("GET", "/api/v3/myTrades") => e("my_trades", true),
             ("DELETE", "/api/v3/openOrders") => e("open_orders_delete", true),
             _ => None,
         }
@@ -390,16 +401,25 @@ impl Venue for Binance {
                     Some("SELL") => Side::Sell,
                     _ => return err(400, -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed."),
                 };
-                let kind = match p.get("type") {
-                    Some("LIMIT") => OrderKind::Limit,
-                    Some("MARKET") => OrderKind::Market,
+                let (kind, maker) = match p.get("type") {
+                    Some("LIMIT") => (OrderKind::Limit, false),
+                    Some("LIMIT_MAKER") => (OrderKind::Limit, true),
+                    Some("MARKET") => (OrderKind::Market, false),
                     _ => return err(400, -1116, "Invalid orderType."),
+                };
+                let tif = match (maker, p.get("timeInForce")) {
+                    (true, None) => Tif::PostOnly,
+                    (true, Some(_)) => return err(400, -1106, "Parameter 'timeInForce' sent when not required."),
+                    (false, None | Some("GTC")) => Tif::Gtc,
+                    (false, Some("IOC")) => Tif::Ioc,
+                    (false, Some("FOK")) => Tif::Fok,
+                    (false, Some(_)) => return err(400, -1115, "Invalid timeInForce."),
                 };
                 let (price, qty, quote_qty) = match (dec(p, "price"), dec(p, "quantity"), dec(p, "quoteOrderQty")) {
                     (Ok(a), Ok(b), Ok(c)) => (a, b, c),
                     _ => return err(400, -1100, "Illegal characters found in a parameter."),
                 };
-                if kind == OrderKind::Limit && (price.is_none() || p.get("timeInForce").is_none()) {
+                if kind == OrderKind::Limit && (price.is_none() || (!maker && p.get("timeInForce").is_none())) {
                     return err(400, -1102, "Mandatory parameter 'price' or 'timeInForce' was not sent, was empty/null, or malformed.");
                 }
                 let Some(sym) = symbol else {
@@ -407,7 +427,7 @@ impl Venue for Binance {
                 };
                 let id = ctx.new_id().to_string();
                 let client = p.get("newClientOrderId").map(str::to_owned).unwrap_or_else(|| format!("sim{id}"));
-                let order = NewOrder { native: sym.to_owned(), side, kind, price, qty, quote_qty, client_id: Some(client) };
+                let order = NewOrder { native: sym.to_owned(), side, kind, price, qty, quote_qty, client_id: Some(client), tif };
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else {
                     return err(401, -2015, "Invalid API-key, IP, or permissions for action.");
@@ -450,6 +470,29 @@ impl Venue for Binance {
                     }
                     Err(e) => order_error(&e, true),
                 }
+            }
+            "my_trades" => {
+                let Some(acct) = ctx.account.as_deref() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };
+                let Some(sym) = symbol else {
+                    return err(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.");
+                };
+                let only = ctx.params.get("orderId");
+                let mut list: Vec<(u64, Value)> = Vec::new();
+                for o in acct.orders().filter(|o| o.native == sym && only.is_none_or(|id| id == o.id)) {
+                    for t in &o.trades {
+                        list.push((
+                            t.ts_ms,
+                            json!({ "symbol": o.native, "id": super::numeric_trade_id(&t.id), "orderId": o.id.parse::<u64>().unwrap_or_default(),
+                                    "orderListId": -1, "price": f8(t.price), "qty": f8(t.qty), "quoteQty": f8(t.price * t.qty),
+                                    "commission": f8(Decimal::ZERO), "commissionAsset": "BNB", "time": t.ts_ms,
+                                    "isBuyer": o.side == Side::Buy, "isMaker": t.maker, "isBestMatch": true }),
+                        ));
+                    }
+                }
+                list.sort_by_key(|(t, _)| *t);
+                let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(500).clamp(1, 1000);
+                let skip = list.len().saturating_sub(n);
+                Reply::json(200, &Value::Array(list.into_iter().skip(skip).map(|(_, v)| v).collect()))
             }
             "open_orders" => {
                 let Some(acct) = ctx.account.as_deref() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sluice_domain::{Exchange, Side};
 
 use super::{Ctx, Endpoint, Keys, NonceLog, Params, Reply, SimRequest, Venue, dec, hmac_sha256, s, same};
-use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder};
+use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder, Tif};
 use crate::config::Scope;
 use crate::limits::{Charge, Usage};
 
@@ -68,6 +68,7 @@ fn order_error(e: &OrderError, now_ms: u64) -> Reply {
         OrderError::Duplicate(_) => fail(110072, "OrderLinkedID is duplicate", now_ms),
         OrderError::Insufficient { .. } => fail(170131, "Insufficient balance.", now_ms),
         OrderError::InvalidQty(m) | OrderError::InvalidPrice(m) => fail(170136, m, now_ms),
+        OrderError::WouldTake => fail(170218, "The PostOnly order would take liquidity and was cancelled.", now_ms),
         OrderError::BelowMinNotional { .. } => fail(170140, "Order value exceeded lower limit.", now_ms),
         OrderError::NoLiquidity => fail(170140, "Order value exceeded lower limit.", now_ms),
         OrderError::NotFound | OrderError::NotOpen => fail(170213, "Order does not exist.", now_ms),
@@ -351,6 +352,13 @@ impl Venue for Bybit {
                     qty,
                     quote_qty: None,
                     client_id: p.get("orderLinkId").map(str::to_owned),
+                    tif: match p.get("timeInForce") {
+                        None | Some("GTC") => Tif::Gtc,
+                        Some("IOC") => Tif::Ioc,
+                        Some("FOK") => Tif::Fok,
+                        Some("PostOnly") => Tif::PostOnly,
+                        Some(other) => return fail(10001, &format!("params error: timeInForce {other} invalid"), now),
+                    },
                 };
                 let id = uuid::Uuid::new_v4().to_string();
                 let m = ctx.market;

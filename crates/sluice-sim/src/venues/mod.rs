@@ -191,6 +191,13 @@ pub(crate) trait Venue: Send + Sync + 'static {
     fn usage_headers(&self, usage: &[Usage]) -> Vec<(String, String)>;
 }
 
+/// A numeric trade id for exchanges whose ids are numbers (Binance, OKX): the
+/// order's numeric id and the execution's place in it (`"<order>-<n>"`).
+pub(crate) fn numeric_trade_id(trade_id: &str) -> u64 {
+    let (order, n) = trade_id.rsplit_once('-').unwrap_or((trade_id, "0"));
+    order.parse::<u64>().unwrap_or(0).saturating_mul(1000).saturating_add(n.parse::<u64>().unwrap_or(0))
+}
+
 /// A decimal as a JSON number, exactly (serde_json keeps the digits).
 pub(crate) fn num(d: Decimal) -> serde_json::Value {
     serde_json::Value::Number(d.normalize().to_string().parse().expect("a decimal is a JSON number"))

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sluice_domain::{Exchange, Side};
 
 use super::{Ctx, Endpoint, Keys, NonceLog, Params, Reply, SimRequest, Venue, dec, hmac_sha256, s, same};
-use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder};
+use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder, Tif};
 use crate::config::Scope;
 use crate::limits::{Charge, Usage};
 
@@ -57,6 +57,7 @@ fn op_fail(e: &OrderError, ord_id: &str, cl: &str, now: u64) -> Reply {
         OrderError::Insufficient { .. } => ("51008", "Order failed. Insufficient balance"),
         OrderError::InvalidQty(_) => ("51121", "Order quantity must be a multiple of the lot size"),
         OrderError::InvalidPrice(_) => ("51006", "Order price is not within the price limit"),
+        OrderError::WouldTake => ("51021", "The post-only order would take liquidity"),
         OrderError::BelowMinNotional { .. } => ("51020", "Your order should meet or exceed the minimum order amount"),
         OrderError::NoLiquidity => ("51020", "Your order should meet or exceed the minimum order amount"),
         OrderError::NotFound => ("51603", "Order does not exist"),
@@ -94,6 +95,8 @@ impl Venue for Okx {
             ("POST", "/api/v5/trade/order") => e("order", true),
             ("POST", "/api/v5/trade/cancel-order") => e("cancel", true),
             ("GET", "/api/v5/trade/order") => e("get_order", true),
+            ("GET", "/api/v5/trade/orders-pending") => e("orders_pending", true),
+            ("GET", "/api/v5/trade/fills") => e("fills", true),
             _ => None,
         }
     }
@@ -115,6 +118,8 @@ impl Venue for Okx {
             "order" => "trade-order",
             "cancel" => "trade-cancel",
             "get_order" => "trade-get-order",
+            "orders_pending" => "trade-orders-pending",
+            "fills" => "trade-fills",
             _ => return vec![],
         };
         vec![Charge { group: group.into(), cost: 1, partition: params.get("instId").map(str::to_owned) }]
@@ -233,9 +238,12 @@ impl Venue for Okx {
                         );
                     }
                 };
-                let kind = match p.get("ordType") {
-                    Some("limit") => OrderKind::Limit,
-                    Some("market") => OrderKind::Market,
+                let (kind, tif) = match p.get("ordType") {
+                    Some("limit") => (OrderKind::Limit, Tif::Gtc),
+                    Some("post_only") => (OrderKind::Limit, Tif::PostOnly),
+                    Some("ioc") => (OrderKind::Limit, Tif::Ioc),
+                    Some("fok") => (OrderKind::Limit, Tif::Fok),
+                    Some("market") => (OrderKind::Market, Tif::Gtc),
                     _ => {
                         return envelope(
                             200,
@@ -266,6 +274,7 @@ impl Venue for Okx {
                     qty: sz,
                     quote_qty: None,
                     client_id: Some(cl.clone()).filter(|c| !c.is_empty()),
+                    tif,
                 };
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
@@ -309,6 +318,34 @@ impl Venue for Okx {
                     })
                     .collect();
                 ok(Value::Array(list))
+            }
+            "orders_pending" => {
+                let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
+                let only = ctx.params.get("instId");
+                let list: Vec<Value> =
+                    acct.orders().filter(|o| o.status == OrderStatus::Open && only.is_none_or(|i| i == o.native)).map(order_json).collect();
+                ok(Value::Array(list))
+            }
+            "fills" => {
+                let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
+                let (inst, ord) = (ctx.params.get("instId"), ctx.params.get("ordId"));
+                let mut list: Vec<(u64, Value)> = Vec::new();
+                for o in acct.orders().filter(|o| inst.is_none_or(|i| i == o.native) && ord.is_none_or(|id| id == o.id)) {
+                    for t in &o.trades {
+                        let side = if o.side == Side::Buy { "buy" } else { "sell" };
+                        list.push((
+                            t.ts_ms,
+                            json!({ "instType": "SPOT", "instId": o.native, "tradeId": super::numeric_trade_id(&t.id).to_string(),
+                                    "ordId": o.id, "clOrdId": o.client_id.clone().unwrap_or_default(), "billId": super::numeric_trade_id(&t.id).to_string(),
+                                    "tag": "", "fillPx": s(t.price), "fillSz": s(t.qty), "fillIdxPx": "", "fillPnl": "0", "side": side, "posSide": "net",
+                                    "execType": if t.maker { "M" } else { "T" }, "feeCcy": "USDT", "fee": "0", "ts": t.ts_ms.to_string(),
+                                    "fillTime": t.ts_ms.to_string() }),
+                        ));
+                    }
+                }
+                // Newest first, as OKX lists them.
+                list.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+                ok(Value::Array(list.into_iter().take(100).map(|(_, v)| v).collect()))
             }
             "get_order" => {
                 let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256, Sha512};
 use sluice_domain::{Exchange, Side};
 
 use super::{Ctx, Endpoint, Keys, NonceLog, Params, Reply, SimRequest, Venue, dec, iso_local, num, s, same};
-use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder};
+use crate::accounts::{NewOrder, OrderError, OrderKey, OrderKind, OrderStatus, SimOrder, Tif};
 use crate::config::Scope;
 use crate::limits::{Charge, Usage};
 use crate::market::Instrument;
@@ -216,6 +216,7 @@ fn order_error(e: OrderError, side: Side) -> Reply {
         OrderError::Duplicate(c) => error(400, "validation_error", &format!("identifier {c} is already in use")),
         OrderError::Insufficient { .. } => error(400, &format!("insufficient_funds_{suffix}"), "매수/매도 가능 잔고가 부족합니다."),
         OrderError::InvalidQty(m) | OrderError::InvalidPrice(m) => error(400, &format!("create_{suffix}_error"), &m),
+        OrderError::WouldTake => error(400, &format!("create_{suffix}_error"), "post_only order would be executed immediately"),
         OrderError::BelowMinNotional { min, .. } => {
             error(400, &format!("under_min_total_{suffix}"), &format!("최소주문금액 이상으로 주문해주세요 (minimum {min})"))
         }
@@ -243,19 +244,47 @@ fn create_order(mut ctx: Ctx<'_>, test: bool) -> Reply {
         (Err(e), _) | (_, Err(e)) => return error(400, "validation_error", &e),
     };
     let order = match p.get("ord_type") {
-        Some("limit") => {
-            NewOrder { native: String::new(), side, kind: OrderKind::Limit, price, qty: volume, quote_qty: None, client_id: None }
-        }
-        Some("price") if side == Side::Buy => {
-            NewOrder { native: String::new(), side, kind: OrderKind::Market, price: None, qty: None, quote_qty: price, client_id: None }
-        }
-        Some("market") if side == Side::Sell => {
-            NewOrder { native: String::new(), side, kind: OrderKind::Market, price: None, qty: volume, quote_qty: None, client_id: None }
-        }
+        Some("limit") => NewOrder {
+            native: String::new(),
+            side,
+            kind: OrderKind::Limit,
+            price,
+            qty: volume,
+            quote_qty: None,
+            client_id: None,
+            tif: Tif::Gtc,
+        },
+        Some("price") if side == Side::Buy => NewOrder {
+            native: String::new(),
+            side,
+            kind: OrderKind::Market,
+            price: None,
+            qty: None,
+            quote_qty: price,
+            client_id: None,
+            tif: Tif::Gtc,
+        },
+        Some("market") if side == Side::Sell => NewOrder {
+            native: String::new(),
+            side,
+            kind: OrderKind::Market,
+            price: None,
+            qty: volume,
+            quote_qty: None,
+            client_id: None,
+            tif: Tif::Gtc,
+        },
         _ => return error(400, "validation_error", "ord_type must be limit, price (market bid) or market (market ask)"),
     };
     let Some(market) = p.get("market") else { return error(400, "validation_error", "market is required") };
-    let order = NewOrder { native: market.to_owned(), client_id: p.get("identifier").map(str::to_owned), ..order };
+    let tif = match p.get("time_in_force") {
+        None | Some("") => Tif::Gtc,
+        Some("ioc") => Tif::Ioc,
+        Some("fok") => Tif::Fok,
+        Some("post_only") => Tif::PostOnly,
+        Some(other) => return error(400, "validation_error", &format!("time_in_force {other} must be ioc, fok or post_only")),
+    };
+    let order = NewOrder { native: market.to_owned(), client_id: p.get("identifier").map(str::to_owned), tif, ..order };
     let id = uuid::Uuid::new_v4().to_string();
     let now = ctx.req.now_ms;
     let m = ctx.market;
