@@ -19,8 +19,11 @@
 //! * [`journal`]: every intent and transition on JetStream, before acting.
 //! * [`engine`]: the one task that owns orders, positions, markets and the paper
 //!   venue, rebuilt from the journal at start.
-//! * [`venue`]: the live venue's exchange formats through the dispatcher, and
-//!   what a dispatcher answer proves about whether an order left.
+//! * [`venue`]: each exchange's order API (pure: requests built, answers read
+//!   into state-machine events), and what a dispatcher answer proves about
+//!   whether an order left.
+//! * [`live`]: the dispatcher calls, each in its own task, answered to the
+//!   engine as outcomes.
 //! * [`service`]: signals (durable consumer), market data, the kill switch, the
 //!   gRPC API; [`start`] and [`run`].
 //!

@@ -1,13 +1,15 @@
 //! The running service: NATS in (signals through a durable JetStream consumer,
-//! market data, the kill switch on `exec.control.state`), the gRPC API
+//! market data, the kill switch on `exec.control.state`, and in live mode the
+//! collector's private-stream events), the dispatcher's answers, the gRPC API
 //! (`sluice.execution.v1.Execution`), and the one engine task they all feed
-//! through bounded channels.
+//! through bounded channels, with a 100 ms tick for reconciliation.
 //!
 //! A signal is acknowledged only after the engine has journaled what it did with
 //! it (placed, denied or skipped), so a crash before that redelivers it, and the
 //! order id derived from it makes the redelivery a duplicate, never a second
-//! order. A signal that cannot be decoded is terminated (never redelivered) and
-//! counted.
+//! order. A signal that cannot be decided yet (no market data or rules since the
+//! start) is negatively acknowledged and comes again. A signal that cannot be
+//! decoded is terminated (never redelivered) and counted.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
