@@ -12,6 +12,8 @@ const PROTOS: &[&str] = &[
     "sluice/account/v1/account.proto",
     "sluice/signal/v1/signal.proto",
     "sluice/execution/v1/execution.proto",
+    "sluice/ops/v1/ops.proto",
+    "sluice/alert/v1/alert.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

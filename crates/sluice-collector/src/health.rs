@@ -30,6 +30,12 @@ struct VenueLabels {
     venue: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    exchange: String,
+    account: String,
+}
+
 #[derive(Default)]
 struct Conn {
     venue: String,
@@ -50,6 +56,7 @@ pub(crate) struct Health {
     stale: Family<VenueLabels, Counter>,
     rejected: Family<VenueLabels, Counter>,
     account_events: Family<VenueLabels, Counter>,
+    private_up: Family<AccountLabels, Gauge>,
     connected: Gauge,
     conns: Mutex<HashMap<String, Conn>>,
     /// "exchange/account" to its private stream's state, for the heartbeat.
@@ -77,6 +84,7 @@ impl Health {
             stale: Family::default(),
             rejected: Family::default(),
             account_events: Family::default(),
+            private_up: Family::default(),
             connected: Gauge::default(),
             conns: Mutex::new(HashMap::new()),
             private: Mutex::new(std::collections::BTreeMap::new()),
@@ -99,6 +107,7 @@ impl Health {
         r.register("rejected", "Requests the exchange refused (private streams: logins too)", h.rejected.clone());
         r.register("account_events", "Orders, fills and balances read from private streams", h.account_events.clone());
         r.register("connections", "Open WebSocket connections", h.connected.clone());
+        r.register("private_stream_up", "1 while an account's private stream is connected and logged in", h.private_up.clone());
         Arc::new(h)
     }
 
@@ -132,6 +141,8 @@ impl Health {
             ..Default::default()
         });
         f(p);
+        let labels = AccountLabels { exchange: exchange.to_owned(), account: account.to_owned() };
+        self.private_up.get_or_create(&labels).set(i64::from(p.connected));
     }
 
     /// The heartbeat now, with every stream's age; also refreshes the age gauges.

@@ -114,9 +114,16 @@ pub async fn start(config: CollectorConfig, shutdown: CancellationToken) -> Resu
     let mut registry = Registry::default();
     let health = health::Health::new(&config.collector, &mut registry);
     let ready = sluice_service::http::Readiness::default();
-    let (ops_addr, ops) =
-        sluice_service::http::serve(config.ops_listen, Arc::new(Mutex::new(registry)), ready.clone(), shutdown.clone()).await?;
-    let mut tasks = vec![ops];
+    let registry = Arc::new(Mutex::new(registry));
+    let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, registry.clone(), ready.clone(), shutdown.clone()).await?;
+    // The heartbeat every service sends (its metrics by name), beside the
+    // collector's own richer one below.
+    let id = sluice_service::heartbeat::Identity {
+        service: "collector".into(),
+        instance: config.collector.clone(),
+        interval: Duration::from_millis(config.heartbeat_ms),
+    };
+    let mut tasks = vec![ops, sluice_service::heartbeat::spawn(nats.clone(), id, registry, shutdown.clone())];
     for feed in &config.feeds {
         let natives: Vec<String> = feed.symbols.iter().map(|s| s.native(feed.exchange)).collect();
         for (i, chunk) in natives.chunks(feed.symbols_per_connection).enumerate() {

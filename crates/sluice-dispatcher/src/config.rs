@@ -79,6 +79,26 @@ pub struct DispatcherConfig {
     pub clients: Vec<crate::auth::ClientConfig>,
     /// TLS on the gRPC port (and client certificates as credentials).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Where the dispatcher says it is alive, with its metrics
+    /// (`heartbeat.dispatcher.<replica>`), for the alerting service. Replicas
+    /// use the cluster's NATS when this is not set; a single dispatcher sends
+    /// none unless it is (`SLUICE_DISPATCHER_HEARTBEAT_NATS_URL`).
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// The heartbeat's NATS and interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    pub nats_url: String,
+    pub nats_auth: sluice_service::credentials::NatsAuth,
+    pub interval_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig { nats_url: "nats://127.0.0.1:4222".into(), nats_auth: Default::default(), interval_ms: 1_000 }
+    }
 }
 
 /// How replicas find each other and share budgets (see ARCHITECTURE.md).
@@ -165,6 +185,7 @@ impl Default for DispatcherConfig {
             drain_grace_ms: 2_000,
             clients: Vec::new(),
             tls: None,
+            heartbeat: None,
         }
     }
 }
@@ -199,6 +220,16 @@ impl DispatcherConfig {
         if let Some(v) = var("NATS_URL") {
             // Naming a NATS server turns clustering on with defaults for the rest.
             cfg.cluster.get_or_insert_with(ClusterConfig::default).nats_url = v;
+        }
+        if let Some(v) = var("HEARTBEAT_NATS_URL") {
+            cfg.heartbeat.get_or_insert_with(HeartbeatConfig::default).nats_url = v;
+        }
+        if let Some(h) = cfg.heartbeat.as_mut() {
+            h.nats_auth.apply_env(env);
+            h.nats_auth.validate().map_err(|e| ConfigError::Invalid(format!("heartbeat.{e}")))?;
+            if h.interval_ms == 0 {
+                return Err(ConfigError::Invalid("heartbeat.interval_ms must be positive".into()));
+            }
         }
         if let Some(c) = cfg.cluster.as_mut() {
             c.nats_auth.apply_env(env);

@@ -67,6 +67,8 @@ pub enum DispatchError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+    #[error("{0}")]
+    Heartbeat(String),
 }
 
 /// A running dispatcher.
@@ -184,6 +186,24 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
     };
     let ready = Readiness::default();
     let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, metrics.registry.clone(), ready.clone(), workers.clone()).await?;
+    // The heartbeat: its own NATS, or the cluster's.
+    let beat = config.heartbeat.clone().or_else(|| {
+        config.cluster.as_ref().map(|c| config::HeartbeatConfig {
+            nats_url: c.nats_url.clone(),
+            nats_auth: c.nats_auth.clone(),
+            ..Default::default()
+        })
+    });
+    if let Some(h) = beat {
+        let id = sluice_service::heartbeat::Identity {
+            service: "dispatcher".into(),
+            instance: config.replica.clone(),
+            interval: Duration::from_millis(h.interval_ms),
+        };
+        sluice_service::heartbeat::connect_and_spawn(&h.nats_url, &h.nats_auth, id, metrics.registry.clone(), workers.clone())
+            .await
+            .map_err(DispatchError::Heartbeat)?;
+    }
 
     let max_message = config.max_body_bytes + 64 * 1024;
     let drain_grace = Duration::from_millis(config.drain_grace_ms);

@@ -180,6 +180,10 @@ impl Upstream {
         };
         if result.is_err() {
             tracing::warn!(exchange = %self.exchange, route = %call.route, "call got no answer");
+            // Counted beside the answers, so an error rate sees an exchange that
+            // does not answer at all.
+            let labels = StatusLabels { exchange: self.exchange.to_string(), status: "transport_error".into() };
+            self.metrics.responses.get_or_create(&labels).inc();
         }
         (outcome, result)
     }

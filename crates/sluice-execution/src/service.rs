@@ -170,8 +170,18 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
     };
 
     let ready = sluice_service::http::Readiness::default();
-    let (ops_addr, ops) =
-        sluice_service::http::serve(config.ops_listen, Arc::new(Mutex::new(registry)), ready.clone(), shutdown.clone()).await?;
+    let registry = Arc::new(Mutex::new(registry));
+    let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, registry.clone(), ready.clone(), shutdown.clone()).await?;
+    let beat = sluice_service::heartbeat::spawn(
+        nats.clone(),
+        sluice_service::heartbeat::Identity {
+            service: "execution".into(),
+            instance: config.service.clone(),
+            interval: Duration::from_secs(1),
+        },
+        registry,
+        shutdown.clone(),
+    );
 
     // The engine's inputs: API commands and signals through bounded channels
     // (their senders wait when the engine is busy; nothing is dropped).
@@ -205,6 +215,7 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
     });
     let tasks = vec![
         ops,
+        beat,
         grpc,
         tokio::spawn(pull_signals(js, config.clone(), first_consumer, sig_tx, shutdown.clone())),
         tokio::spawn(engine_loop(engine, Inputs { api: api_rx, signals: sig_rx, outcomes: out_rx, subs }, config.clone(), shutdown)),

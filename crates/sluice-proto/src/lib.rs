@@ -60,6 +60,25 @@ pub mod execution {
     }
 }
 
+/// `sluice.ops.*`
+pub mod ops {
+    /// `sluice.ops.v1`: every service's heartbeat on NATS, with its figures.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.ops.v1");
+    }
+}
+
+/// `sluice.alert.*`
+pub mod alert {
+    /// `sluice.alert.v1`: the alerting service's gRPC API, its alerts on NATS and
+    /// its notification log.
+    #[allow(unreachable_pub, clippy::all, missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.alert.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every sluice proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
 

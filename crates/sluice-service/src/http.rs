@@ -72,13 +72,26 @@ pub async fn serve(
     ready: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), OpsError> {
+    serve_with(addr, registry, ready, Router::new(), shutdown).await
+}
+
+/// Like [`serve`], with a service's own routes beside the operations ones
+/// (the alerting service's `/api/...`).
+pub async fn serve_with(
+    addr: SocketAddr,
+    registry: Arc<Mutex<Registry>>,
+    ready: Readiness,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), OpsError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| OpsError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| OpsError::Bind { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Ops { registry, ready });
+        .with_state(Ops { registry, ready })
+        .merge(extra);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
         if let Err(e) = served {

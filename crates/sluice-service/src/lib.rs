@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod grpc;
+pub mod heartbeat;
 pub mod http;
 pub mod http_client;
 pub mod shutdown;

@@ -237,8 +237,18 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
         })
         .collect();
     let ready = sluice_service::http::Readiness::default();
-    let (ops_addr, ops) =
-        sluice_service::http::serve(config.ops_listen, Arc::new(Mutex::new(registry)), ready.clone(), shutdown.clone()).await?;
+    let registry = Arc::new(Mutex::new(registry));
+    let (ops_addr, ops) = sluice_service::http::serve(config.ops_listen, registry.clone(), ready.clone(), shutdown.clone()).await?;
+    let beat = sluice_service::heartbeat::spawn(
+        nats.clone(),
+        sluice_service::heartbeat::Identity {
+            service: "signal".into(),
+            instance: config.service.clone(),
+            interval: Duration::from_secs(1),
+        },
+        registry,
+        shutdown.clone(),
+    );
     // Subscribed before `start` returns (and the server has them, after the
     // flush): nothing published once the service runs is missed.
     let mut subs = Vec::new();
@@ -267,6 +277,7 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
     }
     let tasks = vec![
         ops,
+        beat,
         tokio::spawn(keep_stream(shared.nats.clone(), shared.config.stream_max_age_s, shutdown.clone())),
         tokio::spawn(inputs(shared.clone(), subs, shutdown.clone())),
         tokio::spawn(schedule(shared.clone(), shutdown.clone())),

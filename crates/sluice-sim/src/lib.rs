@@ -185,6 +185,13 @@ impl SimHandle {
         }
     }
 
+    /// Drops the faults still pending on `exchange` (the exchange is healed).
+    pub fn clear_faults(&self, exchange: Exchange) {
+        if let Some(v) = self.venues.get(&exchange) {
+            v.clear_faults();
+        }
+    }
+
     /// Stops or restarts every market's movement (books, trades, feeds).
     pub fn pause_markets(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Relaxed);
@@ -291,7 +298,7 @@ pub async fn start(cfg: SimConfig, shutdown: CancellationToken) -> Result<SimHan
         .route("/addrs", get(list_addrs))
         .route("/reset", post(reset))
         .route("/jitter", post(jitter))
-        .route("/fault", post(fault))
+        .route("/fault", post(fault).delete(clear_faults))
         .route("/feed-fault", post(feed_fault))
         .with_state(control);
     let stop = shutdown.clone();
@@ -359,6 +366,22 @@ async fn fault(State(c): State<Control>, axum::Json(f): axum::Json<FaultRequest>
             (StatusCode::NO_CONTENT, String::new())
         }
         None => (StatusCode::NOT_FOUND, format!("{} is not simulated", f.exchange)),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExchangeQuery {
+    exchange: Exchange,
+}
+
+/// `DELETE /fault?exchange=upbit`: the pending faults are dropped.
+async fn clear_faults(State(c): State<Control>, axum::extract::Query(q): axum::extract::Query<ExchangeQuery>) -> (StatusCode, String) {
+    match c.venues.get(&q.exchange) {
+        Some(v) => {
+            v.clear_faults();
+            (StatusCode::NO_CONTENT, String::new())
+        }
+        None => (StatusCode::NOT_FOUND, format!("{} is not simulated", q.exchange)),
     }
 }
 

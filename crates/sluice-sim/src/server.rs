@@ -169,6 +169,10 @@ impl VenueServer {
         let _ = self.feeds.faults.send(fault);
     }
 
+    pub(crate) fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     pub(crate) fn inject(&self, fault: Fault) {
         self.lock().faults.push_back(fault);
     }

@@ -4,17 +4,21 @@
 //! * [`execute_bench`]: `sluice bench execute`, signals to orders with the execution process killed.
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
+//! * [`config_check`]: `sluice config check`, a configuration file read as its service would.
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
 //! * [`connect`]: the dispatcher and NATS connections, with credentials.
 //! * [`replicas`]: `sluice bench dispatch --replicas N`, dispatcher processes on one NATS.
 //! * [`stack`]: NATS, the simulator and a dispatcher in-process, for tests and benches.
+//! * [`mock_receiver`]: Slack, Discord, PagerDuty and webhook stand-ins for the alerting tests.
 
 pub mod bench;
 pub mod call;
 pub mod collect_bench;
+pub mod config_check;
 pub mod connect;
 pub mod execute_bench;
 pub mod load;
+pub mod mock_receiver;
 pub mod process;
 pub mod replicas;
 pub mod signal_bench;

@@ -22,6 +22,17 @@ enum Command {
     Call(sluice::call::CallArgs),
     /// Steady market-data traffic through the dispatcher.
     Load(sluice::load::LoadArgs),
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        which: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Reads a file as its service would and names every problem (rules: each with its line).
+    Check(sluice::config_check::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which: Bench::Execute(a) } => sluice::execute_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
+        Command::Config { which: ConfigCmd::Check(a) } => sluice::config_check::run(a, &mut out)?,
         Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use sluice_alerting::AlertingConfig;
 use sluice_collector::CollectorConfig;
 use sluice_collector::config::PrivateConfig;
 use sluice_dispatcher::{DispatcherConfig, Keyring};
@@ -34,6 +35,8 @@ pub async fn stack(sim_cfg: SimConfig) -> anyhow::Result<Stack> {
     dcfg.listen = "127.0.0.1:0".parse()?;
     dcfg.ops_listen = "127.0.0.1:0".parse()?;
     dcfg.drain_grace_ms = 0;
+    // Its heartbeat, with its figures, for the alerting service.
+    dcfg.heartbeat = Some(sluice_dispatcher::config::HeartbeatConfig { nats_url: nats.url(), ..Default::default() });
     for ex in Exchange::ALL {
         dcfg.base_urls.insert(ex, sim.base_url(ex));
     }
@@ -115,5 +118,22 @@ impl Stack {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         Ok(ExecutionConfig::load(text, &|k| env.get(k).cloned())?)
+    }
+
+    /// An alerting service's config (`text`, else the shipped one) pointed at
+    /// this stack, listening on spare ports; `env` adds variables (receiver
+    /// secrets, `SLUICE_ALERTING_SERVICE` for a second replica).
+    pub fn alerting_config(&self, text: Option<&str>, env: &[(&str, String)]) -> anyhow::Result<AlertingConfig> {
+        let mut all: HashMap<String, String> = [
+            ("SLUICE_ALERTING_NATS_URL", self.nats.url()),
+            ("SLUICE_ALERTING_DISPATCHER_URL", self.dispatcher_url()),
+            ("SLUICE_ALERTING_LISTEN", "127.0.0.1:0".into()),
+            ("SLUICE_ALERTING_OPS_LISTEN", "127.0.0.1:0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        Ok(AlertingConfig::load(text, None, &|k| all.get(k).cloned())?)
     }
 }

@@ -45,6 +45,9 @@ pub struct TopArgs {
     /// open orders and positions (and, with --nats, its latest fills).
     #[arg(long, env = "SLUICE_EXECUTION_URL")]
     pub execution: Option<String>,
+    /// The alerting service's gRPC address, to show the alerts open now.
+    #[arg(long, env = "SLUICE_ALERTING_URL")]
+    pub alerting: Option<String>,
 }
 
 /// The latest best levels of every book and the collectors' last heartbeats, as
@@ -149,6 +152,39 @@ pub fn render_prices(board: &Board, now_ns: i64) -> String {
         let age_ms = t.source.as_ref().map_or(0, |s| (now_ns - s.receive_ts_ns).max(0) / 1_000_000);
         let state = if t.state == md::BookState::Live as i32 { "live" } else { "RESYNCING" };
         let _ = writeln!(out, "{venue:<13} {symbol:<10} {:>16} {:>16} {spread:>10} {:>6}ms  {state}", shown(bid), shown(ask), age_ms);
+    }
+    out
+}
+
+/// The alerts pending or firing now.
+async fn open_alerts(url: &str) -> anyhow::Result<Vec<sluice_proto::alert::v1::Alert>> {
+    use sluice_proto::alert::v1 as al;
+    let mut c = al::alerting_client::AlertingClient::connect(url.to_owned()).await?;
+    Ok(c.list_alerts(al::ListAlertsRequest { include_resolved: false }).await?.into_inner().alerts)
+}
+
+/// Renders the open alerts (pure, for tests): firing first, worst first.
+pub fn render_alerts(alerts: &[sluice_proto::alert::v1::Alert]) -> String {
+    use sluice_proto::alert::v1 as al;
+    let mut out = String::new();
+    let firing = alerts.iter().filter(|a| a.state == al::AlertState::Firing as i32).count();
+    let _ = writeln!(out, "\nalerts: {firing} firing, {} pending", alerts.len() - firing);
+    let mut sorted: Vec<&al::Alert> = alerts.iter().collect();
+    sorted.sort_by_key(|a| (a.state != al::AlertState::Firing as i32, -a.severity, a.name.clone()));
+    for a in sorted.iter().take(12) {
+        let sev = al::Severity::try_from(a.severity)
+            .map(|s| s.as_str_name().trim_start_matches("SEVERITY_").to_ascii_lowercase())
+            .unwrap_or_default();
+        let state = if a.state == al::AlertState::Firing as i32 { "FIRING" } else { "pending" };
+        let muted = if !a.silenced_by.is_empty() {
+            " (silenced)"
+        } else if !a.inhibited_by.is_empty() {
+            " (inhibited)"
+        } else {
+            ""
+        };
+        let summary = a.annotations.get("summary").map(String::as_str).unwrap_or("");
+        let _ = writeln!(out, "  {state:<7} {sev:<8} {:<24} {summary}{muted}", a.name);
     }
     out
 }
@@ -438,6 +474,15 @@ pub async fn run(args: TopArgs, out: &mut dyn std::io::Write) -> anyhow::Result<
                     }
                 }
             }
+            if let Some(url) = &args.alerting {
+                match open_alerts(url).await {
+                    Ok(a) => text.push_str(&render_alerts(&a)),
+                    Err(e) if args.once => anyhow::bail!("cannot reach the alerting service at {url}: {e}"),
+                    Err(e) => {
+                        let _ = writeln!(text, "alerting service at {url}: {e}");
+                    }
+                }
+            }
             if tty {
                 write!(out, "\x1b[2J\x1b[H{text}")?;
             } else {
@@ -565,6 +610,26 @@ mod tests {
                 && line.contains("2s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn renders_open_alerts_firing_first() {
+        use sluice_proto::alert::v1 as al;
+        let a = |name: &str, state: al::AlertState, sev: al::Severity| al::Alert {
+            name: name.into(),
+            state: state as i32,
+            severity: sev as i32,
+            annotations: [("summary".to_owned(), format!("{name} says"))].into(),
+            ..Default::default()
+        };
+        let text = render_alerts(&[
+            a("Slow", al::AlertState::Pending, al::Severity::Warning),
+            a("Down", al::AlertState::Firing, al::Severity::Critical),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "alerts: 1 firing, 1 pending");
+        assert!(lines[2].contains("FIRING") && lines[2].contains("critical") && lines[2].contains("Down says"), "{text}");
+        assert!(lines[3].contains("pending"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,407 @@
+//! The alerting service's configuration: one typed struct from a TOML file
+//! (`config/alerting.toml` is shipped), `SLUICE_ALERTING_*` variables, and the
+//! rules file (`config/alerts.toml` unless `rules_file` names another). The
+//! environment is passed in as a function so tests never touch the process's.
+//! Every error names the key; receiver secrets are read here from the
+//! environment or a mounted file and kept as `SecretString`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use sluice_service::credentials::NatsAuth;
+
+use crate::group::Route;
+use crate::matcher::parse_matchers;
+use crate::rules::{Rule, parse_duration};
+use crate::silence::Inhibit;
+
+/// The configuration sluice ships with.
+pub const SHIPPED: &str = include_str!("../../../config/alerting.toml");
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("alerting config: {0}")]
+    Parse(String),
+    #[error("alerting config: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    service: String,
+    nats_url: String,
+    #[serde(default)]
+    nats_auth: NatsAuth,
+    listen: SocketAddr,
+    ops_listen: SocketAddr,
+    dispatcher_url: Option<String>,
+    dispatcher_token_file: Option<PathBuf>,
+    rules_file: Option<PathBuf>,
+    #[serde(default = "d_eval")]
+    eval_interval: String,
+    #[serde(default = "d_stale")]
+    stale_after: String,
+    #[serde(default = "d_hb")]
+    heartbeat_interval: String,
+    #[serde(default = "d_prefix")]
+    bucket_prefix: String,
+    #[serde(default)]
+    probes: Probes,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    #[serde(default)]
+    receiver: Vec<RawReceiver>,
+    #[serde(default)]
+    inhibit: Vec<RawInhibit>,
+}
+
+fn d_eval() -> String {
+    "250ms".into()
+}
+fn d_stale() -> String {
+    "5s".into()
+}
+fn d_hb() -> String {
+    "1s".into()
+}
+fn d_prefix() -> String {
+    "sluice_alert".into()
+}
+
+/// Probes of each exchange through the dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probes {
+    #[serde(default = "d_probe_every")]
+    pub interval: String,
+    /// After a failure the same probe runs again this soon, so "3 in a row"
+    /// takes seconds.
+    #[serde(default = "d_probe_retry")]
+    pub retry_interval: String,
+    #[serde(default = "d_probe_timeout")]
+    pub timeout: String,
+    #[serde(default)]
+    pub exchange: Vec<ProbeTarget>,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        Probes { interval: d_probe_every(), retry_interval: d_probe_retry(), timeout: d_probe_timeout(), exchange: Vec::new() }
+    }
+}
+
+fn d_probe_every() -> String {
+    "30s".into()
+}
+fn d_probe_retry() -> String {
+    "2s".into()
+}
+fn d_probe_timeout() -> String {
+    "5s".into()
+}
+
+/// What is probed on one exchange: two public calls and one account call
+/// per account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeTarget {
+    pub exchange: String,
+    /// Path and query of the ticker call, e.g. "/v1/ticker?markets=KRW-BTC".
+    pub ticker: String,
+    pub orderbook: String,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    pub account_call: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(rename = "match", default)]
+    matchers: String,
+    receivers: Vec<String>,
+    #[serde(default = "d_group_by")]
+    group_by: Vec<String>,
+    #[serde(default = "d_group_wait")]
+    group_wait: String,
+    #[serde(default = "d_group_interval")]
+    group_interval: String,
+    #[serde(default = "d_repeat")]
+    repeat_interval: String,
+    #[serde(default = "d_true")]
+    send_resolved: bool,
+    #[serde(default = "d_true")]
+    resolve_immediately: bool,
+}
+
+fn d_group_by() -> Vec<String> {
+    vec!["alertname".into(), "exchange".into()]
+}
+fn d_group_wait() -> String {
+    "1s".into()
+}
+fn d_group_interval() -> String {
+    "30s".into()
+}
+fn d_repeat() -> String {
+    "4h".into()
+}
+fn d_true() -> bool {
+    true
+}
+
+/// Where notifications go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverKind {
+    /// A line in the service's log.
+    Console,
+    /// Alertmanager's webhook JSON.
+    Webhook,
+    Slack,
+    Discord,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceiver {
+    name: String,
+    kind: ReceiverKind,
+    /// The secret (webhook URL, or PagerDuty's routing key) from this
+    /// environment variable, or this mounted file.
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    /// PagerDuty's events endpoint (the default is PagerDuty's own).
+    url: Option<String>,
+    #[serde(default = "d_probe_timeout")]
+    timeout: String,
+}
+
+/// One receiver, its secret read.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    pub name: String,
+    pub kind: ReceiverKind,
+    /// The webhook URL (Slack, Discord, webhook) or routing key (PagerDuty).
+    pub secret: Option<SecretString>,
+    pub url: Option<String>,
+    pub timeout_ms: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInhibit {
+    source: String,
+    target: String,
+    #[serde(default)]
+    equal: Vec<String>,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone)]
+pub struct AlertingConfig {
+    pub service: String,
+    pub nats_url: String,
+    pub nats_auth: NatsAuth,
+    pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub dispatcher_url: Option<String>,
+    pub dispatcher_token_file: Option<PathBuf>,
+    pub rules: Vec<Rule>,
+    pub eval_interval_ms: i64,
+    pub stale_after_ms: i64,
+    pub heartbeat_interval_ms: i64,
+    pub bucket_prefix: String,
+    pub probe_interval_ms: i64,
+    pub probe_retry_ms: i64,
+    pub probe_timeout_ms: i64,
+    pub probes: Vec<ProbeTarget>,
+    pub routes: Vec<Route>,
+    pub receivers: Vec<ReceiverConfig>,
+    pub inhibit: Vec<Inhibit>,
+}
+
+fn dur(key: &str, v: &str) -> Result<i64, ConfigError> {
+    parse_duration(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))
+}
+
+impl AlertingConfig {
+    /// Reads `text` (the shipped file when `None`), the environment, and the
+    /// rules (`rules_text` when given, else `rules_file`, else the shipped rules).
+    pub fn load(text: Option<&str>, rules_text: Option<(&str, &str)>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text.unwrap_or(SHIPPED)).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let var = |k: &str| env(&format!("SLUICE_ALERTING_{k}")).filter(|v| !v.is_empty());
+        if let Some(v) = var("NATS_URL") {
+            raw.nats_url = v;
+        }
+        if let Some(v) = var("DISPATCHER_URL") {
+            raw.dispatcher_url = Some(v);
+        }
+        if let Some(v) = var("DISPATCHER_TOKEN_FILE") {
+            raw.dispatcher_token_file = Some(v.into());
+        }
+        if let Some(v) = var("SERVICE") {
+            raw.service = v;
+        }
+        if let Some(v) = var("RULES_FILE") {
+            raw.rules_file = Some(v.into());
+        }
+        for (key, slot) in [("LISTEN", &mut raw.listen), ("OPS_LISTEN", &mut raw.ops_listen)] {
+            if let Some(v) = var(key) {
+                *slot = v.parse().map_err(|_| ConfigError::Invalid(format!("SLUICE_ALERTING_{key} '{v}' is not an address")))?;
+            }
+        }
+        raw.nats_auth.apply_env(env);
+        raw.nats_auth.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let rules = match (rules_text, &raw.rules_file) {
+            (Some((text, name)), _) => crate::rules::parse(text, name)?,
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid(format!("rules_file {}: {e}", path.display())))?;
+                crate::rules::parse(&text, &path.display().to_string())?
+            }
+            (None, None) => crate::rules::parse(crate::rules::SHIPPED, "config/alerts.toml")?,
+        };
+        Self::check(raw, rules, env)
+    }
+
+    fn check(raw: RawConfig, rules: Vec<Rule>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if raw.service.is_empty() || !raw.service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return bad(format!("service '{}' may hold only letters, digits, '-' and '_'", raw.service));
+        }
+        if raw.bucket_prefix.is_empty() || !raw.bucket_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return bad(format!("bucket_prefix '{}' may hold only letters, digits, '-' and '_'", raw.bucket_prefix));
+        }
+        let mut receivers = Vec::new();
+        for r in &raw.receiver {
+            if receivers.iter().any(|x: &ReceiverConfig| x.name == r.name) {
+                return bad(format!("receiver '{}' is defined twice", r.name));
+            }
+            let secret = match (&r.secret_env, &r.secret_file) {
+                (Some(_), Some(_)) => return bad(format!("receiver '{}': give secret_env or secret_file, not both", r.name)),
+                (Some(var), None) => match env(var).filter(|v| !v.trim().is_empty()) {
+                    Some(v) => Some(SecretString::from(v.trim().to_owned())),
+                    None => return bad(format!("receiver '{}': environment variable {var} is not set", r.name)),
+                },
+                (None, Some(path)) => match std::fs::read_to_string(path) {
+                    Ok(v) if !v.trim().is_empty() => Some(SecretString::from(v.trim().to_owned())),
+                    Ok(_) => return bad(format!("receiver '{}': secret_file {} is empty", r.name, path.display())),
+                    Err(e) => return bad(format!("receiver '{}': secret_file {}: {e}", r.name, path.display())),
+                },
+                (None, None) => None,
+            };
+            if secret.is_none() && r.kind != ReceiverKind::Console {
+                return bad(format!("receiver '{}' ({:?}) needs secret_env or secret_file (its URL or routing key)", r.name, r.kind));
+            }
+            receivers.push(ReceiverConfig {
+                name: r.name.clone(),
+                kind: r.kind,
+                secret,
+                url: r.url.clone(),
+                timeout_ms: dur(&format!("receiver '{}' timeout", r.name), &r.timeout)?,
+            });
+        }
+        let mut routes = Vec::new();
+        for (i, r) in raw.route.iter().enumerate() {
+            let matchers = parse_matchers(&r.matchers).map_err(|e| ConfigError::Invalid(format!("route {}: match: {e}", i + 1)))?;
+            for name in &r.receivers {
+                if !receivers.iter().any(|x| &x.name == name) {
+                    return bad(format!("route {}: no receiver named '{name}'", i + 1));
+                }
+            }
+            let route = Route {
+                matchers,
+                receivers: r.receivers.clone(),
+                group_by: r.group_by.clone(),
+                group_wait_ms: dur("group_wait", &r.group_wait)?,
+                group_interval_ms: dur("group_interval", &r.group_interval)?,
+                repeat_interval_ms: dur("repeat_interval", &r.repeat_interval)?,
+                send_resolved: r.send_resolved,
+                resolve_immediately: r.resolve_immediately,
+            };
+            if route.group_interval_ms <= 0 || route.repeat_interval_ms < route.group_interval_ms {
+                return bad(format!("route {}: group_interval must be positive and repeat_interval at least group_interval", i + 1));
+            }
+            routes.push(route);
+        }
+        if routes.is_empty() {
+            return bad("at least one [[route]] is needed (an empty match = every alert)".into());
+        }
+        let inhibit = raw
+            .inhibit
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let m = |s: &str| parse_matchers(s).map_err(|e| ConfigError::Invalid(format!("inhibit {}: {e}", i + 1)));
+                Ok(Inhibit { source: m(&r.source)?, target: m(&r.target)?, equal: r.equal.clone() })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        for p in &raw.probes.exchange {
+            if !["upbit", "bybit", "binance", "okx"].contains(&p.exchange.as_str()) {
+                return bad(format!("probes: exchange '{}' is not upbit, bybit, binance or okx", p.exchange));
+            }
+            if !p.accounts.is_empty() && p.account_call.is_none() {
+                return bad(format!("probes: exchange '{}' lists accounts but no account_call", p.exchange));
+            }
+        }
+        let c = AlertingConfig {
+            service: raw.service,
+            nats_url: raw.nats_url,
+            nats_auth: raw.nats_auth,
+            listen: raw.listen,
+            ops_listen: raw.ops_listen,
+            dispatcher_url: raw.dispatcher_url.filter(|u| !u.is_empty()),
+            dispatcher_token_file: raw.dispatcher_token_file,
+            rules,
+            eval_interval_ms: dur("eval_interval", &raw.eval_interval)?,
+            stale_after_ms: dur("stale_after", &raw.stale_after)?,
+            heartbeat_interval_ms: dur("heartbeat_interval", &raw.heartbeat_interval)?,
+            bucket_prefix: raw.bucket_prefix,
+            probe_interval_ms: dur("probes.interval", &raw.probes.interval)?,
+            probe_retry_ms: dur("probes.retry_interval", &raw.probes.retry_interval)?,
+            probe_timeout_ms: dur("probes.timeout", &raw.probes.timeout)?,
+            probes: raw.probes.exchange,
+            routes,
+            receivers,
+            inhibit,
+        };
+        if c.eval_interval_ms <= 0 || c.heartbeat_interval_ms <= 0 || c.probe_interval_ms <= 0 || c.probe_retry_ms <= 0 {
+            return bad("eval_interval, heartbeat_interval, probes.interval and probes.retry_interval must be positive".into());
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_loads_with_its_webhook_secret_from_the_environment() {
+        let env = |k: &str| (k == "SLUICE_ALERT_WEBHOOK_URL").then(|| "http://127.0.0.1:1/hook".to_owned());
+        let c = AlertingConfig::load(None, None, &env).unwrap();
+        assert!(c.rules.len() >= 8);
+        assert!(!c.routes.is_empty());
+        let hook = c.receivers.iter().find(|r| r.kind == ReceiverKind::Webhook).unwrap();
+        assert!(!format!("{hook:?}").contains("127.0.0.1:1"), "the secret never shows in Debug");
+    }
+
+    #[test]
+    fn a_missing_secret_and_an_unknown_receiver_are_named() {
+        let e = AlertingConfig::load(None, None, &|_| None).unwrap_err().to_string();
+        assert!(e.contains("SLUICE_ALERT_WEBHOOK_URL is not set"), "{e}");
+        let text = SHIPPED.replace("receivers = [\"console\", \"webhook\"]", "receivers = [\"console\", \"nobody\"]");
+        let env = |k: &str| (k == "SLUICE_ALERT_WEBHOOK_URL").then(|| "http://x".to_owned());
+        let e = AlertingConfig::load(Some(&text), None, &env).unwrap_err().to_string();
+        assert!(e.contains("no receiver named 'nobody'"), "{e}");
+    }
+}
