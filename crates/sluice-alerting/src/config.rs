@@ -86,13 +86,23 @@ pub struct Probes {
     pub retry_interval: String,
     #[serde(default = "d_probe_timeout")]
     pub timeout: String,
+    /// A probe answered slower than this is followed by another after
+    /// `retry_interval` too, so a latency alert resolves soon after the heal.
+    #[serde(default = "d_probe_slow")]
+    pub slow_after: String,
     #[serde(default)]
     pub exchange: Vec<ProbeTarget>,
 }
 
 impl Default for Probes {
     fn default() -> Self {
-        Probes { interval: d_probe_every(), retry_interval: d_probe_retry(), timeout: d_probe_timeout(), exchange: Vec::new() }
+        Probes {
+            interval: d_probe_every(),
+            retry_interval: d_probe_retry(),
+            timeout: d_probe_timeout(),
+            slow_after: d_probe_slow(),
+            exchange: Vec::new(),
+        }
     }
 }
 
@@ -104,6 +114,9 @@ fn d_probe_retry() -> String {
 }
 fn d_probe_timeout() -> String {
     "5s".into()
+}
+fn d_probe_slow() -> String {
+    "2s".into()
 }
 
 /// What is probed on one exchange: two public calls and one account call
@@ -223,6 +236,7 @@ pub struct AlertingConfig {
     pub probe_interval_ms: i64,
     pub probe_retry_ms: i64,
     pub probe_timeout_ms: i64,
+    pub probe_slow_ms: i64,
     pub probes: Vec<ProbeTarget>,
     pub routes: Vec<Route>,
     pub receivers: Vec<ReceiverConfig>,
@@ -369,6 +383,7 @@ impl AlertingConfig {
             probe_interval_ms: dur("probes.interval", &raw.probes.interval)?,
             probe_retry_ms: dur("probes.retry_interval", &raw.probes.retry_interval)?,
             probe_timeout_ms: dur("probes.timeout", &raw.probes.timeout)?,
+            probe_slow_ms: dur("probes.slow_after", &raw.probes.slow_after)?,
             probes: raw.probes.exchange,
             routes,
             receivers,

@@ -154,9 +154,7 @@ impl Engine {
                     labels.insert("account".into(), p.account.clone());
                 }
                 // A probe's figures count until the next probe could have come.
-                let fresh = Some(
-                    if r.ok { self.config.probe_interval_ms } else { self.config.probe_retry_ms } + self.config.probe_timeout_ms + 1_000,
-                );
+                let fresh = Some(self.config.probe_interval_ms.max(self.config.probe_retry_ms) + self.config.probe_timeout_ms + 1_000);
                 self.store.push_fresh_for("sluice_alerting_probe_failures_consecutive", labels.clone(), now, *failures as f64, fresh);
                 let ml = ProbeLabels { exchange: p.exchange.clone(), probe: p.probe.clone(), account: p.account.clone() };
                 self.metrics.probe_failures.get_or_create(&ml).set(*failures);

@@ -1,9 +1,9 @@
 //! Probes of each exchange through the dispatcher: its ticker, its order book
 //! and an account call per configured account, every `interval` (30 s by
 //! default) at the lowest priority (backfill), so a probe never takes budget
-//! from trading. A failed probe runs again after `retry_interval` (2 s), so
-//! three failures in a row are seen in seconds and a healed exchange within
-//! one retry. The latency is the exchange's own round trip as the dispatcher
+//! from trading. A failed probe, or one slower than `slow_after` (2 s), runs
+//! again after `retry_interval` (2 s), so three failures in a row are seen in
+//! seconds and a healed exchange within one retry. The latency is the exchange's own round trip as the dispatcher
 //! measured it (`CallResponse.upstream`), not the queueing before it.
 //!
 //! What counts as failed: no answer (a gRPC error: the dispatcher could not
@@ -123,12 +123,27 @@ pub async fn run_once(client: &mut Dispatcher, p: &Probe, timeout: Duration) -> 
 
 /// Runs every probe on its own schedule until `shutdown`; results go to `out`
 /// (its sender waits when the engine is busy: no result is dropped).
+/// How often each probe runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub every: Duration,
+    pub retry: Duration,
+    pub timeout: Duration,
+    pub slow_after: Duration,
+}
+
+impl Timing {
+    /// The wait before the next run of a probe that ended as `r`.
+    pub fn next(&self, r: &ProbeResult) -> Duration {
+        let slow = r.latency_s.is_some_and(|l| l > self.slow_after.as_secs_f64());
+        if r.ok && !slow { self.every } else { self.retry }
+    }
+}
+
 pub fn spawn(
     client: Dispatcher,
     probes: Vec<Probe>,
-    every: Duration,
-    retry: Duration,
-    timeout: Duration,
+    timing: Timing,
     out: mpsc::Sender<ProbeResult>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -150,10 +165,10 @@ pub fn spawn(
                         _ = shutdown.cancelled() => return,
                     }
                     let r = tokio::select! {
-                        r = run_once(&mut client, &p, timeout) => r,
+                        r = run_once(&mut client, &p, timing.timeout) => r,
                         _ = shutdown.cancelled() => return,
                     };
-                    wait = if r.ok { every } else { retry };
+                    wait = timing.next(&r);
                     if out.send(r).await.is_err() {
                         return;
                     }
@@ -175,6 +190,23 @@ mod tests {
         assert!(body_failure("okx", br#"{"code":"50001","msg":"busy"}"#).unwrap().contains("50001"));
         assert_eq!(body_failure("upbit", br#"[{"market":"KRW-BTC"}]"#), None);
         assert!(body_failure("upbit", b"<html>").is_some());
+    }
+
+    #[test]
+    fn failed_and_slow_probes_come_again_soon() {
+        let s = Duration::from_secs;
+        let t = Timing { every: s(30), retry: s(2), timeout: s(5), slow_after: s(2) };
+        let p = Probe {
+            exchange: "upbit".into(),
+            probe: "ticker".into(),
+            account: String::new(),
+            path: "/v1/ticker".into(),
+            query: String::new(),
+        };
+        let r = |ok, latency_s| ProbeResult { probe: p.clone(), ok, latency_s, detail: String::new() };
+        assert_eq!(t.next(&r(true, Some(0.01))), s(30));
+        assert_eq!(t.next(&r(true, Some(3.0))), s(2));
+        assert_eq!(t.next(&r(false, None)), s(2));
     }
 
     #[test]

@@ -126,15 +126,13 @@ pub async fn start(config: AlertingConfig, shutdown: CancellationToken) -> Resul
         let ms = |v: i64| Duration::from_millis(v.max(1) as u64);
         let probes = crate::probe::probes(&config.probes);
         tracing::info!(probes = probes.len(), every_ms = config.probe_interval_ms, "probing the exchanges through the dispatcher");
-        tasks.extend(crate::probe::spawn(
-            client,
-            probes,
-            ms(config.probe_interval_ms),
-            ms(config.probe_retry_ms),
-            ms(config.probe_timeout_ms),
-            ptx,
-            shutdown.clone(),
-        ));
+        let timing = crate::probe::Timing {
+            every: ms(config.probe_interval_ms),
+            retry: ms(config.probe_retry_ms),
+            timeout: ms(config.probe_timeout_ms),
+            slow_after: ms(config.probe_slow_ms),
+        };
+        tasks.extend(crate::probe::spawn(client, probes, timing, ptx, shutdown.clone()));
         let tx = in_tx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(r) = prx.recv().await {

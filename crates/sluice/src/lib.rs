@@ -1,5 +1,6 @@
 //! The `sluice` command line, as a library so tests can run each command in-process:
 //!
+//! * [`alert_bench`]: `sluice bench alert`, a simulator fault to the first notification.
 //! * [`bench`]: `sluice bench dispatch`, the dispatcher against the simulator.
 //! * [`execute_bench`]: `sluice bench execute`, signals to orders with the execution process killed.
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
@@ -7,10 +8,12 @@
 //! * [`config_check`]: `sluice config check`, a configuration file read as its service would.
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
 //! * [`connect`]: the dispatcher and NATS connections, with credentials.
+//! * [`receive`]: `sluice receive`, a local webhook receiver that prints what it gets.
 //! * [`replicas`]: `sluice bench dispatch --replicas N`, dispatcher processes on one NATS.
 //! * [`stack`]: NATS, the simulator and a dispatcher in-process, for tests and benches.
 //! * [`mock_receiver`]: Slack, Discord, PagerDuty and webhook stand-ins for the alerting tests.
 
+pub mod alert_bench;
 pub mod bench;
 pub mod call;
 pub mod collect_bench;
@@ -20,6 +23,7 @@ pub mod execute_bench;
 pub mod load;
 pub mod mock_receiver;
 pub mod process;
+pub mod receive;
 pub mod replicas;
 pub mod signal_bench;
 pub mod stack;

@@ -49,7 +49,7 @@ pub fn mix() -> Vec<CallRequest> {
     ]
 }
 
-pub async fn run(a: LoadArgs, stop: CancellationToken, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+pub async fn run(a: LoadArgs, stop: CancellationToken, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<()> {
     let client = crate::connect::dispatcher(&a.dispatcher, a.token_file.as_deref())
         .await
         .with_context(|| format!("connecting to {}", a.dispatcher))?;

@@ -22,6 +22,8 @@ enum Command {
     Call(sluice::call::CallArgs),
     /// Steady market-data traffic through the dispatcher.
     Load(sluice::load::LoadArgs),
+    /// A local webhook receiver: prints each notification it is sent.
+    Receive(sluice::receive::ReceiveArgs),
     /// Configuration files.
     Config {
         #[command(subcommand)]
@@ -47,6 +49,9 @@ enum Bench {
     /// The execution service live: signals to orders at the exchange through the
     /// dispatcher, with the execution process killed and restarted.
     Execute(sluice::execute_bench::ExecuteArgs),
+    /// A fault in the simulator to the first notification at a mock webhook,
+    /// and the heal to the resolved one.
+    Alert(sluice::alert_bench::AlertArgs),
 }
 
 #[tokio::main]
@@ -65,10 +70,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench { which: Bench::Collect(a) } => sluice::collect_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Signal(a) } => sluice::signal_bench::run(a, &mut out).await?,
+        Command::Bench { which: Bench::Alert(a) } => sluice::alert_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Execute(a) } => sluice::execute_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
         Command::Config { which: ConfigCmd::Check(a) } => sluice::config_check::run(a, &mut out)?,
+        Command::Receive(a) => sluice::receive::run(a, sluice_service::shutdown::on_signals()).await?,
         Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,
     }
     Ok(())
