@@ -34,6 +34,7 @@ pub struct Api {
     pub shared: Arc<Shared>,
     pub silences: kv::Store,
     pub receivers: Arc<BTreeMap<String, Receiver>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Opens the silences bucket and keeps `shared.silences` in step with it.
@@ -211,6 +212,7 @@ impl Api {
                 triage: None,
             };
             let res = r.send(&n).await;
+            self.metrics.notified(name, if res.is_ok() { "test_delivered" } else { "test_failed" });
             out.push(pb::ReceiverResult {
                 receiver: name.clone(),
                 ok: res.is_ok(),

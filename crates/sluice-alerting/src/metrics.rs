@@ -26,7 +26,8 @@ pub struct ProbeResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NotifyLabels {
     pub receiver: String,
-    /// delivered, failed, refused, skipped (already sent, or sent by another replica)
+    /// delivered, failed, refused, skipped (already sent, or sent by another
+    /// replica), test_delivered, test_failed
     pub result: String,
 }
 
@@ -62,6 +63,11 @@ impl Metrics {
         r.register("notifications", "Notification attempts by receiver and result", self.notifications.clone());
         r.register("heartbeats", "Heartbeats read (ok) or refused (malformed)", self.heartbeats.clone());
         r.register("silences_active", "Silences in force now", self.silences.clone());
+    }
+
+    /// Creates a receiver's series at zero.
+    pub fn notified_zero(&self, receiver: &str, result: &str) {
+        let _ = self.notifications.get_or_create(&NotifyLabels { receiver: receiver.to_owned(), result: result.to_owned() });
     }
 
     pub fn notified(&self, receiver: &str, result: &str) {

@@ -79,6 +79,11 @@ pub async fn start(config: AlertingConfig, shutdown: CancellationToken) -> Resul
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    for r in &config.receivers {
+        for result in ["delivered", "failed", "refused", "skipped"] {
+            metrics.notified_zero(&r.name, result);
+        }
+    }
     let registry = Arc::new(Mutex::new(registry));
     let receivers: Arc<BTreeMap<String, Receiver>> =
         Arc::new(config.receivers.iter().map(|r| (r.name.clone(), Receiver::new(r.clone()))).collect());
@@ -149,7 +154,7 @@ pub async fn start(config: AlertingConfig, shutdown: CancellationToken) -> Resul
     let engine = Engine::new(config.clone(), shared.clone(), nats.clone(), delivery);
     tasks.push(tokio::spawn(crate::engine::run(engine, in_rx, Duration::from_millis(config.eval_interval_ms as u64), shutdown.clone())));
 
-    let api = Api { replica: config.service.clone(), shared, silences, receivers };
+    let api = Api { replica: config.service.clone(), shared, silences, receivers, metrics: metrics.clone() };
     let ready = sluice_service::http::Readiness::default();
     let (ops_addr, ops) = sluice_service::http::serve_with(
         config.ops_listen,

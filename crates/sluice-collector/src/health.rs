@@ -114,6 +114,11 @@ impl Health {
     /// A handle for one connection task.
     pub(crate) fn connection(self: &Arc<Self>, id: &str, venue: &str) -> ConnHealth {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), Conn { venue: venue.to_owned(), ..Conn::default() });
+        // The venue's counters exist (at zero) from its first connection.
+        let vl = VenueLabels { venue: venue.to_owned() };
+        for f in [&self.reconnects, &self.planned, &self.malformed, &self.dropped, &self.stale, &self.rejected] {
+            let _ = f.get_or_create(&vl);
+        }
         ConnHealth { health: self.clone(), venue: VenueLabels { venue: venue.to_owned() }, connected: AtomicI64::new(0) }
     }
 

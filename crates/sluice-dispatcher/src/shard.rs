@@ -871,6 +871,9 @@ impl Shard {
                 self.metrics.window_usage_ratio.get_or_create(&wl).set(w.used as f64 / w.limit.max(1) as f64);
             }
             self.metrics.rate_factor.get_or_create(&bl).set(v.status.rate_factor);
+            // At zero until the first one, so `increase()` over them is defined.
+            let _ = self.metrics.throttled.get_or_create(&bl);
+            let _ = self.metrics.bans.get_or_create(&bl);
             self.metrics.frozen.get_or_create(&bl).set(i64::from(v.status.frozen_until.is_some()));
         }
         let el = ExchangeLabels { exchange: ex };

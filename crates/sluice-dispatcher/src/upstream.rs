@@ -66,6 +66,12 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("sluice-dispatcher/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        // Every answer class exists (at zero) from the start, so an error rate
+        // over them is defined before the first error.
+        for class in ["2xx", "4xx", "5xx", "transport_error"] {
+            let _ = metrics.responses.get_or_create(&StatusLabels { exchange: policy.exchange.to_string(), status: class.into() });
+        }
+        let _ = metrics.upstream.get_or_create(&ExchangeLabels { exchange: policy.exchange.to_string() });
         Ok(Upstream { exchange: policy.exchange, policy, http, clock, metrics, timeout })
     }
 

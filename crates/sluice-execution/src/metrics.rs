@@ -1,7 +1,11 @@
 //! The execution service's Prometheus metrics (`sluice_execution_…`): what became
 //! of signals, orders created, transitions by event, fills, risk denials by
 //! reason, illegal transitions refused, venue queries, orders unknown and
-//! foreign, and the trading state.
+//! foreign, the trading state, and per account its equity, the UTC day's PnL
+//! and how much of its daily loss limit is used (figures for dashboards and
+//! alerts; the amounts themselves stay exact decimals inside).
+
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,8 +18,16 @@ pub(crate) struct KindLabels {
     pub(crate) kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AccountLabels {
+    pub(crate) account: String,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub(crate) equity: Family<AccountLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) day_pnl: Family<AccountLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) daily_loss_used: Family<AccountLabels, Gauge<f64, AtomicU64>>,
     signals: Family<KindLabels, Counter>,
     transitions: Family<KindLabels, Counter>,
     denials: Family<KindLabels, Counter>,
@@ -48,6 +60,13 @@ impl Metrics {
             self.foreign_orders.clone(),
         );
         r.register("trading_state", "1 active, 2 reducing, 3 halted", self.trading_state.clone());
+        r.register("equity", "Each account's equity in its quote currency (a figure; amounts stay exact inside)", self.equity.clone());
+        r.register("day_pnl", "Each account's realized and unrealized PnL less fees since the UTC day began", self.day_pnl.clone());
+        r.register(
+            "daily_loss_used_ratio",
+            "Each account's loss today over its daily loss limit (0 without a limit or a loss; 1 = the limit)",
+            self.daily_loss_used.clone(),
+        );
         self.trading_state.set(1);
     }
 

@@ -81,6 +81,14 @@ impl Metrics {
         r.register("skipped", "Signals not made (stale, too few trades)", self.skipped.clone());
     }
 
+    /// Creates the series of `models` at zero.
+    fn declare(&self, models: &[String]) {
+        for m in models {
+            let _ = self.calls.get_or_create(&CallLabels { model: m.clone(), outcome: "ok".into() });
+            let _ = self.cost_micro_usd.get_or_create(&CallLabels { model: m.clone(), outcome: String::new() });
+        }
+    }
+
     fn call(&self, c: &CallRecord) {
         let l = CallLabels { model: c.model.clone(), outcome: c.outcome.to_owned() };
         self.calls.get_or_create(&l).inc();
@@ -208,6 +216,16 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    // Every model's series exist from the start (at zero), so rates and error
+    // ratios over them are defined before the first call.
+    // (Offline: the offline model's, which stay at zero: it is not called
+    // through the gateway and costs nothing.)
+    let models: Vec<String> = if config.api_key.is_some() {
+        config.models.iter().map(|m| m.name.clone()).collect()
+    } else {
+        vec![crate::offline::MODEL.to_owned()]
+    };
+    metrics.declare(&models);
     let brain = match &config.api_key {
         None => Brain::Offline,
         Some(key) => {

@@ -394,6 +394,10 @@ impl Engine {
     /// that waited long enough for their first answer get the order as it stands.
     pub async fn on_tick(&mut self) {
         let now = self.now();
+        if now >= self.next_export {
+            self.export_pnl();
+            self.next_export = now + Duration::from_secs(1);
+        }
         if now >= self.next_rules {
             self.refresh_rules();
             self.next_rules = now + Duration::from_millis(self.cfg.rules_every_ms);

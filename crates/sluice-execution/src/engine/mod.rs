@@ -197,6 +197,8 @@ pub struct Engine {
     waiters: HashMap<String, Vec<(Time, OrderReply)>>,
     /// When reconciliation and the rules refresh are next due.
     next_reconcile: Time,
+    /// When the PnL gauges are next set.
+    next_export: Time,
     next_rules: Time,
 }
 
@@ -259,6 +261,7 @@ impl Engine {
             resent: HashSet::new(),
             waiters: HashMap::new(),
             next_reconcile: now,
+            next_export: now,
             next_rules: now,
             cfg,
         }

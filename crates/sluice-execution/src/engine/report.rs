@@ -168,4 +168,28 @@ impl Engine {
             .collect();
         pb::PnlReport { accounts: report }
     }
+
+    /// Sets each account's equity, day PnL and daily-loss-used gauges.
+    pub(crate) fn export_pnl(&self) {
+        // A figure for dashboards: through its decimal text, exact to f64's precision.
+        let f = |d: Decimal| d.to_string().parse::<f64>().unwrap_or(0.0);
+        let now = self.now();
+        let mut accounts: Vec<AccountId> = self.cfg.strategies.iter().map(|s| s.account.clone()).collect();
+        accounts.sort();
+        accounts.dedup();
+        for a in accounts {
+            let acct = a.to_string();
+            let labels = crate::metrics::AccountLabels { account: acct.clone() };
+            let day = self.day_pnl(&acct, now);
+            let quote = self.cfg.strategies.iter().find(|s| s.account == a).map(|s| s.symbol.quote.to_string());
+            let equity = quote.map_or(Decimal::ZERO, |q| self.equity(&a, &q));
+            let used = match self.cfg.limits(&a).daily_loss_limit {
+                Some(limit) if limit > Decimal::ZERO && day < Decimal::ZERO => f(-day / limit),
+                _ => 0.0,
+            };
+            self.metrics.equity.get_or_create(&labels).set(f(equity));
+            self.metrics.day_pnl.get_or_create(&labels).set(f(day));
+            self.metrics.daily_loss_used.get_or_create(&labels).set(used);
+        }
+    }
 }
