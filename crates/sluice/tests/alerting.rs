@@ -37,7 +37,7 @@ accounts = ["demo"]
 account_call = "/v1/accounts"
 
 [[route]]
-match = 'alertname=~"ExchangeErrorRate|ProbeFailing|HeartbeatMissing"'
+match = 'alertname=~"ExchangeErrorRate|ProbeFailing|HeartbeatMissing|StaleData|PrivateStreamDown"'
 receivers = ["webhook", "slack", "discord", "pagerduty"]
 group_by = ["alertname", "exchange", "probe", "instance"]
 group_wait = "500ms"
@@ -297,5 +297,34 @@ async fn a_silent_service_is_an_alert_and_a_planned_stop_is_not() {
         .filter_map(|a| a["labels"]["instance"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(missing, vec!["dies".to_owned()], "only the silent one; the one that said it was leaving is not missed");
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_feed_and_a_dead_private_stream_fire_and_the_feed_resolves_when_it_speaks_again() {
+    let s = stack(SimConfig::shipped()).await.unwrap();
+    let mock = MockReceiver::start(s.stop.clone()).await.unwrap();
+    let mut ccfg = s.collector_config().unwrap();
+    // A quiet market is not a dead connection: the collector keeps its sockets.
+    ccfg.idle_ms = 60_000;
+    // The "bad" account's secret is wrong: its private stream's login is refused.
+    ccfg.private.push(s.private_stream(Exchange::Upbit, "bad"));
+    let _collector = sluice_collector::start(ccfg, s.stop.clone()).await.unwrap();
+    let _a = start_alerting(&s, &mock, "alerting-a", true).await;
+    let names = |status: &str| -> Vec<String> {
+        mock.delivered("webhook").iter().filter(|r| webhook_of(r).1 == status).map(|r| webhook_of(r).0).collect()
+    };
+    wait_for("PrivateStreamDown for upbit/bad", Duration::from_secs(30), || names("firing").contains(&"PrivateStreamDown".to_owned()))
+        .await;
+    assert!(!names("firing").contains(&"StaleData".to_owned()), "live feeds are not stale: {:?}", names("firing"));
+    let down: Vec<Received> = mock.delivered("webhook").into_iter().filter(|r| webhook_of(r).0 == "PrivateStreamDown").collect();
+    assert_eq!(down[0].body["alerts"][0]["labels"]["account"], "bad");
+
+    // The market goes quiet: no book or ticker moves, so nothing is sent.
+    s.sim.pause_markets(true);
+    wait_for("StaleData", Duration::from_secs(30), || names("firing").contains(&"StaleData".to_owned())).await;
+    s.sim.pause_markets(false);
+    wait_for("StaleData resolved", Duration::from_secs(30), || names("resolved").contains(&"StaleData".to_owned())).await;
+    assert!(!names("resolved").contains(&"PrivateStreamDown".to_owned()), "the refused login stays down");
     s.stop.cancel();
 }
