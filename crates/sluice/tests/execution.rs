@@ -308,7 +308,10 @@ async fn an_order_whose_answer_is_lost_is_found_by_its_client_id_and_never_sent_
         st.sim.inject(Exchange::Upbit, Fault { kind: fault.clone(), count: 1, group: group.clone() });
         let first = api.submit_order(submit(cid)).await.unwrap().into_inner();
         let first_status = status(&first);
-        assert!(matches!(first_status, pb::OrderStatus::Unknown | pb::OrderStatus::Submitted), "{cid}: {first:?}");
+        // The submit answers after `submit_wait_ms`; the query by client id
+        // (after `confirm_after_ms`) may already have found an executed order.
+        let found_early = on_exchange == 1 && first_status == resolved;
+        assert!(matches!(first_status, pb::OrderStatus::Unknown | pb::OrderStatus::Submitted) || found_early, "{cid}: {first:?}");
         let o = until("the unknown order resolved from the exchange", Duration::from_secs(20), async || {
             let o = order(&mut api, cid).await;
             (status(&o) == resolved).then_some(o)
