@@ -181,6 +181,34 @@ pub enum ReceiverKind {
     Discord,
     /// PagerDuty Events API v2.
     Pagerduty,
+    /// Email over SMTP.
+    Email,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which the server must offer
+    /// (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or in the same pod.
+    None,
+}
+
+/// Where and how an email receiver sends.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// Logs in with this user and the receiver's secret (the SMTP password)
+    /// when given.
+    pub username: Option<String>,
+    pub from: lettre::message::Mailbox,
+    pub to: Vec<lettre::message::Mailbox>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,14 +216,22 @@ pub enum ReceiverKind {
 struct RawReceiver {
     name: String,
     kind: ReceiverKind,
-    /// The secret (webhook URL, or PagerDuty's routing key) from this
-    /// environment variable, or this mounted file.
+    /// The secret (webhook URL, PagerDuty's routing key, or the SMTP
+    /// password) from this environment variable, or this mounted file.
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     /// PagerDuty's events endpoint (the default is PagerDuty's own).
     url: Option<String>,
     #[serde(default = "d_probe_timeout")]
     timeout: String,
+    // Email only.
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    smtp_tls: Option<SmtpTls>,
+    username: Option<String>,
+    from: Option<String>,
+    #[serde(default)]
+    to: Vec<String>,
 }
 
 /// One receiver, its secret read.
@@ -203,10 +239,13 @@ struct RawReceiver {
 pub struct ReceiverConfig {
     pub name: String,
     pub kind: ReceiverKind,
-    /// The webhook URL (Slack, Discord, webhook) or routing key (PagerDuty).
+    /// The webhook URL (Slack, Discord, webhook), routing key (PagerDuty) or
+    /// SMTP password (email).
     pub secret: Option<SecretString>,
     pub url: Option<String>,
     pub timeout_ms: i64,
+    /// For `kind = "email"`.
+    pub email: Option<EmailConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +255,43 @@ struct RawInhibit {
     target: String,
     #[serde(default)]
     equal: Vec<String>,
+}
+
+/// An email receiver's settings, checked; `None` for other kinds, which may
+/// not carry them.
+fn email_config(r: &RawReceiver, has_password: bool) -> Result<Option<EmailConfig>, String> {
+    let name = &r.name;
+    if r.kind != ReceiverKind::Email {
+        let stray = [("smtp_host", r.smtp_host.is_some()), ("smtp_port", r.smtp_port.is_some()), ("smtp_tls", r.smtp_tls.is_some())]
+            .into_iter()
+            .chain([("username", r.username.is_some()), ("from", r.from.is_some()), ("to", !r.to.is_empty())])
+            .find(|(_, set)| *set);
+        return match stray {
+            Some((key, _)) => Err(format!("receiver '{name}': {key} is for kind = \"email\" only")),
+            None => Ok(None),
+        };
+    }
+    let host = r.smtp_host.clone().filter(|h| !h.trim().is_empty()).ok_or(format!("receiver '{name}' (email) needs smtp_host"))?;
+    let tls = r.smtp_tls.unwrap_or(SmtpTls::Starttls);
+    let port = r.smtp_port.unwrap_or(match tls {
+        SmtpTls::Starttls => 587,
+        SmtpTls::Tls => 465,
+        SmtpTls::None => 25,
+    });
+    let mailbox = |key: &str, v: &str| {
+        v.parse::<lettre::message::Mailbox>().map_err(|e| format!("receiver '{name}': {key} '{v}' is not an email address ({e})"))
+    };
+    let from = mailbox("from", r.from.as_deref().ok_or(format!("receiver '{name}' (email) needs from"))?)?;
+    if r.to.is_empty() {
+        return Err(format!("receiver '{name}' (email) needs to = [\"...\"], at least one address"));
+    }
+    let to = r.to.iter().map(|v| mailbox("to", v)).collect::<Result<Vec<_>, _>>()?;
+    match (&r.username, has_password) {
+        (Some(_), false) => return Err(format!("receiver '{name}': username needs the password in secret_env or secret_file")),
+        (None, true) => return Err(format!("receiver '{name}': a password (secret_env or secret_file) needs a username")),
+        _ => {}
+    }
+    Ok(Some(EmailConfig { host, port, tls, username: r.username.clone(), from, to }))
 }
 
 /// The whole configuration, checked.
@@ -313,15 +389,17 @@ impl AlertingConfig {
                 },
                 (None, None) => None,
             };
-            if secret.is_none() && r.kind != ReceiverKind::Console {
+            if secret.is_none() && !matches!(r.kind, ReceiverKind::Console | ReceiverKind::Email) {
                 return bad(format!("receiver '{}' ({:?}) needs secret_env or secret_file (its URL or routing key)", r.name, r.kind));
             }
+            let email = email_config(r, secret.is_some()).map_err(ConfigError::Invalid)?;
             receivers.push(ReceiverConfig {
                 name: r.name.clone(),
                 kind: r.kind,
                 secret,
                 url: r.url.clone(),
                 timeout_ms: dur(&format!("receiver '{}' timeout", r.name), &r.timeout)?,
+                email,
             });
         }
         let mut routes = Vec::new();
@@ -418,5 +496,50 @@ mod tests {
         let env = |k: &str| (k == "SLUICE_ALERT_WEBHOOK_URL").then(|| "http://x".to_owned());
         let e = AlertingConfig::load(Some(&text), None, &env).unwrap_err().to_string();
         assert!(e.contains("no receiver named 'nobody'"), "{e}");
+    }
+
+    const MAIL: &str = r#"
+[[receiver]]
+name = "mail"
+kind = "email"
+smtp_host = "smtp.example.com"
+username = "alerts"
+secret_env = "SMTP_PASSWORD"
+from = "sluice <alerts@example.com>"
+to = ["oncall@example.com"]
+"#;
+
+    fn with_mail(extra: &str) -> Result<AlertingConfig, ConfigError> {
+        let text = format!("{SHIPPED}\n{extra}");
+        let env = |k: &str| match k {
+            "SLUICE_ALERT_WEBHOOK_URL" => Some("http://x".to_owned()),
+            "SMTP_PASSWORD" => Some("pw-secret".to_owned()),
+            _ => None,
+        };
+        AlertingConfig::load(Some(&text), None, &env)
+    }
+
+    #[test]
+    fn an_email_receiver_gets_starttls_on_587_and_its_mistakes_are_named() {
+        let c = with_mail(MAIL).unwrap();
+        let mail = c.receivers.iter().find(|r| r.name == "mail").unwrap();
+        let e = mail.email.as_ref().unwrap();
+        assert_eq!((e.tls, e.port, e.host.as_str()), (SmtpTls::Starttls, 587, "smtp.example.com"));
+        assert_eq!(e.to[0].email.to_string(), "oncall@example.com");
+        assert!(!format!("{mail:?}").contains("pw-secret"));
+
+        let err = |text: String| with_mail(&text).unwrap_err().to_string();
+        let e = err(MAIL.replace("to = [\"oncall@example.com\"]", "to = [\"oncall at example\"]"));
+        assert!(e.contains("to 'oncall at example' is not an email address"), "{e}");
+        let e = err(MAIL.replace("smtp_host = \"smtp.example.com\"\n", ""));
+        assert!(e.contains("'mail' (email) needs smtp_host"), "{e}");
+        let e = err(MAIL.replace("username = \"alerts\"\n", ""));
+        assert!(e.contains("needs a username"), "{e}");
+        let e = err(MAIL.replace("to = [\"oncall@example.com\"]", ""));
+        assert!(e.contains("needs to = "), "{e}");
+        let e = err(MAIL.replace("kind = \"email\"", "kind = \"slack\""));
+        assert!(e.contains("is for kind = \"email\" only"), "{e}");
+        let e = err(MAIL.replace("smtp_host", "smtp_hots"));
+        assert!(e.contains("smtp_hots"), "{e}");
     }
 }

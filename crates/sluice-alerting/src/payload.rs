@@ -2,7 +2,7 @@
 //! webhook JSON (version 4), a Slack incoming-webhook message, a Discord
 //! webhook message, a PagerDuty Events v2 event (the group key as
 //! `dedup_key`, so PagerDuty itself folds repeats into one incident and a
-//! resolve closes it). Pure.
+//! resolve closes it), and an email's subject and plain-text body. Pure.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -190,6 +190,33 @@ pub fn pagerduty(n: &Notification, routing_key: &str) -> Value {
     event
 }
 
+/// An email: a subject line (the chat title, at most 200 characters and on
+/// one line, so no header can be smuggled in) and a plain-text body with each
+/// alert's labels, start and, once resolved, end.
+pub fn email(n: &Notification) -> (String, String) {
+    let text = n.text();
+    let title = text.lines().next().unwrap_or_default().replace(['\r', '\n'], " ");
+    let mut body = vec![text.clone(), String::new()];
+    for a in n.all() {
+        let state = if a.state == State::Resolved { "resolved" } else { "firing" };
+        body.push(format!("{} [{state}, {}]", a.name, a.severity.as_str()));
+        body.push(format!("  summary: {}", a.summary));
+        if !a.description.is_empty() {
+            body.push(format!("  description: {}", a.description));
+        }
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        body.push(format!("  labels: {}", labels.join(", ")));
+        body.push(format!("  since: {}", rfc3339(a.fired_at.unwrap_or(a.active_at))));
+        if let Some(t) = a.resolved_at {
+            body.push(format!("  resolved at: {}", rfc3339(t)));
+        }
+        body.push(String::new());
+    }
+    body.push(format!("group: {}", n.group_key));
+    body.push("sent by sluice-alerting".into());
+    (cut(&title, 200), body.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +268,26 @@ mod tests {
         let r = pagerduty(&x, "rk");
         assert_eq!((r["event_action"].as_str(), &r["dedup_key"]), (Some("resolve"), &key));
         assert!(r.get("payload").is_none());
+    }
+
+    #[test]
+    fn email_has_one_subject_line_and_every_alert_in_its_body() {
+        let mut x = n();
+        x.group_labels.insert("exchange".into(), "upbit\r\nBcc: someone@example.com".into());
+        x.triage = Some("upbit's REST API is failing; trading there is paused".into());
+        let (subject, body) = email(&x);
+        assert!(subject.starts_with("[FIRING:1] ExchangeErrorRate upbit"), "{subject}");
+        assert!(!subject.contains('\n') && !subject.contains('\r'), "{subject:?}");
+        assert!(body.contains("summary: upbit: 100 % errors"), "{body}");
+        assert!(body.contains("labels: alertname=ExchangeErrorRate, exchange=upbit, severity=critical"), "{body}");
+        assert!(body.contains("Triage: upbit's REST API is failing"), "{body}");
+        let mut a = x.firing.pop().unwrap();
+        a.state = State::Resolved;
+        a.resolved_at = Some(60_000);
+        x.resolved.push(a);
+        let (subject, body) = email(&x);
+        assert!(subject.starts_with("[RESOLVED]"), "{subject}");
+        assert!(body.contains("resolved at: 1970-01-01T00:01:00Z"), "{body}");
     }
 
     #[test]

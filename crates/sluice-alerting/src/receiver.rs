@@ -4,14 +4,21 @@
 //! get better by trying again. The retrying itself is the notification log's
 //! (`crate::nflog`): it survives this replica, and only one sender retries.
 //!
-//! Secrets (webhook URLs, PagerDuty routing keys) stay in `SecretString` and
-//! never reach an error: transport errors are shown without their URL.
+//! Email goes over SMTP (lettre): a permanent refusal (5xx) is final, a
+//! transient one (4xx), a timeout or a lost connection is retried.
+//!
+//! Secrets (webhook URLs, PagerDuty routing keys, SMTP passwords) stay in
+//! `SecretString` and never reach an error: transport errors are shown
+//! without their URL.
 
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::config::{ReceiverConfig, ReceiverKind};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::{EmailConfig, ReceiverConfig, ReceiverKind, SmtpTls};
 use crate::payload::{self, Notification};
 
 const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -34,11 +41,49 @@ impl std::fmt::Display for SendError {
     }
 }
 
+type Smtp = AsyncSmtpTransport<Tokio1Executor>;
+
 /// A receiver ready to send.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Receiver {
     pub config: ReceiverConfig,
     http: reqwest::Client,
+    /// For email: the SMTP transport, or why it could not be made (a TLS set-up
+    /// that failed), which every send then reports.
+    smtp: Option<Result<Smtp, String>>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The SMTP transport of an email receiver: its TLS mode, port, timeout and
+/// login.
+fn smtp(e: &EmailConfig, password: Option<&secrecy::SecretString>, timeout: Duration) -> Result<Smtp, String> {
+    let builder = match e.tls {
+        SmtpTls::Starttls => Smtp::starttls_relay(&e.host).map_err(|err| format!("SMTP STARTTLS set-up for {}: {err}", e.host))?,
+        SmtpTls::Tls => Smtp::relay(&e.host).map_err(|err| format!("SMTP TLS set-up for {}: {err}", e.host))?,
+        SmtpTls::None => Smtp::builder_dangerous(&e.host),
+    };
+    let mut builder = builder.port(e.port).timeout(Some(timeout));
+    if let (Some(user), Some(pw)) = (&e.username, password) {
+        builder = builder.credentials(Credentials::new(user.clone(), pw.expose_secret().to_owned()));
+    }
+    Ok(builder.build())
+}
+
+/// What an SMTP failure means for delivery: a permanent refusal (5xx: an
+/// unknown mailbox, a refused login) will be refused again.
+fn classify_smtp(e: &lettre::transport::smtp::Error) -> SendError {
+    if e.is_permanent() {
+        SendError::Refused(format!("the SMTP server refused the message: {e}"))
+    } else if e.is_timeout() {
+        SendError::Retry { reason: format!("SMTP timed out: {e}"), after: None }
+    } else {
+        SendError::Retry { reason: format!("SMTP: {e}"), after: None }
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -67,7 +112,9 @@ pub fn classify(status: u16, retry_after_header: Option<&str>, body: &str) -> Re
 
 impl Receiver {
     pub fn new(config: ReceiverConfig) -> Receiver {
-        Receiver { config, http: sluice_service::http_client::client() }
+        let timeout = Duration::from_millis(config.timeout_ms.max(1) as u64);
+        let smtp = config.email.as_ref().map(|e| smtp(e, config.secret.as_ref(), timeout));
+        Receiver { config, http: sluice_service::http_client::client(), smtp }
     }
 
     pub fn name(&self) -> &str {
@@ -86,6 +133,7 @@ impl Receiver {
             ReceiverKind::Slack => (secret, payload::slack(n)),
             ReceiverKind::Discord => (secret, payload::discord(n)),
             ReceiverKind::Pagerduty => (self.config.url.clone().unwrap_or_else(|| PAGERDUTY_EVENTS.into()), payload::pagerduty(n, &secret)),
+            ReceiverKind::Email => return self.send_email(n).await,
         };
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1) as u64);
         let sent = self.http.post(url).timeout(timeout).header("content-type", "application/json").body(body.to_string()).send().await;
@@ -108,6 +156,29 @@ impl Receiver {
         let text = resp.text().await.unwrap_or_default();
         classify(status, ra.as_deref(), &text)
     }
+
+    async fn send_email(&self, n: &Notification) -> Result<String, SendError> {
+        let (Some(e), Some(transport)) = (&self.config.email, &self.smtp) else {
+            return Err(SendError::Refused("an email receiver without its SMTP settings".into()));
+        };
+        let transport = transport.as_ref().map_err(|why| SendError::Refused(why.clone()))?;
+        let (subject, body) = payload::email(n);
+        let mut message = lettre::Message::builder().from(e.from.clone()).subject(subject);
+        for to in &e.to {
+            message = message.to(to.clone());
+        }
+        let message = message
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|err| SendError::Refused(format!("the email cannot be built: {err}")))?;
+        // lettre's timeout is per command; this bounds the whole exchange.
+        let whole = Duration::from_millis(self.config.timeout_ms.max(1) as u64) * 3;
+        match tokio::time::timeout(whole, transport.send(message)).await {
+            Err(_) => Err(SendError::Retry { reason: format!("SMTP timed out after {whole:?}"), after: None }),
+            Ok(Err(err)) => Err(classify_smtp(&err)),
+            Ok(Ok(resp)) => Ok(format!("SMTP {}", resp.code())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,3 +200,7 @@ mod tests {
         assert_eq!(retry_after("soon", now), None);
     }
 }
+
+#[cfg(test)]
+#[path = "receiver_email_tests.rs"]
+mod email_tests;
