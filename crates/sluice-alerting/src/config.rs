@@ -59,6 +59,8 @@ struct RawConfig {
     receiver: Vec<RawReceiver>,
     #[serde(default)]
     inhibit: Vec<RawInhibit>,
+    #[serde(default)]
+    triage: RawTriage,
 }
 
 fn d_eval() -> String {
@@ -72,6 +74,110 @@ fn d_hb() -> String {
 }
 fn d_prefix() -> String {
     "sluice_alert".into()
+}
+
+/// The optional LLM triage (`[triage]`), off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriage {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "d_triage_url")]
+    base_url: String,
+    #[serde(default = "d_triage_key_env")]
+    api_key_env: String,
+    api_key_file: Option<PathBuf>,
+    #[serde(default = "d_triage_model")]
+    model: String,
+    #[serde(default = "d_triage_interval")]
+    interval: String,
+    #[serde(default = "d_triage_timeout")]
+    timeout: String,
+    #[serde(default = "d_triage_tokens")]
+    max_tokens: u32,
+}
+
+impl Default for RawTriage {
+    fn default() -> Self {
+        RawTriage {
+            enabled: false,
+            base_url: d_triage_url(),
+            api_key_env: d_triage_key_env(),
+            api_key_file: None,
+            model: d_triage_model(),
+            interval: d_triage_interval(),
+            timeout: d_triage_timeout(),
+            max_tokens: d_triage_tokens(),
+        }
+    }
+}
+
+fn d_triage_url() -> String {
+    "https://api.holysheep.ai/v1".into()
+}
+fn d_triage_key_env() -> String {
+    "HOLYSHEEP_API_KEY".into()
+}
+fn d_triage_model() -> String {
+    "deepseek-chat".into()
+}
+fn d_triage_interval() -> String {
+    "5m".into()
+}
+fn d_triage_timeout() -> String {
+    "30s".into()
+}
+fn d_triage_tokens() -> u32 {
+    400
+}
+
+/// The LLM triage, when enabled: a summary of the figures and open alerts
+/// every `interval`, through the signal crate's gateway client.
+#[derive(Debug, Clone)]
+pub struct TriageConfig {
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub model: String,
+    pub interval_ms: i64,
+    pub timeout_ms: i64,
+    pub max_tokens: u32,
+}
+
+impl RawTriage {
+    fn check(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<TriageConfig>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let bad = |m: String| Err(ConfigError::Invalid(format!("triage: {m}")));
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return bad(format!("base_url '{}' is not an http(s) URL", self.base_url));
+        }
+        let from_file = match &self.api_key_file {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|e| ConfigError::Invalid(format!("triage: api_key_file {}: {e}", p.display())))?)
+            }
+            None => None,
+        };
+        let Some(key) = env(&self.api_key_env).or(from_file).filter(|k| !k.trim().is_empty()) else {
+            return bad(format!("enabled, but {} is not set and no api_key_file is given (or set enabled = false)", self.api_key_env));
+        };
+        let interval_ms = dur("triage.interval", &self.interval)?;
+        let timeout_ms = dur("triage.timeout", &self.timeout)?;
+        if interval_ms < 10_000 || timeout_ms <= 0 || timeout_ms >= interval_ms {
+            return bad("interval must be at least 10s and timeout positive and shorter than interval".into());
+        }
+        if self.model.trim().is_empty() || self.max_tokens == 0 {
+            return bad("model must be named and max_tokens positive".into());
+        }
+        Ok(Some(TriageConfig {
+            base_url: self.base_url.clone(),
+            api_key: SecretString::from(key.trim().to_owned()),
+            model: self.model.clone(),
+            interval_ms,
+            timeout_ms,
+            max_tokens: self.max_tokens,
+        }))
+    }
 }
 
 /// Probes of each exchange through the dispatcher.
@@ -317,6 +423,7 @@ pub struct AlertingConfig {
     pub routes: Vec<Route>,
     pub receivers: Vec<ReceiverConfig>,
     pub inhibit: Vec<Inhibit>,
+    pub triage: Option<TriageConfig>,
 }
 
 fn dur(key: &str, v: &str) -> Result<i64, ConfigError> {
@@ -445,6 +552,7 @@ impl AlertingConfig {
                 return bad(format!("probes: exchange '{}' lists accounts but no account_call", p.exchange));
             }
         }
+        let triage = raw.triage.check(env)?;
         let c = AlertingConfig {
             service: raw.service,
             nats_url: raw.nats_url,
@@ -466,6 +574,7 @@ impl AlertingConfig {
             routes,
             receivers,
             inhibit,
+            triage,
         };
         if c.eval_interval_ms <= 0 || c.heartbeat_interval_ms <= 0 || c.probe_interval_ms <= 0 || c.probe_retry_ms <= 0 {
             return bad("eval_interval, heartbeat_interval, probes.interval and probes.retry_interval must be positive".into());
@@ -541,5 +650,24 @@ to = ["oncall@example.com"]
         assert!(e.contains("is for kind = \"email\" only"), "{e}");
         let e = err(MAIL.replace("smtp_host", "smtp_hots"));
         assert!(e.contains("smtp_hots"), "{e}");
+    }
+
+    #[test]
+    fn triage_is_off_by_default_and_needs_its_key_when_on() {
+        let env = |k: &str| match k {
+            "SLUICE_ALERT_WEBHOOK_URL" => Some("http://x".to_owned()),
+            "LLM_KEY" => Some("sk-triage".to_owned()),
+            _ => None,
+        };
+        assert!(AlertingConfig::load(None, None, &env).unwrap().triage.is_none());
+        let on = SHIPPED.replace("enabled = false", "enabled = true");
+        let e = AlertingConfig::load(Some(&on), None, &env).unwrap_err().to_string();
+        assert!(e.contains("HOLYSHEEP_API_KEY is not set"), "{e}");
+        let on = on.replace("\"HOLYSHEEP_API_KEY\"", "\"LLM_KEY\"").replace("\"5m\"", "\"1m\"");
+        let t = AlertingConfig::load(Some(&on), None, &env).unwrap().triage.unwrap();
+        assert_eq!((t.interval_ms, t.timeout_ms, t.model.as_str()), (60_000, 30_000, "deepseek-chat"));
+        assert!(!format!("{t:?}").contains("sk-triage"));
+        let e = AlertingConfig::load(Some(&on.replace("\"1m\"", "\"5s\"")), None, &env).unwrap_err().to_string();
+        assert!(e.contains("interval must be at least 10s"), "{e}");
     }
 }

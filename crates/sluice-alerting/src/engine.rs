@@ -17,7 +17,7 @@ use std::time::Duration;
 use prost::Message;
 use sluice_proto::alert::v1 as pb;
 use sluice_proto::ops::v1::Heartbeat;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AlertingConfig;
@@ -31,11 +31,14 @@ use crate::probe::ProbeResult;
 use crate::receiver::{Receiver, SendError};
 use crate::series::Store;
 use crate::silence::{Silences, inhibited_by};
+use crate::triage::{Figure, Summary};
 
 /// What feeds the engine.
 pub enum Input {
     Heartbeat(Heartbeat),
     Probe(ProbeResult),
+    /// The triage asks for every rule's current figures.
+    Figures(oneshot::Sender<Vec<Figure>>),
 }
 
 /// What the API reads: the alerts as of the last evaluation, and the silences.
@@ -43,6 +46,8 @@ pub enum Input {
 pub struct Shared {
     pub alerts: Mutex<Vec<pb::Alert>>,
     pub silences: Mutex<Silences>,
+    /// The last triage summary (when triage is on).
+    pub triage: Mutex<Option<Summary>>,
 }
 
 /// Everything a delivery needs.
@@ -133,6 +138,9 @@ impl Engine {
     /// Takes one input in.
     pub fn take(&mut self, input: Input, now: i64) {
         match input {
+            Input::Figures(reply) => {
+                let _ = reply.send(self.figures(now));
+            }
             Input::Heartbeat(hb) => {
                 if hb.leaving {
                     let (s, i) = (hb.service.clone(), hb.instance.clone());
@@ -172,6 +180,17 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Every rule's value per series at `now`, as the rules read it.
+    pub fn figures(&self, now: i64) -> Vec<Figure> {
+        let mut out = Vec::new();
+        for rule in self.evaluator.rules() {
+            for (labels, value) in self.store.eval(&rule.expr, now, self.config.stale_after_ms) {
+                out.push(Figure { rule: rule.name.clone(), labels, value, condition: rule.condition });
+            }
+        }
+        out
     }
 
     /// One evaluation at `now`: alerts, their publication, groups, deliveries.
@@ -223,6 +242,11 @@ impl Engine {
             }
         }
         self.groups.update(effective.iter(), now);
+        // The last triage if fresh; a notification never waits for one.
+        let triage =
+            self.config.triage.as_ref().and_then(|t| {
+                crate::triage::fresh(self.shared.triage.lock().unwrap_or_else(|p| p.into_inner()).as_ref(), now, t.interval_ms)
+            });
         for f in self.groups.due(now) {
             let route = self.groups.routes()[f.route].clone();
             for receiver in &route.receivers {
@@ -232,7 +256,7 @@ impl Engine {
                     group_labels: f.group_labels.clone(),
                     firing: f.firing.clone(),
                     resolved: f.resolved.clone(),
-                    triage: None,
+                    triage: triage.clone(),
                 };
                 self.deliver(n, route.clone());
             }

@@ -19,6 +19,7 @@
 //! * [`receiver`]: one attempt to one receiver, and what its answer means.
 //! * [`ingest`]: heartbeats into samples (pure).
 //! * [`probe`]: the exchanges probed through the dispatcher.
+//! * [`triage`]: the optional LLM summary attached to notifications.
 //! * [`engine`]: the task that evaluates, groups and hands out deliveries,
 //!   and the delivery tasks.
 //! * [`api`]: gRPC `sluice.alert.v1.Alerting` and the HTTP `/api/...`.
@@ -42,6 +43,7 @@ pub mod rules;
 pub mod series;
 pub mod service;
 pub mod silence;
+pub mod triage;
 
 pub use config::AlertingConfig;
 pub use service::{AlertingError, Running, run, start};

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub notifications: Family<NotifyLabels, Counter>,
     pub heartbeats: Family<ResultLabels, Counter>,
     pub silences: Gauge,
+    pub triage: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -63,6 +64,7 @@ impl Metrics {
         r.register("notifications", "Notification attempts by receiver and result", self.notifications.clone());
         r.register("heartbeats", "Heartbeats read (ok) or refused (malformed)", self.heartbeats.clone());
         r.register("silences_active", "Silences in force now", self.silences.clone());
+        r.register("triage", "LLM triage attempts by result (ok, or the gateway's error class, or malformed)", self.triage.clone());
     }
 
     /// Creates a receiver's series at zero.

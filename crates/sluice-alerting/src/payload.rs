@@ -104,6 +104,9 @@ pub fn webhook(n: &Notification) -> Value {
     if let Some(a) = first.filter(|_| n.all().all(|x| x.summary == first.map(|f| f.summary.as_str()).unwrap_or(""))) {
         common_annotations.insert("summary".into(), a.summary.clone().into());
     }
+    if let Some(t) = &n.triage {
+        common_annotations.insert("triage".into(), t.clone().into());
+    }
     json!({
         "version": "4",
         "groupKey": n.group_key,

@@ -147,6 +147,12 @@ pub async fn start(config: AlertingConfig, shutdown: CancellationToken) -> Resul
             }
         }));
     }
+    if let Some(t) = &config.triage {
+        tracing::info!(model = %t.model, every_ms = t.interval_ms, "LLM triage on");
+        let gateway = sluice_signal::gateway::Gateway::new(sluice_service::http_client::client(), &t.base_url, t.api_key.clone());
+        let task = crate::triage::run(t.clone(), gateway, in_tx.clone(), shared.clone(), metrics.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(task));
+    }
     drop(in_tx);
 
     let delivery =

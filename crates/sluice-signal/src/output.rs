@@ -65,7 +65,8 @@ fn field(field: &'static str, problem: impl Into<String>) -> OutputError {
 }
 
 /// The JSON object in `text`, mended: code fences and prose around it dropped,
-/// typographic quotes straightened, trailing commas removed (outside strings).
+/// typographic quotes straightened, trailing commas removed (outside strings),
+/// raw line breaks and tabs inside strings escaped.
 pub fn repair(text: &str) -> Option<String> {
     let t = text.replace(['\u{201c}', '\u{201d}'], "\"");
     let start = t.find('{')?;
@@ -80,7 +81,14 @@ pub fn repair(text: &str) -> Option<String> {
     let chars: Vec<char> = body.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
         if in_str {
-            out.push(c);
+            // A raw line break or tab inside a string (models write them) is
+            // not JSON; escaped, it is.
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                _ => out.push(c),
+            }
             match (escaped, c) {
                 (true, _) => escaped = false,
                 (false, '\\') => escaped = true,
@@ -190,6 +198,9 @@ mod tests {
         assert_eq!(v.key_levels[0].price, "3600");
         let smart = "{\u{201c}action\u{201d}: \u{201c}HOLD\u{201d}, \u{201c}confidence\u{201d}: 0, \u{201c}horizon\u{201d}: \u{201c}1h\u{201d}, \u{201c}rationale\u{201d}: \u{201c}flat\u{201d}, \u{201c}key_levels\u{201d}: []}";
         assert_eq!(parse(smart).unwrap().action, pb::Action::Hold);
+        let raw_break =
+            "{\"action\": \"HOLD\", \"confidence\": 0.1, \"horizon\": \"1h\", \"rationale\": \"flat\n\tbook\", \"key_levels\": []}";
+        assert_eq!(parse(raw_break).unwrap().rationale, "flat\n\tbook");
     }
 
     #[test]

@@ -328,3 +328,114 @@ async fn a_silent_feed_and_a_dead_private_stream_fire_and_the_feed_resolves_when
     assert!(!names("resolved").contains(&"PrivateStreamDown".to_owned()), "the refused login stays down");
     s.stop.cancel();
 }
+
+/// The mock LLM gateway: hangs (mode 0) or answers a triage (mode 1); keeps
+/// every question and its bearer key.
+#[derive(Clone, Default)]
+struct Gateway {
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+async fn triage_chat(
+    axum::extract::State(g): axum::extract::State<Gateway>,
+    headers: axum::http::HeaderMap,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    g.asked.lock().unwrap().push((auth, body));
+    if g.mode.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let answer = r#"{"summary": "Upbit answers 500 to every call; check its status page before anything else."}"#;
+    let events = format!(
+        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+        serde_json::json!({ "choices": [{ "delta": { "content": answer } }] }),
+        serde_json::json!({ "choices": [], "usage": { "prompt_tokens": 900, "completion_tokens": 30 } })
+    );
+    ([("content-type", "text/event-stream")], events).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_llm_gateway_holds_no_notification_back_and_its_triage_rides_along_once_it_answers() {
+    let s = stack(SimConfig::shipped()).await.unwrap();
+    let mock = MockReceiver::start(s.stop.clone()).await.unwrap();
+    let gw = Gateway::default();
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(triage_chat)).with_state(gw.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let text = format!(
+        "{}\n[triage]\nenabled = true\nbase_url = \"{base}\"\napi_key_env = \"TRIAGE_KEY\"\ninterval = \"10s\"\ntimeout = \"3s\"\n",
+        config_text().replace("http://placeholder/pagerduty", &mock.url("pagerduty"))
+    );
+    let env = [
+        ("HOOK_URL", mock.url("webhook")),
+        ("SLACK_URL", mock.url("slack")),
+        ("DISCORD_URL", mock.url("discord")),
+        ("PD_KEY", "rk".to_owned()),
+        ("TRIAGE_KEY", "sk-triage-key".to_owned()),
+    ];
+    let a = sluice_alerting::start(s.alerting_config(Some(&text), &env).unwrap(), s.stop.clone()).await.unwrap();
+
+    // The first triage asks (a few seconds after start) and the gateway hangs;
+    // the exchange fails meanwhile. Its alerts go out without a triage.
+    wait_for("the first triage question", Duration::from_secs(15), || !gw.asked.lock().unwrap().is_empty()).await;
+    outage(&s);
+    wait_for("ExchangeErrorRate notified", Duration::from_secs(20), || {
+        mock.delivered("webhook").iter().any(|r| webhook_of(r) == ("ExchangeErrorRate".into(), "firing".into()))
+    })
+    .await;
+    let first = mock.delivered("webhook");
+    assert!(first.iter().all(|r| r.body["commonAnnotations"].get("triage").is_none()), "no triage yet: {first:?}");
+    let metrics = || async {
+        let url = format!("http://{}/metrics", a.ops_addr);
+        sluice_service::http_client::client().get(url).send().await.unwrap().text().await.unwrap()
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = metrics().await;
+        if text.contains("sluice_alerting_triage_total{result=\"first_token_timeout\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("sluice_alerting_triage_total{result=\"first_token_timeout\"} 1"), "{text}");
+
+    // The gateway answers the next question; the resolved notifications carry it.
+    gw.mode.store(1, std::sync::atomic::Ordering::SeqCst);
+    wait_for("a triage that succeeded", Duration::from_secs(20), || gw.asked.lock().unwrap().len() >= 2).await;
+    let mut ok = false;
+    for _ in 0..50 {
+        ok = metrics().await.contains("sluice_alerting_triage_total{result=\"ok\"} 1");
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the second triage succeeded");
+    s.sim.clear_faults(Exchange::Upbit);
+    wait_for("ExchangeErrorRate resolved", Duration::from_secs(30), || {
+        mock.delivered("webhook").iter().any(|r| webhook_of(r) == ("ExchangeErrorRate".into(), "resolved".into()))
+    })
+    .await;
+    let resolved =
+        mock.delivered("webhook").into_iter().find(|r| webhook_of(r) == ("ExchangeErrorRate".into(), "resolved".into())).unwrap();
+    assert_eq!(
+        resolved.body["commonAnnotations"]["triage"],
+        "Upbit answers 500 to every call; check its status page before anything else."
+    );
+    let slack = mock.delivered("slack");
+    assert!(slack.last().unwrap().body.to_string().contains("Triage: Upbit answers 500"), "{slack:?}");
+
+    // What the model was asked: the key as bearer, the firing alert and the
+    // figure that holds.
+    let asked = gw.asked.lock().unwrap().clone();
+    let (auth, body) = &asked[1];
+    assert_eq!(auth, "Bearer sk-triage-key");
+    let question = body["messages"][1]["content"].as_str().unwrap();
+    assert!(question.contains("- ExchangeErrorRate critical firing {exchange=upbit}"), "{question}");
+    assert!(question.lines().any(|l| l.starts_with("- ExchangeErrorRate {exchange=upbit}") && l.ends_with("HOLDS")), "{question}");
+    s.stop.cancel();
+}
