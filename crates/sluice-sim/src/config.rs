@@ -162,6 +162,8 @@ pub struct SimConfig {
     pub feed_backlog: usize,
     pub exchanges: BTreeMap<Exchange, ExchangeConfig>,
     pub accounts: Vec<AccountConfig>,
+    /// Starting balances; an account holds those of the assets its exchange
+    /// trades (see [`SimConfig::balances_on`]).
     pub balances: BTreeMap<String, Decimal>,
     pub markets: Vec<MarketConfig>,
     /// Where each exchange listens; unset means 127.0.0.1 on a free port.
@@ -173,6 +175,19 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// An account's starting balances on `exchange`: only the assets that
+    /// exchange trades (a base or quote of one of its markets), so Upbit
+    /// accounts hold KRW and no USDT-only coin, and the others no KRW.
+    pub fn balances_on(&self, exchange: Exchange) -> BTreeMap<String, Decimal> {
+        let traded: std::collections::BTreeSet<String> = self
+            .markets
+            .iter()
+            .filter(|m| m.exchanges.contains(&exchange))
+            .flat_map(|m| [m.symbol.base.to_string(), m.symbol.quote.to_string()])
+            .collect();
+        self.balances.iter().filter(|(a, _)| traded.contains(*a)).map(|(a, v)| (a.clone(), *v)).collect()
+    }
+
     /// The shipped configuration.
     pub fn shipped() -> Self {
         Self::load(&[]).expect("the shipped simulator config is valid")
@@ -231,6 +246,11 @@ mod tests {
         assert_eq!(c.exchanges[&Exchange::Bybit].groups["ip"].on_exceed, OnExceed::Ban);
         assert_eq!(c.account(Exchange::Okx, "demo").unwrap().passphrase.as_deref(), Some("sim-okx-passphrase"));
         assert_eq!(c.markets.len(), 5);
+        let held = |e| c.balances_on(e).into_keys().collect::<Vec<_>>();
+        assert_eq!(held(Exchange::Upbit), ["BTC", "ETH", "KRW"]);
+        for e in [Exchange::Bybit, Exchange::Binance, Exchange::Okx] {
+            assert_eq!(held(e), ["BTC", "ETH", "SOL", "USDT"], "{e:?}");
+        }
     }
 
     #[test]

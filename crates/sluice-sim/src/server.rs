@@ -113,8 +113,8 @@ impl VenueServer {
     pub(crate) fn new(venue: Box<dyn Venue>, cfg: &SimConfig, ex_cfg: &ExchangeConfig, shared: Arc<Shared>) -> Self {
         let exchange = venue.exchange();
         let now_ms = shared.clock.now().as_millis();
-        let accounts =
-            cfg.accounts.iter().filter(|a| a.exchange == exchange).map(|a| (a.name.clone(), Account::new(&cfg.balances))).collect();
+        let balances = cfg.balances_on(exchange);
+        let accounts = cfg.accounts.iter().filter(|a| a.exchange == exchange).map(|a| (a.name.clone(), Account::new(&balances))).collect();
         let state = VenueState {
             market: Market::new(exchange, &cfg.markets, cfg.seed, now_ms),
             accounts,

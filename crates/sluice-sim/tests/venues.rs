@@ -111,7 +111,11 @@ async fn upbit_quotation_shapes_and_the_429_then_418_ladder() {
     assert_eq!(t.status, 200);
     assert!(t.json[0]["trade_price"].is_number(), "Upbit prices are JSON numbers: {}", t.json);
     let book = call(&h, Exchange::Upbit, "GET", "/v1/orderbook", "markets=KRW-BTC", "", None).await;
-    assert_eq!(book.json[0]["orderbook_units"].as_array().unwrap().len(), 15);
+    assert_eq!(book.json[0]["orderbook_units"].as_array().unwrap().len(), 30, "count defaults to 30");
+    for (count, levels) in [("5", 5), ("30", 30), ("31", 30), ("0", 30)] {
+        let book = call(&h, Exchange::Upbit, "GET", "/v1/orderbook", &format!("markets=KRW-BTC&count={count}"), "", None).await;
+        assert_eq!(book.json[0]["orderbook_units"].as_array().unwrap().len(), levels, "count={count}: {}", book.json);
+    }
     let candles = call(&h, Exchange::Upbit, "GET", "/v1/candles/minutes/1", "market=KRW-BTC&count=3", "", None).await;
     assert_eq!(candles.json.as_array().unwrap().len(), 3);
     let unknown = call(&h, Exchange::Upbit, "GET", "/v1/ticker", "markets=KRW-NOPE", "", None).await;

@@ -1,6 +1,6 @@
 //! Bybit v5 public WebSocket (`/v5/public/spot`, `/v5/public/linear`):
 //! `{"op":"subscribe","args":[topics]}` (spot: at most 10 topics a request),
-//! `{"op":"ping"}` answered with a pong; `orderbook.{1|50|200}.{symbol}` sends a
+//! `{"op":"ping"}` answered with a pong; `orderbook.{1|50|200|1000}.{symbol}` sends a
 //! snapshot and then deltas whose `u` rises by one per message (a snapshot with
 //! `u` = 1 means the server restarted), `publicTrade`, `tickers`, `kline.1`.
 
@@ -49,8 +49,8 @@ impl Bybit {
         let t = match (parts.next()?, parts.next()?) {
             ("orderbook", d) => {
                 let d: usize = d.parse().ok()?;
-                let allowed: &[usize] = if self.linear { &[1, 50, 200, 500] } else { &[1, 50, 200] };
-                allowed.contains(&d).then_some(Topic::Book(d))?
+                // Bybit v5's depths, spot and linear alike.
+                [1, 50, 200, 1000].contains(&d).then_some(Topic::Book(d))?
             }
             ("publicTrade", sym) => return parts.next().is_none().then(|| (Topic::Trade, sym.to_owned())),
             ("tickers", sym) => return parts.next().is_none().then(|| (Topic::Ticker, sym.to_owned())),
@@ -250,5 +250,22 @@ impl Protocol for Bybit {
         json!({"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": 1,
             "data": [{"T": 1, "s": "BTCUSDT", "S": "Buy", "v": "1", "p": "not-a-price", "i": "1", "BT": false}]})
         .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bybits_four_book_depths_are_served_on_spot_and_linear() {
+        for linear in [false, true] {
+            let b = Bybit::new(linear);
+            for d in [1, 50, 200, 1000] {
+                assert_eq!(b.parse_topic(&format!("orderbook.{d}.BTCUSDT")), Some((Topic::Book(d), "BTCUSDT".to_owned())));
+            }
+            assert_eq!(b.parse_topic("orderbook.500.BTCUSDT"), None);
+            assert_eq!(b.parse_topic("orderbook.50.BTCUSDT.x"), None);
+        }
     }
 }

@@ -378,10 +378,14 @@ impl Venue for Upbit {
             "ticker_all" => Reply::json(200, &Value::Array(ctx.market.instruments().map(|i| ticker(i, now)).collect())),
             "orderbook" => match markets(&ctx, "markets") {
                 Ok(insts) => {
+                    // `count` 1 to 30; Upbit answers its default 30 for anything
+                    // else (its v1.5.8 notice: out-of-range values take the default).
+                    let count =
+                        ctx.params.get("count").and_then(|c| c.parse::<usize>().ok()).filter(|c| (1..=30).contains(c)).unwrap_or(30);
                     let books: Vec<Value> = insts
                         .into_iter()
                         .map(|i| {
-                            let (bids, asks) = i.book.top(15);
+                            let (bids, asks) = i.book.top(count);
                             let units: Vec<Value> = bids
                                 .iter()
                                 .zip(&asks)
