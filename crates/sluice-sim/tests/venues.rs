@@ -141,11 +141,23 @@ async fn bybit_signed_accepted_wrong_secret_refused_and_limit_headers() {
     assert_eq!(ok.json["retCode"], 0, "{}", ok.json);
     assert_eq!(ok.headers["x-bapi-limit"], "50");
     assert_eq!(ok.headers["x-bapi-limit-status"], "49");
+    // Totals and per-coin USD values as numeric strings, as ccxt and pybit read them.
+    let acct = &ok.json["result"]["list"][0];
+    for k in ["totalEquity", "totalWalletBalance", "totalAvailableBalance", "totalMarginBalance", "totalInitialMargin"] {
+        let v = acct[k].as_str().unwrap_or_else(|| panic!("{k} missing: {acct}"));
+        assert!(v.parse::<f64>().is_ok(), "{k} = {v:?}");
+    }
+    assert!(acct["totalEquity"].as_str().unwrap().parse::<f64>().unwrap() > 100_000.0, "USDT plus coins at their price: {acct}");
+    let coins: Vec<&str> = acct["coin"].as_array().unwrap().iter().map(|c| c["coin"].as_str().unwrap()).collect();
+    assert_eq!(coins, ["BTC", "ETH", "SOL", "USDT"], "no KRW on Bybit");
+    assert!(acct["coin"].as_array().unwrap().iter().all(|c| c["usdValue"].as_str().unwrap().parse::<f64>().is_ok()));
     let body =
         r#"{"category":"spot","symbol":"BTCUSDT","side":"Buy","orderType":"Limit","qty":"0.01","price":"60000","orderLinkId":"b-1"}"#;
     let placed = call(&h, Exchange::Bybit, "POST", "/v5/order/create", "", body, Some(&creds(Exchange::Bybit, true))).await;
     assert_eq!(placed.json["retCode"], 0, "{}", placed.json);
     assert_eq!(placed.json["result"]["orderLinkId"], "b-1");
+    let id = placed.json["result"]["orderId"].as_str().unwrap();
+    assert!(id.len() >= 19 && id.chars().all(|c| c.is_ascii_digit()), "spot order ids are long numeric strings: {id}");
     let bad =
         call(&h, Exchange::Bybit, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", "", Some(&creds(Exchange::Bybit, false)))
             .await;

@@ -447,6 +447,9 @@ async fn binance_and_okx_orders_are_confirmed_by_queries_alone() {
         assert_eq!(done.filled_quantity, "0.0004", "{ex}");
         let on_sim = st.sim.order_by_client(ex, "demo", &cid).unwrap();
         assert_eq!((on_sim.status, on_sim.trades.len()), ("canceled", 1), "{ex}");
+        // The fill's publication may trail the order's state on a loaded
+        // machine: wait for it, then give a repeat the time to show.
+        until("the fill published", Duration::from_secs(10), async || (fills.lock().unwrap().len() > before).then_some(())).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
         let published = fills.lock().unwrap().iter().filter(|(k, _)| k.starts_with(account)).map(|(_, n)| *n).collect::<Vec<_>>();
         assert_eq!(

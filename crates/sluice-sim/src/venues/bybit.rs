@@ -234,15 +234,39 @@ impl Venue for Bybit {
             }
             "wallet_balance" => {
                 let Some(acct) = ctx.account.as_deref() else { return fail(10003, "API key is invalid.", now) };
+                // USD values at each coin's mid against USDT (USDT at 1), as numeric
+                // strings the way Bybit writes them; no positions, so no margin in use.
+                let usd = |coin: &str| -> Decimal {
+                    if coin == "USDT" || coin == "USDC" {
+                        return Decimal::ONE;
+                    }
+                    ctx.market.instrument(&format!("{coin}USDT")).map_or(Decimal::ZERO, |i| i.mid)
+                };
+                let money = |d: Decimal| s(d.round_dp(8).normalize());
+                let (mut equity, mut available) = (Decimal::ZERO, Decimal::ZERO);
                 let coins: Vec<Value> = acct
                     .balances
                     .iter()
-                    .map(|(c, b)| json!({ "coin": c, "walletBalance": s(b.free + b.locked), "equity": s(b.free + b.locked), "locked": s(b.locked), "usdValue": "", "free": s(b.free) }))
+                    .map(|(c, b)| {
+                        let price = usd(c);
+                        equity += (b.free + b.locked) * price;
+                        available += b.free * price;
+                        json!({
+                            "coin": c, "walletBalance": s(b.free + b.locked), "equity": s(b.free + b.locked), "locked": s(b.locked),
+                            "usdValue": money((b.free + b.locked) * price), "free": s(b.free), "availableToWithdraw": "",
+                            "borrowAmount": "0", "accruedInterest": "0", "totalOrderIM": "0", "totalPositionIM": "0", "totalPositionMM": "0",
+                            "unrealisedPnl": "0", "cumRealisedPnl": "0", "bonus": "0", "collateralSwitch": true, "marginCollateral": true,
+                            "spotHedgingQty": "0",
+                        })
+                    })
                     .collect();
-                ok(
-                    json!({ "list": [{ "accountType": ctx.params.get("accountType").unwrap_or("UNIFIED"), "totalEquity": "", "coin": coins }] }),
-                    now,
-                )
+                let account = json!({
+                    "accountType": ctx.params.get("accountType").unwrap_or("UNIFIED"),
+                    "totalEquity": money(equity), "totalWalletBalance": money(equity), "totalMarginBalance": money(equity),
+                    "totalAvailableBalance": money(available), "totalPerpUPL": "0", "totalInitialMargin": "0",
+                    "totalMaintenanceMargin": "0", "accountIMRate": "0", "accountMMRate": "0", "accountLTV": "0", "coin": coins,
+                });
+                ok(json!({ "list": [account] }), now)
             }
             "order_realtime" => {
                 let Some(acct) = ctx.account.as_deref() else { return fail(10003, "API key is invalid.", now) };
@@ -360,7 +384,12 @@ impl Venue for Bybit {
                         Some(other) => return fail(10001, &format!("params error: timeInForce {other} invalid"), now),
                     },
                 };
-                let id = uuid::Uuid::new_v4().to_string();
+                // Spot order ids are long numeric strings; linear ones UUIDs.
+                let id = if category == "spot" {
+                    (1_900_000_000_000_000_000 + ctx.new_id()).to_string()
+                } else {
+                    uuid::Uuid::new_v4().to_string()
+                };
                 let m = ctx.market;
                 let Some(acct) = ctx.account.as_deref_mut() else { return fail(10003, "API key is invalid.", now) };
                 match acct.place(m, order, id, now) {
