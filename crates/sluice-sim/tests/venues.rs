@@ -423,3 +423,43 @@ async fn bybit_lists_closed_orders_and_executions_and_faults_can_hide_an_execute
         assert_eq!(ids.iter().filter(|c| c.as_deref() == Some(id)).count(), 1, "{id} in {ids:?}");
     }
 }
+
+#[tokio::test]
+async fn what_ccxt_asks_of_a_keyed_client_is_served_in_the_exchanges_shapes() {
+    let (h, _stop) = sim().await;
+    let by = Some(creds(Exchange::Bybit, true));
+    let coins = call(&h, Exchange::Bybit, "GET", "/v5/asset/coin/query-info", "", "", by.as_ref()).await;
+    let rows: Vec<&str> = coins.json["result"]["rows"].as_array().unwrap().iter().map(|r| r["coin"].as_str().unwrap()).collect();
+    assert_eq!(rows, ["BTC", "ETH", "SOL", "USDT"], "{}", coins.json);
+    let info = call(&h, Exchange::Bybit, "GET", "/v5/account/info", "", "", by.as_ref()).await;
+    assert_eq!(info.json["result"]["unifiedMarginStatus"], 5);
+    let api = call(&h, Exchange::Bybit, "GET", "/v5/user/query-api", "", "", by.as_ref()).await;
+    assert_eq!(api.json["result"]["readOnly"], 0, "{}", api.json);
+    let inverse = call(&h, Exchange::Bybit, "GET", "/v5/market/instruments-info", "category=inverse", "", None).await;
+    assert_eq!(inverse.json["result"]["list"], serde_json::json!([]));
+    let odd = call(&h, Exchange::Bybit, "GET", "/v5/market/instruments-info", "category=moon", "", None).await;
+    assert_eq!(odd.json["retCode"], 10001);
+
+    let ok = Some(creds(Exchange::Okx, true));
+    let ccys = call(&h, Exchange::Okx, "GET", "/api/v5/asset/currencies", "", "", ok.as_ref()).await;
+    assert_eq!(ccys.json["data"].as_array().unwrap().len(), 4, "{}", ccys.json);
+    let futures = call(&h, Exchange::Okx, "GET", "/api/v5/public/instruments", "instType=FUTURES", "", None).await;
+    assert_eq!((futures.json["code"].as_str(), futures.json["data"].as_array().map(Vec::len)), (Some("0"), Some(0)));
+    let trades = call(&h, Exchange::Okx, "GET", "/api/v5/market/trades", "instId=BTC-USDT&limit=5", "", None).await;
+    let n = trades.json["data"].as_array().unwrap().len();
+    assert!((1..=5).contains(&n), "at most the limit, newest first: {}", trades.json);
+    // A batch: one good order, one for an unknown instrument.
+    let body = r#"[{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"30000","sz":"0.001","clOrdId":"b1"},
+                   {"instId":"NOPE-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"1","sz":"1","clOrdId":"b2"}]"#;
+    let placed = call(&h, Exchange::Okx, "POST", "/api/v5/trade/batch-orders", "", body, ok.as_ref()).await;
+    assert_eq!(placed.json["code"], "2", "{}", placed.json);
+    assert_eq!((placed.json["data"][0]["sCode"].as_str(), placed.json["data"][1]["sCode"].as_str()), (Some("0"), Some("51001")));
+    let fills = call(&h, Exchange::Okx, "GET", "/api/v5/trade/fills-history", "instType=SPOT", "", ok.as_ref()).await;
+    assert_eq!(fills.json["code"], "0", "{}", fills.json);
+
+    let bn = Some(creds(Exchange::Binance, true));
+    let cfg = call(&h, Exchange::Binance, "GET", "/sapi/v1/capital/config/getall", "", "", bn.as_ref()).await;
+    let usdt = cfg.json.as_array().unwrap().iter().find(|c| c["coin"] == "USDT").unwrap();
+    assert_eq!(usdt["free"], "100000.00000000", "{usdt}");
+    assert_eq!(usdt["networkList"][0]["network"], "USDT");
+}

@@ -174,6 +174,8 @@ impl Venue for Binance {
             ("GET", "/api/v3/ticker/price") => e("ticker_price", false),
             ("GET", "/api/v3/ticker/bookTicker") => e("book_ticker", false),
             ("GET", "/api/v3/account") => e("account", true),
+            // SAPI: ccxt's load_markets asks for the coins of a keyed client.
+            ("GET", "/sapi/v1/capital/config/getall") => e("capital_config", true),
             ("POST", "/api/v3/order") => e("order_post", true),
             ("GET", "/api/v3/order") => e("order_get", true),
             ("DELETE", "/api/v3/order") => e("order_delete", true),
@@ -193,6 +195,10 @@ impl Venue for Binance {
     }
 
     fn charges(&self, ep: Endpoint, params: &Params) -> Vec<Charge> {
+        if ep.name == "capital_config" {
+            // SAPI weighs on its own per-IP budget (12,000 a minute); this call 10.
+            return vec![Charge { group: "sapi-ip".into(), cost: 10, partition: None }];
+        }
         let mut v = vec![Charge { group: "weight".into(), cost: weight(ep.name, params), partition: None }];
         if ep.name == "order_post" {
             v.push(Charge { group: "orders".into(), cost: 1, partition: None });
@@ -379,6 +385,27 @@ impl Venue for Binance {
                     Some(_) => inst.map_or_else(need_inst, |i| Reply::json(200, &bt(i))),
                     None => Reply::json(200, &Value::Array(ctx.market.instruments().map(bt).collect())),
                 }
+            }
+            "capital_config" => {
+                let mut coins: Vec<String> =
+                    ctx.market.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
+                coins.sort();
+                coins.dedup();
+                let balances = ctx.account.as_deref().map(|a| a.balances.clone()).unwrap_or_default();
+                let list: Vec<Value> = coins
+                    .iter()
+                    .map(|c| {
+                        let b = balances.get(c).copied().unwrap_or_default();
+                        let network = json!({ "network": c, "coin": c, "name": c, "isDefault": true, "depositEnable": true,
+                            "withdrawEnable": true, "withdrawFee": "0", "withdrawMin": "0", "withdrawMax": "9999999999",
+                            "withdrawIntegerMultiple": "0.00000001", "minConfirm": 1, "unLockConfirm": 0, "busy": false,
+                            "resetAddressStatus": false, "sameAddress": false, "specialTips": "", "depositDesc": "", "withdrawDesc": "" });
+                        json!({ "coin": c, "name": c, "depositAllEnable": true, "withdrawAllEnable": true, "trading": true,
+                            "isLegalMoney": false, "free": f8(b.free), "locked": f8(b.locked), "freeze": "0", "withdrawing": "0",
+                            "ipoing": "0", "ipoable": "0", "storage": "0", "networkList": [network] })
+                    })
+                    .collect();
+                Reply::json(200, &Value::Array(list))
             }
             "account" => {
                 let Some(acct) = ctx.account.as_deref() else { return err(401, -2015, "Invalid API-key, IP, or permissions for action.") };

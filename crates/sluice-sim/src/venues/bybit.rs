@@ -99,6 +99,10 @@ impl Venue for Bybit {
             ("GET", "/v5/order/history") => e("order_history", true),
             ("GET", "/v5/execution/list") => e("execution_list", true),
             ("GET", "/v5/account/wallet-balance") => e("wallet_balance", true),
+            // What ccxt's load_markets and create_order ask of a keyed client.
+            ("GET", "/v5/asset/coin/query-info") => e("coin_query_info", true),
+            ("GET", "/v5/user/query-api") => e("query_api", true),
+            ("GET", "/v5/account/info") => e("account_info", true),
             ("GET", "/v5/order/realtime") => e("order_realtime", true),
             ("POST", "/v5/order/create") => e("create", true),
             ("POST", "/v5/order/cancel") => e("cancel", true),
@@ -232,6 +236,45 @@ impl Venue for Bybit {
                     .collect();
                 ok(json!({ "category": category, "list": list }), now)
             }
+            "coin_query_info" => {
+                // Every coin the simulated markets trade, on one chain of its own name.
+                let mut coins: Vec<String> =
+                    ctx.market.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
+                coins.sort();
+                coins.dedup();
+                if let Some(c) = ctx.params.get("coin") {
+                    coins.retain(|x| x == c);
+                }
+                let rows: Vec<Value> = coins
+                    .iter()
+                    .map(|c| {
+                        let chain = json!({ "chainType": c, "confirmation": "1", "withdrawFee": "0", "depositMin": "0", "withdrawMin": "0",
+                            "chain": c, "chainDeposit": "1", "chainWithdraw": "1", "minAccuracy": "8", "withdrawPercentageFee": "0",
+                            "contractAddress": "", "safeConfirmNumber": "1" });
+                        json!({ "name": c, "coin": c, "remainAmount": "1000000", "chains": [chain] })
+                    })
+                    .collect();
+                ok(json!({ "rows": rows }), now)
+            }
+            "query_api" => {
+                let key = ctx.req.header("x-bapi-api-key").unwrap_or_default();
+                let permissions = json!({ "ContractTrade": ["Order", "Position"], "Spot": ["SpotTrade"], "Wallet": ["AccountTransfer"],
+                    "Options": ["OptionsTrade"], "Derivatives": ["DerivativesTrade"], "CopyTrading": [], "BlockTrade": [], "Exchange": [],
+                    "NFT": [], "Affiliate": [] });
+                ok(
+                    json!({ "id": "1", "note": "simulated", "apiKey": key, "readOnly": 0, "secret": "", "permissions": permissions,
+                        "ips": ["*"], "type": 1, "deadlineDay": -1, "expiredAt": "", "createdAt": "2026-01-01T00:00:00Z", "unified": 0,
+                        "uta": 1, "userID": 1, "inviterID": 0, "vipLevel": "No VIP", "mktMakerLevel": "0", "affiliateID": 0,
+                        "rsaPublicKey": "", "isMaster": true, "parentUid": "0", "kycLevel": "LEVEL_DEFAULT", "kycRegion": "" }),
+                    now,
+                )
+            }
+            // A unified trading account (status 5: UTA 2.0), regular margin.
+            "account_info" => ok(
+                json!({ "marginMode": "REGULAR_MARGIN", "updatedTime": now.to_string(), "unifiedMarginStatus": 5, "dcpStatus": "OFF",
+                    "timeWindow": 10, "smpGroup": 0, "isMasterTrader": false, "spotHedgingStatus": "OFF" }),
+                now,
+            ),
             "wallet_balance" => {
                 let Some(acct) = ctx.account.as_deref() else { return fail(10003, "API key is invalid.", now) };
                 // USD values at each coin's mid against USDT (USDT at 1), as numeric
@@ -281,6 +324,12 @@ impl Venue for Bybit {
                 ok(json!({ "list": list, "nextPageCursor": "", "category": category }), now)
             }
             "instruments_info" => {
+                match category.as_str() {
+                    "spot" | "linear" => {}
+                    // Not simulated: they exist and are empty (ccxt's load_markets asks).
+                    "inverse" | "option" => return ok(json!({ "category": category, "list": [], "nextPageCursor": "" }), now),
+                    other => return fail(10001, &format!("params error: category {other} is invalid"), now),
+                }
                 let list: Vec<Value> = ctx
                     .market
                     .instruments()

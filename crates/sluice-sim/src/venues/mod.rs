@@ -76,6 +76,10 @@ impl SimRequest {
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
+    pub(crate) fn push(&mut self, name: String, value: String) {
+        self.0.push((name, value));
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::collections::BTreeMap;
+
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sluice_domain::{Exchange, Side};
@@ -50,8 +52,9 @@ fn order_json(o: &SimOrder) -> Value {
     })
 }
 
-fn op_fail(e: &OrderError, ord_id: &str, cl: &str, now: u64) -> Reply {
-    let (code, msg) = match e {
+/// OKX's per-order code and message for a refused order.
+fn op_code(e: &OrderError) -> (&'static str, &'static str) {
+    match e {
         OrderError::UnknownSymbol(_) => ("51001", "Instrument ID does not exist"),
         OrderError::Duplicate(_) => ("51016", "Duplicated clOrdId"),
         OrderError::Insufficient { .. } => ("51008", "Order failed. Insufficient balance"),
@@ -62,14 +65,83 @@ fn op_fail(e: &OrderError, ord_id: &str, cl: &str, now: u64) -> Reply {
         OrderError::NoLiquidity => ("51020", "Your order should meet or exceed the minimum order amount"),
         OrderError::NotFound => ("51603", "Order does not exist"),
         OrderError::NotOpen => ("51400", "Order cancellation failed as the order has been filled, canceled or does not exist"),
-    };
-    envelope(
-        200,
-        "1",
-        "All operations failed",
-        json!([{ "ordId": ord_id, "clOrdId": cl, "tag": "", "ts": now.to_string(), "sCode": code, "sMsg": msg }]),
-    )
+    }
 }
+
+fn item(ord_id: &str, cl: &str, now: u64, code: &str, msg: &str) -> Value {
+    json!({ "ordId": ord_id, "clOrdId": cl, "tag": "", "ts": now.to_string(), "sCode": code, "sMsg": msg })
+}
+
+fn op_fail(e: &OrderError, ord_id: &str, cl: &str, now: u64) -> Reply {
+    let (code, msg) = op_code(e);
+    envelope(200, "1", "All operations failed", json!([item(ord_id, cl, now, code, msg)]))
+}
+
+/// Places one order of `POST /trade/order` or of a batch: its result item,
+/// `Err` when refused.
+fn place_one(ctx: &mut Ctx<'_>, p: &Params, now: u64) -> Result<Value, Value> {
+    let cl = p.get("clOrdId").unwrap_or_default().to_owned();
+    let bad = |msg: &str| item("", &cl, now, "51000", msg);
+    let side = match p.get("side") {
+        Some("buy") => Side::Buy,
+        Some("sell") => Side::Sell,
+        _ => return Err(bad("Parameter side error")),
+    };
+    let (kind, tif) = match p.get("ordType") {
+        Some("limit") => (OrderKind::Limit, Tif::Gtc),
+        Some("post_only") => (OrderKind::Limit, Tif::PostOnly),
+        Some("ioc") => (OrderKind::Limit, Tif::Ioc),
+        Some("fok") => (OrderKind::Limit, Tif::Fok),
+        Some("market") => (OrderKind::Market, Tif::Gtc),
+        _ => return Err(bad("Parameter ordType error")),
+    };
+    let (Ok(px), Ok(sz)) = (dec(p, "px"), dec(p, "sz")) else { return Err(bad("Parameter px or sz error")) };
+    let Some(id) = p.get("instId").filter(|i| ctx.market.instrument(i).is_some()) else {
+        return Err(item("", &cl, now, "51001", "Instrument ID does not exist"));
+    };
+    let ord_id = ctx.new_id().to_string();
+    let order = NewOrder {
+        native: id.to_owned(),
+        side,
+        kind,
+        price: px,
+        qty: sz,
+        quote_qty: None,
+        client_id: Some(cl.clone()).filter(|c| !c.is_empty()),
+        tif,
+    };
+    let m = ctx.market;
+    let Some(acct) = ctx.account.as_deref_mut() else { return Err(item("", &cl, now, "50111", "Invalid OK-ACCESS-KEY.")) };
+    match acct.place(m, order, ord_id, now) {
+        Ok(o) => Ok(item(&o.id, &o.client_id.unwrap_or_default(), now, "0", "Order placed")),
+        Err(e) => {
+            let (code, msg) = op_code(&e);
+            Err(item("", &cl, now, code, msg))
+        }
+    }
+}
+
+/// The orders of a `batch-orders` body (a JSON array of objects, 1 to 20).
+fn batch(p: &Params) -> Result<Vec<Params>, String> {
+    let raw = p.get(BATCH).ok_or("the body must be a JSON array of orders")?;
+    let list: Vec<serde_json::Map<String, Value>> = serde_json::from_str(raw).map_err(|e| format!("body: {e}"))?;
+    if list.is_empty() || list.len() > 20 {
+        return Err(format!("a batch holds 1 to 20 orders, not {}", list.len()));
+    }
+    Ok(list
+        .into_iter()
+        .map(|o| {
+            let mut q = Params::default();
+            for (k, v) in o {
+                q.push(k, if let Value::String(s) = v { s } else { v.to_string() });
+            }
+            q
+        })
+        .collect())
+}
+
+/// Where a batch body is kept among the parameters.
+const BATCH: &str = "\u{0}batch";
 
 fn key(p: &Params) -> Option<OrderKey> {
     p.get("ordId")
@@ -92,11 +164,18 @@ impl Venue for Okx {
             ("GET", "/api/v5/public/time") => e("time", false),
             ("GET", "/api/v5/public/instruments") => e("instruments", false),
             ("GET", "/api/v5/account/balance") => e("balance", true),
+            // ccxt's load_markets asks it of a keyed client.
+            ("GET", "/api/v5/asset/currencies") => e("currencies", true),
             ("POST", "/api/v5/trade/order") => e("order", true),
+            // ccxt places its orders here by default.
+            ("POST", "/api/v5/trade/batch-orders") => e("batch_orders", true),
+            ("GET", "/api/v5/market/trades") => e("trades", false),
             ("POST", "/api/v5/trade/cancel-order") => e("cancel", true),
             ("GET", "/api/v5/trade/order") => e("get_order", true),
             ("GET", "/api/v5/trade/orders-pending") => e("orders_pending", true),
             ("GET", "/api/v5/trade/fills") => e("fills", true),
+            // The last three months of fills (ccxt's fetch_my_trades); all of them here.
+            ("GET", "/api/v5/trade/fills-history") => e("fills_history", true),
             _ => None,
         }
     }
@@ -104,22 +183,42 @@ impl Venue for Okx {
     fn params(&self, req: &SimRequest) -> Result<Params, Reply> {
         let mut p = Params::default();
         p.add_query(&req.query).map_err(|m| envelope(400, "50014", &m, json!([])))?;
-        p.add_json(&req.body).map_err(|m| envelope(400, "50014", &m, json!([])))?;
+        if req.body.trim_ascii_start().starts_with(b"[") {
+            // batch-orders: an array, read by its handler.
+            p.push(BATCH.to_owned(), String::from_utf8_lossy(&req.body).into_owned());
+        } else {
+            p.add_json(&req.body).map_err(|m| envelope(400, "50014", &m, json!([])))?;
+        }
         Ok(p)
     }
 
     fn charges(&self, ep: Endpoint, params: &Params) -> Vec<Charge> {
+        if ep.name == "batch_orders" {
+            // Each order of a batch counts, per instrument (OKX: 300 orders / 2 s).
+            let orders = batch(params).unwrap_or_default();
+            let mut per: BTreeMap<String, u64> = BTreeMap::new();
+            for o in &orders {
+                *per.entry(o.get("instId").unwrap_or_default().to_owned()).or_default() += 1;
+            }
+            return per
+                .into_iter()
+                .map(|(inst, n)| Charge { group: "trade-batch-orders".into(), cost: n, partition: Some(inst) })
+                .collect();
+        }
         let group = match ep.name {
+            "trades" => "market-trades",
             "ticker" => "market-ticker",
             "books" => "market-books",
             "candles" => "market-candles",
             "instruments" => "public-instruments",
             "balance" => "account-balance",
+            "currencies" => "asset-currencies",
             "order" => "trade-order",
             "cancel" => "trade-cancel",
             "get_order" => "trade-get-order",
             "orders_pending" => "trade-orders-pending",
             "fills" => "trade-fills",
+            "fills_history" => "trade-fills-history",
             _ => return vec![],
         };
         vec![Charge { group: group.into(), cost: 1, partition: params.get("instId").map(str::to_owned) }]
@@ -212,6 +311,29 @@ impl Venue for Okx {
                     .collect();
                 ok(Value::Array(list))
             }
+            "currencies" => {
+                // Every currency the simulated markets trade, one chain each.
+                let mut ccys: Vec<String> =
+                    ctx.market.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
+                ccys.sort();
+                ccys.dedup();
+                if let Some(filter) = ctx.params.get("ccy") {
+                    let wanted: Vec<&str> = filter.split(',').collect();
+                    ccys.retain(|c| wanted.contains(&c.as_str()));
+                }
+                let data: Vec<Value> = ccys
+                    .iter()
+                    .map(|c| {
+                        json!({ "ccy": c, "name": c, "logoLink": "", "chain": format!("{c}-{c}"), "canDep": true, "canWd": true,
+                            "canInternal": true, "minDep": "0", "minWd": "0", "maxWd": "1000000", "wdTickSz": "8", "wdQuota": "10000000",
+                            "usedWdQuota": "0", "fee": "0", "minFee": "0", "maxFee": "0", "mainNet": true, "needTag": false,
+                            "minDepArrivalConfirm": "1", "minWdUnlockConfirm": "1", "depQuotaFixed": "", "usedDepQuotaFixed": "",
+                            "depQuoteDailyLayer2": "", "minInternal": "0", "maxInternal": "1000000", "burningFeeRate": "", "ctAddr": "",
+                            "depEstOpenTime": "", "wdEstOpenTime": "" })
+                    })
+                    .collect();
+                ok(Value::Array(data))
+            }
             "balance" => {
                 let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
                 let filter: Option<Vec<&str>> = ctx.params.get("ccy").map(|c| c.split(',').collect());
@@ -225,65 +347,42 @@ impl Venue for Okx {
             }
             "order" => {
                 let p = ctx.params;
-                let cl = p.get("clOrdId").unwrap_or_default().to_owned();
-                let side = match p.get("side") {
-                    Some("buy") => Side::Buy,
-                    Some("sell") => Side::Sell,
-                    _ => {
-                        return envelope(
-                            200,
-                            "1",
-                            "All operations failed",
-                            json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter side error" }]),
-                        );
-                    }
-                };
-                let (kind, tif) = match p.get("ordType") {
-                    Some("limit") => (OrderKind::Limit, Tif::Gtc),
-                    Some("post_only") => (OrderKind::Limit, Tif::PostOnly),
-                    Some("ioc") => (OrderKind::Limit, Tif::Ioc),
-                    Some("fok") => (OrderKind::Limit, Tif::Fok),
-                    Some("market") => (OrderKind::Market, Tif::Gtc),
-                    _ => {
-                        return envelope(
-                            200,
-                            "1",
-                            "All operations failed",
-                            json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter ordType error" }]),
-                        );
-                    }
-                };
-                let (px, sz) = match (dec(p, "px"), dec(p, "sz")) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    _ => {
-                        return envelope(
-                            200,
-                            "1",
-                            "All operations failed",
-                            json!([{ "ordId": "", "clOrdId": cl, "sCode": "51000", "sMsg": "Parameter px or sz error" }]),
-                        );
-                    }
-                };
-                let Some(id) = inst_id else { return unknown() };
-                let ord_id = ctx.new_id().to_string();
-                let order = NewOrder {
-                    native: id.to_owned(),
-                    side,
-                    kind,
-                    price: px,
-                    qty: sz,
-                    quote_qty: None,
-                    client_id: Some(cl.clone()).filter(|c| !c.is_empty()),
-                    tif,
-                };
-                let m = ctx.market;
-                let Some(acct) = ctx.account.as_deref_mut() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
-                match acct.place(m, order, ord_id.clone(), now) {
-                    Ok(o) => ok(
-                        json!([{ "clOrdId": o.client_id.unwrap_or_default(), "ordId": o.id, "tag": "", "ts": now.to_string(), "sCode": "0", "sMsg": "Order placed" }]),
-                    ),
-                    Err(e) => op_fail(&e, "", &cl, now),
+                if inst_id.is_none() {
+                    return unknown();
                 }
+                match place_one(&mut ctx, p, now) {
+                    Ok(it) => ok(json!([it])),
+                    Err(it) => envelope(200, "1", "All operations failed", json!([it])),
+                }
+            }
+            "batch_orders" => {
+                let orders = match batch(ctx.params) {
+                    Ok(o) => o,
+                    Err(m) => return envelope(400, "50014", &m, json!([])),
+                };
+                let results: Vec<Result<Value, Value>> = orders.iter().map(|p| place_one(&mut ctx, p, now)).collect();
+                let placed = results.iter().filter(|r| r.is_ok()).count();
+                let items: Vec<Value> = results.into_iter().map(|r| r.unwrap_or_else(|e| e)).collect();
+                match placed {
+                    n if n == items.len() => ok(Value::Array(items)),
+                    0 => envelope(200, "1", "All operations failed", Value::Array(items)),
+                    _ => envelope(200, "2", "Batch operation partially succeeded", Value::Array(items)),
+                }
+            }
+            "trades" => {
+                let Some(i) = inst else { return unknown() };
+                let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100).clamp(1, 500);
+                let list: Vec<Value> = i
+                    .trades
+                    .iter()
+                    .rev()
+                    .take(n)
+                    .map(|t| {
+                        json!({ "instId": i.native, "tradeId": t.id.to_string(), "px": s(t.price), "sz": s(t.qty),
+                            "side": if t.buyer_taker { "buy" } else { "sell" }, "source": "0", "ts": t.ts_ms.to_string() })
+                    })
+                    .collect();
+                ok(Value::Array(list))
             }
             "cancel" => {
                 let Some(k) = key(ctx.params) else {
@@ -300,8 +399,12 @@ impl Venue for Okx {
             }
             "instruments" => {
                 let kind = ctx.params.get("instType").unwrap_or("");
-                if kind != "SPOT" {
-                    return envelope(400, "51000", "Parameter instType error", json!([]));
+                match kind {
+                    "SPOT" => {}
+                    // Only spot is simulated: the other kinds exist and are empty
+                    // (ccxt's load_markets asks for each).
+                    "MARGIN" | "SWAP" | "FUTURES" | "OPTION" => return ok(json!([])),
+                    _ => return envelope(400, "51000", "Parameter instType error", json!([])),
                 }
                 let only = ctx.params.get("instId");
                 let list: Vec<Value> = ctx
@@ -326,7 +429,7 @@ impl Venue for Okx {
                     acct.orders().filter(|o| o.status == OrderStatus::Open && only.is_none_or(|i| i == o.native)).map(order_json).collect();
                 ok(Value::Array(list))
             }
-            "fills" => {
+            "fills" | "fills_history" => {
                 let Some(acct) = ctx.account.as_deref() else { return auth_fail("50111", "Invalid OK-ACCESS-KEY.") };
                 let (inst, ord) = (ctx.params.get("instId"), ctx.params.get("ordId"));
                 let mut list: Vec<(u64, Value)> = Vec::new();
