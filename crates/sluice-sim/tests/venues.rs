@@ -462,4 +462,12 @@ async fn what_ccxt_asks_of_a_keyed_client_is_served_in_the_exchanges_shapes() {
     let usdt = cfg.json.as_array().unwrap().iter().find(|c| c["coin"] == "USDT").unwrap();
     assert_eq!(usdt["free"], "100000.00000000", "{usdt}");
     assert_eq!(usdt["networkList"][0]["network"], "USDT");
+    let pairs = call(&h, Exchange::Binance, "GET", "/sapi/v1/margin/allPairs", "", "", bn.as_ref()).await;
+    assert!(pairs.json.as_array().unwrap().iter().any(|p| p["symbol"] == "BTCUSDT" && p["id"].is_u64()), "{}", pairs.json);
+    let fut = call(&h, Exchange::Binance, "GET", "/fapi/v1/exchangeInfo", "", "", None).await;
+    assert_eq!(fut.json["symbols"], serde_json::json!([]));
+    assert!(h.print_trade(Exchange::Binance, "BTCUSDT", "65000".parse().unwrap(), "0.01".parse().unwrap()));
+    let agg = call(&h, Exchange::Binance, "GET", "/api/v3/aggTrades", "symbol=BTCUSDT&limit=3", "", None).await;
+    assert!(agg.json[0]["a"].is_u64() && agg.json[0]["p"].is_string(), "{}", agg.json);
+    assert_eq!(agg.headers["x-mbx-used-weight-1m"], "4", "aggTrades weighs 4 (and SAPI and futures calls weigh elsewhere)");
 }

@@ -120,6 +120,7 @@ fn weight(ep: &str, p: &Params) -> u64 {
             _ => 250,
         },
         "trades" => 25,
+        "agg_trades" => 4,
         "klines" => 2,
         "ticker_24hr" => match (p.get("symbol"), p.get("symbols")) {
             (Some(_), _) => 2,
@@ -169,6 +170,7 @@ impl Venue for Binance {
             ("GET", "/api/v3/exchangeInfo") => e("exchange_info", false),
             ("GET", "/api/v3/depth") => e("depth", false),
             ("GET", "/api/v3/trades") => e("trades", false),
+            ("GET", "/api/v3/aggTrades") => e("agg_trades", false),
             ("GET", "/api/v3/klines") => e("klines", false),
             ("GET", "/api/v3/ticker/24hr") => e("ticker_24hr", false),
             ("GET", "/api/v3/ticker/price") => e("ticker_price", false),
@@ -176,6 +178,12 @@ impl Venue for Binance {
             ("GET", "/api/v3/account") => e("account", true),
             // SAPI: ccxt's load_markets asks for the coins of a keyed client.
             ("GET", "/sapi/v1/capital/config/getall") => e("capital_config", true),
+            ("GET", "/sapi/v1/margin/allPairs") => e("margin_pairs", true),
+            ("GET", "/sapi/v1/margin/isolated/allPairs") => e("isolated_pairs", true),
+            // Futures are not simulated; their exchange info exists and lists
+            // nothing (ccxt's default load_markets asks for it, on the futures hosts).
+            ("GET", "/fapi/v1/exchangeInfo") => e("futures_info", false),
+            ("GET", "/dapi/v1/exchangeInfo") => e("futures_info", false),
             ("POST", "/api/v3/order") => e("order_post", true),
             ("GET", "/api/v3/order") => e("order_get", true),
             ("DELETE", "/api/v3/order") => e("order_delete", true),
@@ -195,9 +203,13 @@ impl Venue for Binance {
     }
 
     fn charges(&self, ep: Endpoint, params: &Params) -> Vec<Charge> {
-        if ep.name == "capital_config" {
-            // SAPI weighs on its own per-IP budget (12,000 a minute); this call 10.
-            return vec![Charge { group: "sapi-ip".into(), cost: 10, partition: None }];
+        match ep.name {
+            // SAPI weighs on its own per-IP budget (12,000 a minute).
+            "capital_config" | "isolated_pairs" => return vec![Charge { group: "sapi-ip".into(), cost: 10, partition: None }],
+            "margin_pairs" => return vec![Charge { group: "sapi-ip".into(), cost: 1, partition: None }],
+            // The futures hosts have their own weight budgets.
+            "futures_info" => return vec![Charge { group: "futures-weight".into(), cost: 1, partition: None }],
+            _ => {}
         }
         let mut v = vec![Charge { group: "weight".into(), cost: weight(ep.name, params), partition: None }];
         if ep.name == "order_post" {
@@ -325,6 +337,20 @@ impl Venue for Binance {
                 list.reverse();
                 Reply::json(200, &Value::Array(list))
             }
+            // Each simulated trade is its own aggregate (one taker order, one price).
+            "agg_trades" => {
+                let Some(i) = inst else { return need_inst() };
+                let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(500).clamp(1, 1000);
+                let mut list: Vec<Value> = i
+                    .trades
+                    .iter()
+                    .rev()
+                    .take(n)
+                    .map(|t| json!({ "a": t.id, "p": f8(t.price), "q": f8(t.qty), "f": t.id, "l": t.id, "T": t.ts_ms, "m": !t.buyer_taker, "M": true }))
+                    .collect();
+                list.reverse();
+                Reply::json(200, &Value::Array(list))
+            }
             "klines" => {
                 let Some(i) = inst else { return need_inst() };
                 let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(500).clamp(1, 1000);
@@ -386,6 +412,27 @@ impl Venue for Binance {
                     None => Reply::json(200, &Value::Array(ctx.market.instruments().map(bt).collect())),
                 }
             }
+            "margin_pairs" | "isolated_pairs" => {
+                let list: Vec<Value> = ctx
+                    .market
+                    .instruments()
+                    .enumerate()
+                    .map(|(n, i)| {
+                        let mut p = json!({ "symbol": i.native, "base": i.symbol.base.to_string(), "quote": i.symbol.quote.to_string(),
+                            "isMarginTrade": true, "isBuyAllowed": true, "isSellAllowed": true });
+                        if ep.name == "margin_pairs" {
+                            p["id"] = json!(n as u64 + 1);
+                        }
+                        p
+                    })
+                    .collect();
+                Reply::json(200, &Value::Array(list))
+            }
+            "futures_info" => Reply::json(
+                200,
+                &json!({ "timezone": "UTC", "serverTime": now, "futuresType": "U_MARGINED", "rateLimits": [], "exchangeFilters": [],
+                    "assets": [], "symbols": [] }),
+            ),
             "capital_config" => {
                 let mut coins: Vec<String> =
                     ctx.market.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
