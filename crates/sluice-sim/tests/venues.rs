@@ -470,4 +470,14 @@ async fn what_ccxt_asks_of_a_keyed_client_is_served_in_the_exchanges_shapes() {
     let agg = call(&h, Exchange::Binance, "GET", "/api/v3/aggTrades", "symbol=BTCUSDT&limit=3", "", None).await;
     assert!(agg.json[0]["a"].is_u64() && agg.json[0]["p"].is_string(), "{}", agg.json);
     assert_eq!(agg.headers["x-mbx-used-weight-1m"], "4", "aggTrades weighs 4 (and SAPI and futures calls weigh elsewhere)");
+    // A test order is checked like an order and never placed.
+    let body = |q: &str| format!("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity={q}&price=50000&newClientOrderId=t-{q}");
+    let good = call(&h, Exchange::Binance, "POST", "/api/v3/order/test", "", &body("0.001"), bn.as_ref()).await;
+    assert_eq!((good.status, good.json.clone()), (200, serde_json::json!({})));
+    let tiny = call(&h, Exchange::Binance, "POST", "/api/v3/order/test", "", &body("0.00001"), bn.as_ref()).await;
+    assert_eq!(tiny.status, 400, "under the lot size: {}", tiny.json);
+    assert!(
+        h.orders(Exchange::Binance, "demo").iter().all(|o| !o.client_id.as_deref().unwrap_or("").starts_with("t-")),
+        "nothing was placed"
+    );
 }

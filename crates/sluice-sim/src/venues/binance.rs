@@ -113,6 +113,8 @@ fn weight(ep: &str, p: &Params) -> u64 {
     match ep {
         "ping" | "time" | "order_post" | "order_delete" | "open_orders_delete" => 1,
         "exchange_info" | "account" => 20,
+        "order_test" if p.get("computeCommissionRates") == Some("true") => 20,
+        "order_test" => 1,
         "depth" => match p.get("limit").and_then(|l| l.parse::<u64>().ok()).unwrap_or(100) {
             0..=100 => 5,
             101..=500 => 25,
@@ -185,6 +187,8 @@ impl Venue for Binance {
             ("GET", "/fapi/v1/exchangeInfo") => e("futures_info", false),
             ("GET", "/dapi/v1/exchangeInfo") => e("futures_info", false),
             ("POST", "/api/v3/order") => e("order_post", true),
+            // Checked like an order, never placed, not counted as one.
+            ("POST", "/api/v3/order/test") => e("order_test", true),
             ("GET", "/api/v3/order") => e("order_get", true),
             ("DELETE", "/api/v3/order") => e("order_delete", true),
             ("GET", "/api/v3/openOrders") => e("open_orders", true),
@@ -468,7 +472,7 @@ impl Venue for Binance {
                     }),
                 )
             }
-            "order_post" => {
+            "order_post" | "order_test" => {
                 let p = ctx.params;
                 let side = match p.get("side") {
                     Some("BUY") => Side::Buy,
@@ -506,6 +510,13 @@ impl Venue for Binance {
                 let Some(acct) = ctx.account.as_deref_mut() else {
                     return err(401, -2015, "Invalid API-key, IP, or permissions for action.");
                 };
+                if ep.name == "order_test" {
+                    // Every check of a real order, on a copy of the account.
+                    return match acct.clone().place(m, order, id, now) {
+                        Ok(_) => Reply::json(200, &json!({})),
+                        Err(e) => order_error(&e, false),
+                    };
+                }
                 match acct.place(m, order, id, now) {
                     Ok(o) => {
                         let mut v = order_json(&o);
