@@ -1,17 +1,21 @@
-"""ccxt (REST) against the simulator, as a user points it at an exchange:
+"""ccxt against the simulator, as a user points it at an exchange. REST:
 load markets, ticker, order book, trades, candles, balance, then a limit
 order created, fetched, listed among the open ones and cancelled, and a wrong
-secret refused as ccxt's AuthenticationError. Every step is checked; the
-script prints "all checks passed" only when all held.
+secret refused as ccxt's AuthenticationError. WebSocket (ccxt.pro): three
+updates each of watch_ticker, watch_trades and watch_order_book (whose own
+sequence checks must pass). Every step is checked; the script prints "all
+checks passed" only when all held.
 
     python ccxt_sim.py --upbit URL --bybit URL --binance URL --okx URL
 """
 
 import argparse
+import asyncio
 import re
 import sys
 
 import ccxt
+import ccxt.pro as ccxtpro
 
 CREDS = {
     "upbit": dict(apiKey="sim-upbit-access-key", secret="sim-upbit-secret-key"),
@@ -29,11 +33,13 @@ BALANCE = {
 
 
 def local(v, base):
-    """Every API URL of the exchange, moved to the simulator (paths kept)."""
+    """Every API URL of the exchange, REST and WebSocket, moved to the
+    simulator (paths kept)."""
     if isinstance(v, dict):
         return {k: local(x, base) for k, x in v.items()}
     if isinstance(v, str):
-        return re.sub(r"^https?://[^/]+", base, v)
+        v = re.sub(r"^https?://[^/]+", base, v)
+        return re.sub(r"^wss?://[^/]+", base.replace("http://", "ws://"), v)
     return v
 
 
@@ -95,7 +101,26 @@ def run(name, base):
         raise AssertionError("a wrong secret was accepted")
     except ccxt.AuthenticationError:
         pass
+    asyncio.run(watch(name, base, sym))
     print(f"{name}: ok ({len(markets)} markets, order {oid})")
+
+
+async def watch(name, base, sym):
+    ex = getattr(ccxtpro, name)({"enableRateLimit": True})
+    ex.urls["api"] = local(ex.urls["api"], base)
+    try:
+        await ex.load_markets()
+        for what, f in [("ticker", ex.watch_ticker), ("trades", ex.watch_trades), ("order book", ex.watch_order_book)]:
+            for _ in range(3):
+                got = await asyncio.wait_for(f(sym), 15)
+            if what == "ticker":
+                check(got["symbol"] == sym and got["last"] and got["last"] > 0, f"watched ticker: {got}")
+            elif what == "trades":
+                check(got and all(t["symbol"] == sym and t["price"] > 0 for t in got), f"watched trades: {got}")
+            else:
+                check(got["bids"] and got["asks"] and got["bids"][0][0] < got["asks"][0][0], "watched book: bid below ask")
+    finally:
+        await ex.close()
 
 
 def main():

@@ -1,4 +1,4 @@
-//! Binance spot WebSocket: raw streams (`/ws`, `/ws/<stream>`) or combined
+//! Binance spot WebSocket: raw streams (`/ws`, `/ws/<stream>`, `/ws/<anything>`) or combined
 //! (`/stream?streams=a/b`, each message wrapped as `{"stream","data"}`);
 //! `{"method":"SUBSCRIBE"|"UNSUBSCRIBE"|"LIST_SUBSCRIPTIONS","params":[…],"id":n}`;
 //! the server pings and closes silent clients. The diff depth stream carries
@@ -26,6 +26,7 @@ enum Stream {
     Partial(usize),
     BookTicker,
     Ticker,
+    MiniTicker,
     Kline,
 }
 
@@ -45,6 +46,7 @@ fn parse_stream(name: &str) -> Option<(String, Stream)> {
         "depth" | "depth@100ms" | "depth@1000ms" => Stream::Diff,
         "bookTicker" => Stream::BookTicker,
         "ticker" => Stream::Ticker,
+        "miniTicker" => Stream::MiniTicker,
         "kline_1m" => Stream::Kline,
         r => {
             let levels = r.strip_prefix("depth")?;
@@ -119,6 +121,13 @@ fn event(stream: &Stream, sym: &str, i: &InstTick, ts: u64) -> Vec<Value> {
                 "C": ts, "F": 0, "L": i.trades.last().map_or(0, |t| t.id), "n": 0,
             })]
         }
+        Stream::MiniTicker if !i.trades.is_empty() => {
+            let st = &i.stats;
+            vec![json!({
+                "e": "24hrMiniTicker", "E": ts, "s": sym, "c": f8(st.last), "o": f8(st.open), "h": f8(st.high), "l": f8(st.low),
+                "v": f8(st.volume), "q": f8(st.quote_volume),
+            })]
+        }
         Stream::Kline if !i.trades.is_empty() => i
             .candle
             .iter()
@@ -136,7 +145,10 @@ fn event(stream: &Stream, sym: &str, i: &InstTick, ts: u64) -> Vec<Value> {
 impl Protocol for Binance {
     fn url_streams(&mut self, path: &str, query: &str, _market: &Market) -> Result<(), String> {
         let names: Vec<String> = if let Some(rest) = path.strip_prefix("/ws/") {
-            rest.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+            // A segment that names no stream (ccxt connects to `/ws/<n>` and then
+            // sends SUBSCRIBE) opens a connection with nothing subscribed, as
+            // Binance does; a malformed stream name (`sym@...`) is refused.
+            rest.split('/').filter(|s| s.contains('@')).map(str::to_owned).collect()
         } else {
             query
                 .split('&')
@@ -216,5 +228,25 @@ impl Protocol for Binance {
     fn bad_trade(&self) -> String {
         let data = json!({"e": "trade", "E": 1, "s": "BTCUSDT", "t": 1, "p": "not-a-price", "q": "1", "T": 1, "m": true});
         self.wrap("btcusdt@trade", data).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimConfig;
+    use sluice_domain::Exchange;
+
+    #[test]
+    fn ccxts_ws_path_opens_empty_and_named_streams_are_checked() {
+        let cfg = SimConfig::shipped();
+        let market = Market::new(Exchange::Binance, &cfg.markets, 1, 1_700_000_000_000);
+        let mut b = Binance::new(false);
+        assert!(b.url_streams("/ws/1", "", &market).is_ok(), "ccxt's /ws/<n>: a connection, nothing subscribed yet");
+        assert!(b.subs.is_empty());
+        assert!(b.url_streams("/ws/btcusdt@miniTicker/btcusdt@trade", "", &market).is_ok());
+        assert_eq!(b.subs.len(), 2);
+        assert!(b.url_streams("/ws/btcusdt@nonsense", "", &market).is_err());
+        assert_eq!(parse_stream("btcusdt@miniTicker"), Some(("BTCUSDT".into(), Stream::MiniTicker)));
     }
 }
