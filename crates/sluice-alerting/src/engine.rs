@@ -242,12 +242,14 @@ impl Engine {
             }
         }
         self.groups.update(effective.iter(), now);
-        // The last triage if fresh; a notification never waits for one.
+        let due = self.groups.due(now);
+        // The last triage if fresh (read only when something is due); a
+        // notification never waits for one.
         let triage =
-            self.config.triage.as_ref().and_then(|t| {
+            self.config.triage.as_ref().filter(|_| !due.is_empty()).and_then(|t| {
                 crate::triage::fresh(self.shared.triage.lock().unwrap_or_else(|p| p.into_inner()).as_ref(), now, t.interval_ms)
             });
-        for f in self.groups.due(now) {
+        for f in due {
             let route = self.groups.routes()[f.route].clone();
             for receiver in &route.receivers {
                 let n = Notification {

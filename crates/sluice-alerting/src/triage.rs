@@ -132,11 +132,18 @@ pub fn parse(text: &str) -> Result<String, String> {
     Ok(one.chars().take(MAX_SUMMARY).collect())
 }
 
+/// Why a triage produced nothing: a metric label and the message.
+struct Failed {
+    label: &'static str,
+    why: String,
+}
+
 /// Asks the engine for the figures, then the model for a summary.
-async fn once(cfg: &TriageConfig, gateway: &Gateway, engine: &mpsc::Sender<Input>, shared: &Shared) -> Result<String, String> {
+async fn once(cfg: &TriageConfig, gateway: &Gateway, engine: &mpsc::Sender<Input>, shared: &Shared) -> Result<String, Failed> {
+    let stopped = || Failed { label: "stopped", why: "the engine has stopped".into() };
     let (tx, rx) = oneshot::channel();
-    engine.send(Input::Figures(tx)).await.map_err(|_| "the engine has stopped".to_owned())?;
-    let figures = rx.await.map_err(|_| "the engine has stopped".to_owned())?;
+    engine.send(Input::Figures(tx)).await.map_err(|_| stopped())?;
+    let figures = rx.await.map_err(|_| stopped())?;
     let alerts = shared.alerts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let timeout = Duration::from_millis(cfg.timeout_ms as u64);
     let req = ChatRequest {
@@ -148,8 +155,8 @@ async fn once(cfg: &TriageConfig, gateway: &Gateway, engine: &mpsc::Sender<Input
         first_token: timeout,
         total: timeout,
     };
-    let answer = gateway.complete(&req).await.map_err(|e| format!("{}: {e}", e.class()))?;
-    parse(&answer.text).map_err(|e| format!("malformed: {e}"))
+    let answer = gateway.complete(&req).await.map_err(|e| Failed { label: e.class(), why: e.to_string() })?;
+    parse(&answer.text).map_err(|why| Failed { label: "malformed", why })
 }
 
 /// Every `interval` (the first a few seconds after start, once heartbeats
@@ -174,19 +181,18 @@ pub async fn run(
             r = once(&cfg, &gateway, &engine, &shared) => r,
             _ = shutdown.cancelled() => return,
         };
-        let label = match &result {
+        let label = match result {
             Ok(text) => {
                 tracing::info!(model = %cfg.model, "triage: {text}");
-                *shared.triage.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Summary { text: text.clone(), at_ms: crate::nflog::now_ms() });
-                "ok".to_owned()
+                *shared.triage.lock().unwrap_or_else(|p| p.into_inner()) = Some(Summary { text, at_ms: crate::nflog::now_ms() });
+                "ok"
             }
-            Err(why) => {
-                tracing::warn!(model = %cfg.model, "triage failed; notifications go without it: {why}");
-                why.split(':').next().unwrap_or("failed").to_owned()
+            Err(f) => {
+                tracing::warn!(model = %cfg.model, result = f.label, "triage failed; notifications go without it: {}", f.why);
+                f.label
             }
         };
-        metrics.triage.get_or_create(&ResultLabels { result: label }).inc();
+        metrics.triage.get_or_create(&ResultLabels { result: label.to_owned() }).inc();
     }
 }
 

@@ -5,37 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::{Setup, harness};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The virtual environment's interpreter (created on first use).
-fn python() -> PathBuf {
-    let out = Command::new("bash").arg(root().join("scripts/python-env")).output().expect("bash runs scripts/python-env");
-    assert!(out.status.success(), "scripts/python-env failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_reflects_calls_and_gets_invalid_argument_for_careless_requests() {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
     let h = harness(Setup::default()).await;
-    let addr = h.dispatcher.grpc_addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(root().join("tests/python/dispatcher_grpcio.py"))
-            .args(["--addr", &addr, "--proto"])
-            .arg(root().join("proto"))
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("all checks passed"), "{text}");
+    let proto = sluice_testkit::repo_root().join("proto").display().to_string();
+    let args = vec!["--addr".to_owned(), h.dispatcher.grpc_addr.to_string(), "--proto".to_owned(), proto];
+    let (ok, text) = sluice_testkit::run_python("dispatcher_grpcio.py", args).await.unwrap();
+    assert!(ok && text.contains("all checks passed"), "{text}");
 }

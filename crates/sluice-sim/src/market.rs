@@ -203,6 +203,14 @@ impl Market {
         self.instruments.values()
     }
 
+    /// Every asset its instruments trade (base or quote), in order: the coins
+    /// an exchange's currency lists name.
+    pub fn assets(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<String> =
+            self.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
+        set.into_iter().collect()
+    }
+
     /// Prints a trade of `qty` at `price` on `native` now (a test's or the control
     /// endpoint's doing, as if another trader had taken that liquidity): it is on
     /// the tape, in the candle and in the events like any other trade.

@@ -1,36 +1,18 @@
 //! The simulator from real client libraries, in the virtual environment that
-//! `scripts/python-env` creates under the build folder: ccxt (REST,
+//! `scripts/python-env` creates under the build folder: ccxt (REST and WebSocket,
 //! `tests/python/ccxt_sim.py`) on all four exchanges, pybit and
 //! python-binance (`tests/python/pybit_binance_sim.py`), each pointed at the
 //! simulator as a user points it at the real exchange. With ccxt's own rate
 //! limiter on, nothing may be refused for going too fast.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use sluice_domain::Exchange;
 use sluice_sim::SimConfig;
 use tokio_util::sync::CancellationToken;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The virtual environment's interpreter (created on first use).
-fn python() -> PathBuf {
-    let out = Command::new("bash").arg(root().join("scripts/python-env")).output().expect("bash runs scripts/python-env");
-    assert!(out.status.success(), "scripts/python-env failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// Runs `script` with `args` and returns its output, asserting it passed.
-async fn run(script: &str, args: Vec<String>) -> String {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let script = root().join("tests/python").join(script);
-    let out = tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(&args).output()).await.unwrap().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("all checks passed"), "{text}");
-    text
+/// Runs `script` with `args`, asserting that every check in it passed.
+async fn run(script: &str, args: Vec<String>) {
+    let (ok, text) = sluice_testkit::run_python(script, args).await.unwrap();
+    assert!(ok && text.contains("all checks passed"), "{text}");
 }
 
 fn url_args(sim: &sluice_sim::SimHandle, exchanges: &[Exchange]) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! What tests and benchmarks start for themselves: a `nats-server` with JetStream
 //! on a free port (never the one on 127.0.0.1:4222), so they can stop and restart
-//! it and never collide with each other.
+//! it and never collide with each other; and the Python scripts that drive
+//! sluice with real client libraries ([`run_python`]).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -8,6 +9,30 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// The repository's root (`scripts/`, `tests/python/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `tests/python/<script>` with `args` in the virtual environment that
+/// `scripts/python-env` creates (or brings up to date) under the build folder;
+/// returns whether it exited with success, and its output (stdout, then stderr).
+pub async fn run_python(script: &str, args: Vec<String>) -> anyhow::Result<(bool, String)> {
+    let script = repo_root().join("tests/python").join(script);
+    tokio::task::spawn_blocking(move || {
+        let env = Command::new("bash").arg(repo_root().join("scripts/python-env")).output().context("running scripts/python-env")?;
+        if !env.status.success() {
+            bail!("scripts/python-env failed:\n{}", String::from_utf8_lossy(&env.stderr));
+        }
+        let python = PathBuf::from(String::from_utf8_lossy(&env.stdout).trim());
+        let out = Command::new(&python).arg(&script).args(&args).output().with_context(|| format!("running {}", script.display()))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.success(), text))
+    })
+    .await
+    .context("the Python runner panicked")?
+}
 
 /// A port nobody listens on right now (another process may still take it).
 pub fn free_port() -> anyhow::Result<u16> {

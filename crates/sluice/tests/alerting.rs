@@ -357,6 +357,21 @@ async fn triage_chat(
     ([("content-type", "text/event-stream")], events).into_response()
 }
 
+/// Waits (10 s at most) until the service's `/metrics` holds `line`.
+async fn metric_shows(a: &sluice_alerting::Running, line: &str) {
+    let url = format!("http://{}/metrics", a.ops_addr);
+    let http = sluice_service::http_client::client();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+        if text.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < end, "{line} not in /metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hanging_llm_gateway_holds_no_notification_back_and_its_triage_rides_along_once_it_answers() {
     let s = stack(SimConfig::shipped()).await.unwrap();
@@ -389,32 +404,12 @@ async fn a_hanging_llm_gateway_holds_no_notification_back_and_its_triage_rides_a
     .await;
     let first = mock.delivered("webhook");
     assert!(first.iter().all(|r| r.body["commonAnnotations"].get("triage").is_none()), "no triage yet: {first:?}");
-    let metrics = || async {
-        let url = format!("http://{}/metrics", a.ops_addr);
-        sluice_service::http_client::client().get(url).send().await.unwrap().text().await.unwrap()
-    };
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = metrics().await;
-        if text.contains("sluice_alerting_triage_total{result=\"first_token_timeout\"} 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(text.contains("sluice_alerting_triage_total{result=\"first_token_timeout\"} 1"), "{text}");
+    metric_shows(&a, "sluice_alerting_triage_total{result=\"first_token_timeout\"} 1").await;
 
     // The gateway answers the next question; the resolved notifications carry it.
     gw.mode.store(1, std::sync::atomic::Ordering::SeqCst);
     wait_for("a triage that succeeded", Duration::from_secs(20), || gw.asked.lock().unwrap().len() >= 2).await;
-    let mut ok = false;
-    for _ in 0..50 {
-        ok = metrics().await.contains("sluice_alerting_triage_total{result=\"ok\"} 1");
-        if ok {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "the second triage succeeded");
+    metric_shows(&a, "sluice_alerting_triage_total{result=\"ok\"} 1").await;
     s.sim.clear_faults(Exchange::Upbit);
     wait_for("ExchangeErrorRate resolved", Duration::from_secs(30), || {
         mock.delivered("webhook").iter().any(|r| webhook_of(r) == ("ExchangeErrorRate".into(), "resolved".into()))

@@ -328,31 +328,24 @@ impl Venue for Binance {
                 let side = |v: Vec<(Decimal, Decimal)>| v.into_iter().map(|(p, q)| json!([f8(p), f8(q)])).collect::<Vec<_>>();
                 Reply::json(200, &json!({ "lastUpdateId": i.book.update_id, "bids": side(bids), "asks": side(asks) }))
             }
-            "trades" => {
+            // Each simulated trade is its own aggregate (one taker order, one
+            // price), so aggTrades lists the same trades in its own shape.
+            "trades" | "agg_trades" => {
                 let Some(i) = inst else { return need_inst() };
                 let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(500).clamp(1, 1000);
-                let mut list: Vec<Value> = i
+                // The newest `n`, oldest first.
+                let list: Vec<Value> = i
                     .trades
                     .iter()
-                    .rev()
-                    .take(n)
-                    .map(|t| json!({ "id": t.id, "price": f8(t.price), "qty": f8(t.qty), "quoteQty": f8(t.price * t.qty), "time": t.ts_ms, "isBuyerMaker": !t.buyer_taker, "isBestMatch": true }))
+                    .skip(i.trades.len().saturating_sub(n))
+                    .map(|t| {
+                        if ep.name == "trades" {
+                            json!({ "id": t.id, "price": f8(t.price), "qty": f8(t.qty), "quoteQty": f8(t.price * t.qty), "time": t.ts_ms, "isBuyerMaker": !t.buyer_taker, "isBestMatch": true })
+                        } else {
+                            json!({ "a": t.id, "p": f8(t.price), "q": f8(t.qty), "f": t.id, "l": t.id, "T": t.ts_ms, "m": !t.buyer_taker, "M": true })
+                        }
+                    })
                     .collect();
-                list.reverse();
-                Reply::json(200, &Value::Array(list))
-            }
-            // Each simulated trade is its own aggregate (one taker order, one price).
-            "agg_trades" => {
-                let Some(i) = inst else { return need_inst() };
-                let n = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(500).clamp(1, 1000);
-                let mut list: Vec<Value> = i
-                    .trades
-                    .iter()
-                    .rev()
-                    .take(n)
-                    .map(|t| json!({ "a": t.id, "p": f8(t.price), "q": f8(t.qty), "f": t.id, "l": t.id, "T": t.ts_ms, "m": !t.buyer_taker, "M": true }))
-                    .collect();
-                list.reverse();
                 Reply::json(200, &Value::Array(list))
             }
             "klines" => {
@@ -438,15 +431,12 @@ impl Venue for Binance {
                     "assets": [], "symbols": [] }),
             ),
             "capital_config" => {
-                let mut coins: Vec<String> =
-                    ctx.market.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
-                coins.sort();
-                coins.dedup();
-                let balances = ctx.account.as_deref().map(|a| a.balances.clone()).unwrap_or_default();
+                let coins = ctx.market.assets();
+                let balances = ctx.account.as_deref().map(|a| &a.balances);
                 let list: Vec<Value> = coins
                     .iter()
                     .map(|c| {
-                        let b = balances.get(c).copied().unwrap_or_default();
+                        let b = balances.and_then(|b| b.get(c)).copied().unwrap_or_default();
                         let network = json!({ "network": c, "coin": c, "name": c, "isDefault": true, "depositEnable": true,
                             "withdrawEnable": true, "withdrawFee": "0", "withdrawMin": "0", "withdrawMax": "9999999999",
                             "withdrawIntegerMultiple": "0.00000001", "minConfirm": 1, "unLockConfirm": 0, "busy": false,

@@ -238,10 +238,7 @@ impl Venue for Bybit {
             }
             "coin_query_info" => {
                 // Every coin the simulated markets trade, on one chain of its own name.
-                let mut coins: Vec<String> =
-                    ctx.market.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
-                coins.sort();
-                coins.dedup();
+                let mut coins = ctx.market.assets();
                 if let Some(c) = ctx.params.get("coin") {
                     coins.retain(|x| x == c);
                 }

@@ -313,10 +313,7 @@ impl Venue for Okx {
             }
             "currencies" => {
                 // Every currency the simulated markets trade, one chain each.
-                let mut ccys: Vec<String> =
-                    ctx.market.instruments().flat_map(|i| [i.symbol.base.to_string(), i.symbol.quote.to_string()]).collect();
-                ccys.sort();
-                ccys.dedup();
+                let mut ccys = ctx.market.assets();
                 if let Some(filter) = ctx.params.get("ccy") {
                     let wanted: Vec<&str> = filter.split(',').collect();
                     ccys.retain(|c| wanted.contains(&c.as_str()));
