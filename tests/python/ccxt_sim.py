@@ -6,11 +6,17 @@ updates each of watch_ticker, watch_trades and watch_order_book (whose own
 sequence checks must pass). Every step is checked; the script prints "all
 checks passed" only when all held.
 
-    python ccxt_sim.py --upbit URL --bybit URL --binance URL --okx URL
+    python ccxt_sim.py --upbit URL --bybit URL --binance URL --okx URL [--keys FILE] [--no-watch]
+
+--keys names other credentials (JSON: exchange -> ccxt's apiKey, secret,
+password), e.g. sluice exchange keys when the URLs are the dispatcher's
+exchange-compatible face; --no-watch leaves out the WebSocket part (the face
+serves REST only). face_clients.py imports run() for the same checks.
 """
 
 import argparse
 import asyncio
+import json
 import re
 import sys
 
@@ -43,8 +49,10 @@ def local(v, base):
     return v
 
 
-def client(name, base, **creds):
-    ex = getattr(ccxt, name)(dict(CREDS[name], enableRateLimit=True, **creds))
+def client(name, base, creds=None, options=None, **over):
+    ex = getattr(ccxt, name)(dict(creds or CREDS[name], enableRateLimit=True, **over))
+    for k, v in (options or {}).items():
+        ex.options[k] = v
     ex.urls["api"] = local(ex.urls["api"], base)
     return ex
 
@@ -54,8 +62,8 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def run(name, base):
-    ex = client(name, base)
+def run(name, base, creds=None, watch_ws=True, options=None):
+    ex = client(name, base, creds, options)
     sym = "BTC/KRW" if name == "upbit" else "BTC/USDT"
     markets = ex.load_markets()
     check(sym in markets and markets[sym]["active"] is not False, f"{sym} in markets: {list(markets)}")
@@ -92,7 +100,7 @@ def run(name, base):
         check(isinstance(ex.fetch_my_trades(sym), list), "my trades")
 
     # A wrong secret: the exchange's own auth error, which ccxt maps.
-    bad = client(name, base, secret="not-the-secret")
+    bad = client(name, base, creds, options, secret="not-the-secret")
     bad.markets = ex.markets
     bad.markets_by_id = ex.markets_by_id
     bad.currencies = ex.currencies
@@ -101,7 +109,8 @@ def run(name, base):
         raise AssertionError("a wrong secret was accepted")
     except ccxt.AuthenticationError:
         pass
-    asyncio.run(watch(name, base, sym))
+    if watch_ws:
+        asyncio.run(watch(name, base, sym))
     print(f"{name}: ok ({len(markets)} markets, order {oid})")
 
 
@@ -127,11 +136,14 @@ def main():
     ap = argparse.ArgumentParser()
     for name in CREDS:
         ap.add_argument(f"--{name}", required=True)
+    ap.add_argument("--keys", help="JSON file: exchange -> credentials (default: the simulator's own)")
+    ap.add_argument("--no-watch", action="store_true", help="REST only")
     args = ap.parse_args()
+    keys = json.load(open(args.keys)) if args.keys else {}
     failed = []
     for name in CREDS:
         try:
-            run(name, getattr(args, name))
+            run(name, getattr(args, name), keys.get(name), watch_ws=not args.no_watch)
         except Exception as e:  # noqa: BLE001 - every exchange is tried, each failure named
             failed.append(f"{name}: {type(e).__name__}: {e}")
     if failed:

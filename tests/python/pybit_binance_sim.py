@@ -4,10 +4,15 @@ a limit order placed, listed, fetched and cancelled by its client id, a test
 order (python-binance), and a wrong secret refused with the exchange's own
 error. Prints "all checks passed" only when every check held.
 
-    python pybit_binance_sim.py --bybit URL --binance URL
+    python pybit_binance_sim.py --bybit URL --binance URL [--keys FILE]
+
+--keys names other credentials (JSON: exchange -> apiKey, secret), e.g.
+sluice exchange keys when the URLs are the dispatcher's exchange-compatible
+face. face_clients.py imports pybit() and python_binance().
 """
 
 import argparse
+import json
 import sys
 
 from binance.client import Client
@@ -21,13 +26,21 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def pybit(base):
+SIM_KEYS = {
+    "bybit": {"apiKey": "sim-bybit-api-key", "secret": "sim-bybit-secret"},
+    "binance": {"apiKey": "sim-binance-api-key", "secret": "sim-binance-secret"},
+}
+
+
+def pybit(base, creds=None):
+    creds = creds or SIM_KEYS["bybit"]
+
     def session(secret):
-        s = HTTP(testnet=False, api_key="sim-bybit-api-key", api_secret=secret)
+        s = HTTP(testnet=False, api_key=creds["apiKey"], api_secret=secret)
         s.endpoint = base
         return s
 
-    s = session("sim-bybit-secret")
+    s = session(creds["secret"])
     inst = s.get_instruments_info(category="spot", symbol="BTCUSDT")["result"]["list"][0]
     check(inst["priceFilter"]["tickSize"] and inst["lotSizeFilter"]["basePrecision"], f"instrument rules: {inst}")
     check(float(s.get_tickers(category="spot", symbol="BTCUSDT")["result"]["list"][0]["lastPrice"]) > 0, "ticker")
@@ -53,13 +66,15 @@ def pybit(base):
     print("pybit: ok")
 
 
-def python_binance(base):
+def python_binance(base, creds=None):
+    creds = creds or SIM_KEYS["binance"]
+
     def client(secret):
-        c = Client("sim-binance-api-key", secret, ping=False)
+        c = Client(creds["apiKey"], secret, ping=False)
         c.API_URL = base.rstrip("/") + "/api"
         return c
 
-    c = client("sim-binance-secret")
+    c = client(creds["secret"])
     c.ping()
     info = c.get_symbol_info("BTCUSDT")
     kinds = {f["filterType"] for f in info["filters"]}
@@ -94,11 +109,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bybit", required=True)
     ap.add_argument("--binance", required=True)
+    ap.add_argument("--keys", help="JSON file: exchange -> credentials (default: the simulator's own)")
     args = ap.parse_args()
+    keys = json.load(open(args.keys)) if args.keys else {}
     failed = []
-    for name, f, base in [("pybit", pybit, args.bybit), ("python-binance", python_binance, args.binance)]:
+    for name, f, ex, base in [("pybit", pybit, "bybit", args.bybit), ("python-binance", python_binance, "binance", args.binance)]:
         try:
-            f(base)
+            f(base, keys.get(ex))
         except Exception as e:  # noqa: BLE001 - both are tried, each failure named
             failed.append(f"{name}: {type(e).__name__}: {e}")
     if failed:

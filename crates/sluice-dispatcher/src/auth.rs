@@ -19,6 +19,8 @@ use sluice_rate::scheduler::Class;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use sluice_exchange::sign::Credentials;
+
 use crate::config::ConfigError;
 use crate::keyring::normalize_account;
 
@@ -78,6 +80,38 @@ pub struct ClientConfig {
     /// Endpoints it may call, as "METHOD PATH" with the exchange's own path; "*"
     /// for any method, a path ending in "*" for a prefix ("GET /v1/*"). Default all.
     pub endpoints: Option<Vec<String>>,
+    /// Keys it signs with on the exchange-compatible REST face, in the exchange's
+    /// own scheme, one per exchange account it trades there.
+    #[serde(default)]
+    pub exchange_keys: Vec<ExchangeKeyConfig>,
+}
+
+/// A sluice-issued key for the exchange-compatible REST face (`[[clients.exchange_keys]]`):
+/// the bot puts `api_key` and the secret where its library wants the exchange's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeKeyConfig {
+    pub exchange: String,
+    /// The account its calls use (the client must be granted it).
+    pub account: String,
+    /// The key id the bot sends (not secret).
+    pub api_key: String,
+    /// A file holding the secret (a mounted Kubernetes Secret).
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding the secret.
+    pub secret_env: Option<String>,
+    /// OKX: the passphrase, from a file or a variable.
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_env: Option<String>,
+}
+
+/// A verified exchange key: whose it is and which account it trades.
+#[derive(Debug)]
+pub struct ExchangeKey {
+    pub client: Arc<Client>,
+    pub account: String,
+    /// The key and secret the bot signs with (never the exchange's).
+    pub credentials: Credentials,
 }
 
 /// What a client may do.
@@ -186,6 +220,7 @@ impl Grant {
 pub struct Clients {
     by_token: HashMap<[u8; 32], Arc<Client>>,
     by_cert: HashMap<[u8; 32], Arc<Client>>,
+    by_exchange_key: HashMap<(Exchange, String), ExchangeKey>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -202,6 +237,54 @@ fn hex32(name: &str, field: &str, v: &str) -> Result<[u8; 32], ConfigError> {
 /// Tokens shorter than this are refused: a guessable token is no credential.
 const MIN_TOKEN: usize = 16;
 
+/// A secret from a file or a variable (exactly one of them, unless optional).
+fn read_secret(
+    who: &str,
+    what: &str,
+    file: Option<&PathBuf>,
+    var: Option<&String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match (file, var) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(format!("{who}: give {what}_file or {what}_env, not both"))),
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map(|t| Some(t.trim().to_owned()))
+            .map_err(|e| ConfigError::Invalid(format!("{who}: cannot read {what}_file {}: {e}", path.display()))),
+        (None, Some(var)) => env(var)
+            .map(|t| Some(t.trim().to_owned()))
+            .ok_or_else(|| ConfigError::Invalid(format!("{who}: environment variable {var} is not set"))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn exchange_key(
+    client: &Arc<Client>,
+    k: &ExchangeKeyConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Exchange, ExchangeKey), ConfigError> {
+    let who = format!("clients '{}': exchange_keys '{}'", client.name, k.api_key);
+    let bad = |m: String| ConfigError::Invalid(format!("{who}: {m}"));
+    let exchange: Exchange = k.exchange.parse().map_err(|_| bad(format!("unknown exchange '{}'", k.exchange)))?;
+    if k.api_key.len() < 8 || !k.api_key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("api_key must be at least 8 printable characters".into()));
+    }
+    let account = normalize_account(&k.account);
+    if account.is_empty() || !Caller(Some(client.clone())).may_use_account(exchange, &account) {
+        return Err(bad(format!("account {exchange}/{account} is not among the client's accounts")));
+    }
+    let secret = read_secret(&who, "secret", k.secret_file.as_ref(), k.secret_env.as_ref(), env)?
+        .ok_or_else(|| bad("no secret (secret_file or secret_env)".into()))?;
+    if secret.len() < MIN_TOKEN {
+        return Err(bad(format!("the secret is shorter than {MIN_TOKEN} characters")));
+    }
+    let passphrase = read_secret(&who, "passphrase", k.passphrase_file.as_ref(), k.passphrase_env.as_ref(), env)?;
+    if exchange == Exchange::Okx && passphrase.is_none() {
+        return Err(bad("okx keys need a passphrase (passphrase_file or passphrase_env)".into()));
+    }
+    let credentials = Credentials::new(k.api_key.clone(), secret, passphrase);
+    Ok((exchange, ExchangeKey { client: client.clone(), account, credentials }))
+}
+
 impl Clients {
     /// Loads the clients, reading token files and variables now; errors name the
     /// client and the field, never a value.
@@ -214,20 +297,7 @@ impl Clients {
             }
             let grant = Grant::parse(c).map_err(|e| ConfigError::Invalid(format!("clients '{}': {e}", c.name)))?;
             let client = Arc::new(Client { name: c.name.clone(), grant });
-            let token = match (&c.token_file, &c.token_env) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::Invalid(format!("clients '{}': give token_file or token_env, not both", c.name)));
-                }
-                (Some(path), None) => {
-                    Some(std::fs::read_to_string(path).map_err(|e| {
-                        ConfigError::Invalid(format!("clients '{}': cannot read token_file {}: {e}", c.name, path.display()))
-                    })?)
-                }
-                (None, Some(var)) => Some(
-                    env(var).ok_or_else(|| ConfigError::Invalid(format!("clients '{}': environment variable {var} is not set", c.name)))?,
-                ),
-                (None, None) => None,
-            };
+            let token = read_secret(&format!("clients '{}'", c.name), "token", c.token_file.as_ref(), c.token_env.as_ref(), env)?;
             let mut digests = Vec::new();
             if let Some(t) = token {
                 let t = t.trim();
@@ -240,11 +310,22 @@ impl Clients {
                 digests.push(hex32(&c.name, "token_sha256", h)?);
             }
             let cert = c.cert_sha256.as_deref().map(|h| hex32(&c.name, "cert_sha256", h)).transpose()?;
-            if digests.is_empty() && cert.is_none() {
+            if digests.is_empty() && cert.is_none() && c.exchange_keys.is_empty() {
                 return Err(ConfigError::Invalid(format!(
-                    "clients '{}': no credential (token_file, token_env, token_sha256 or cert_sha256)",
+                    "clients '{}': no credential (token_file, token_env, token_sha256, cert_sha256 or exchange_keys)",
                     c.name
                 )));
+            }
+            for k in &c.exchange_keys {
+                let (exchange, key) = exchange_key(&client, k, env)?;
+                let id = (exchange, k.api_key.clone());
+                if let Some(other) = clients.by_exchange_key.get(&id) {
+                    return Err(ConfigError::Invalid(format!(
+                        "clients '{}' and '{}' both use {exchange} exchange key '{}'",
+                        other.client.name, c.name, k.api_key
+                    )));
+                }
+                clients.by_exchange_key.insert(id, key);
             }
             for d in digests {
                 if let Some(other) = clients.by_token.insert(d, client.clone()) {
@@ -262,11 +343,17 @@ impl Clients {
 
     /// No clients configured: anyone may do anything.
     pub fn open(&self) -> bool {
-        self.by_token.is_empty() && self.by_cert.is_empty()
+        self.by_token.is_empty() && self.by_cert.is_empty() && self.by_exchange_key.is_empty()
+    }
+
+    /// The exchange key `api_key` issued for `exchange`, if any.
+    pub fn exchange_key(&self, exchange: Exchange, api_key: &str) -> Option<&ExchangeKey> {
+        self.by_exchange_key.get(&(exchange, api_key.to_owned()))
     }
 
     pub fn names(&self) -> Vec<String> {
-        let mut n: Vec<String> = self.by_token.values().chain(self.by_cert.values()).map(|c| c.name.clone()).collect();
+        let keys = self.by_exchange_key.values().map(|k| &k.client);
+        let mut n: Vec<String> = self.by_token.values().chain(self.by_cert.values()).chain(keys).map(|c| c.name.clone()).collect();
         n.sort();
         n.dedup();
         n
@@ -301,6 +388,11 @@ impl Caller {
     /// Anyone (open mode).
     pub fn anyone() -> Caller {
         Caller(None)
+    }
+
+    /// The client an exchange key belongs to.
+    pub fn of(client: &Arc<Client>) -> Caller {
+        Caller(Some(client.clone()))
     }
 
     pub fn name(&self) -> &str {
@@ -454,5 +546,44 @@ mod tests {
         let h = hex::encode(digest(MD.as_bytes()));
         let twice = [client(&format!("name = 'a'\ntoken_sha256 = '{h}'")), client(&format!("name = 'b'\ntoken_sha256 = '{h}'"))];
         assert!(Clients::load(&twice, &|_| None).unwrap_err().to_string().contains("'a' and 'b' have the same token"));
+    }
+
+    #[test]
+    fn exchange_keys_name_their_client_and_account() {
+        let env = |k: &str| match k {
+            "BOT_SECRET" => Some("bot-secret-0123456789".to_owned()),
+            "OKX_PASS" => Some("pass".to_owned()),
+            _ => None,
+        };
+        let key = |ex: &str, acct: &str, extra: &str| {
+            format!(
+                "[[exchange_keys]]\nexchange = '{ex}'\naccount = '{acct}'\napi_key = 'bot-{ex}-key'\nsecret_env = 'BOT_SECRET'\n{extra}"
+            )
+        };
+        let bot = client(&format!(
+            "name = 'bot'\naccounts = ['upbit/main', 'okx/*']\n{}{}",
+            key("upbit", "Main", ""),
+            key("okx", "x", "passphrase_env = 'OKX_PASS'")
+        ));
+        let c = Clients::load(&[bot], &env).unwrap();
+        assert!(!c.open(), "exchange keys alone close the dispatcher to anonymous gRPC callers");
+        let k = c.exchange_key(Exchange::Upbit, "bot-upbit-key").unwrap();
+        assert_eq!((k.client.name.as_str(), k.account.as_str()), ("bot", "main"));
+        assert!(c.exchange_key(Exchange::Bybit, "bot-upbit-key").is_none(), "a key belongs to one exchange");
+        assert!(c.exchange_key(Exchange::Okx, "bot-okx-key").unwrap().credentials.has_passphrase());
+        assert!(!format!("{:?}", k).contains("bot-secret"), "Debug redacts the secret");
+
+        let load = |t: String| Clients::load(&[client(&t)], &env).unwrap_err().to_string();
+        assert!(load(format!("name = 'b'\naccounts = ['upbit/main']\n{}", key("upbit", "other", ""))).contains("upbit/other is not among"));
+        assert!(load(format!("name = 'b'\naccounts = ['*']\n{}", key("okx", "x", ""))).contains("need a passphrase"));
+        assert!(load(format!("name = 'b'\naccounts = ['*']\n{}", key("kraken", "x", ""))).contains("unknown exchange 'kraken'"));
+        let short = |k: &str| (k == "BOT_SECRET").then(|| "short".to_owned());
+        let t = format!("name = 'b'\naccounts = ['*']\n{}", key("upbit", "x", ""));
+        assert!(Clients::load(&[client(&t)], &short).unwrap_err().to_string().contains("shorter than 16"));
+        let both = [
+            client(&format!("name = 'a'\naccounts = ['*']\n{}", key("upbit", "x", ""))),
+            client(&format!("name = 'b'\naccounts = ['*']\n{}", key("upbit", "y", ""))),
+        ];
+        assert!(Clients::load(&both, &env).unwrap_err().to_string().contains("'a' and 'b' both use upbit exchange key"));
     }
 }

@@ -84,6 +84,25 @@ pub struct DispatcherConfig {
     /// use the cluster's NATS when this is not set; a single dispatcher sends
     /// none unless it is (`SLUICE_DISPATCHER_HEARTBEAT_NATS_URL`).
     pub heartbeat: Option<HeartbeatConfig>,
+    /// The exchanges' own REST APIs, served for existing bots (`[exchange_api]`).
+    pub exchange_api: Option<ExchangeApiConfig>,
+}
+
+/// Where the exchange-compatible REST face listens. A bot changes its library's
+/// base URL to one of these and its key to a sluice exchange key
+/// (`[[clients.exchange_keys]]`); see docs/EXISTING-BOTS.md.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeApiConfig {
+    /// One address for every exchange, each under its name:
+    /// `http://host:port/upbit/v1/ticker`.
+    pub listen: Option<SocketAddr>,
+    /// An address per exchange serving its paths at the root, for libraries
+    /// that cannot take a base path.
+    pub exchanges: BTreeMap<Exchange, SocketAddr>,
+    /// Public endpoints too need a client's signature (default: anyone who
+    /// reaches the port may read market data, as on the exchange).
+    pub require_credential: bool,
 }
 
 /// The heartbeat's NATS and interval.
@@ -186,6 +205,7 @@ impl Default for DispatcherConfig {
             clients: Vec::new(),
             tls: None,
             heartbeat: None,
+            exchange_api: None,
         }
     }
 }
@@ -243,6 +263,10 @@ impl DispatcherConfig {
                 });
             };
             c.advertise = Some(v);
+        }
+        if let Some(v) = var("EXCHANGE_API_LISTEN") {
+            cfg.exchange_api.get_or_insert_with(ExchangeApiConfig::default).listen =
+                Some(parse_env("SLUICE_DISPATCHER_EXCHANGE_API_LISTEN", &v)?);
         }
         if let Some(v) = var("POLICY_FILES") {
             cfg.policy_files = v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
@@ -306,6 +330,12 @@ impl DispatcherConfig {
         if !self.replica.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') || self.replica.is_empty() {
             // The name is part of NATS subjects.
             return Err(ConfigError::Invalid(format!("replica '{}' may hold only letters, digits, '-' and '_'", self.replica)));
+        }
+        if let Some(api) = &self.exchange_api
+            && api.listen.is_none()
+            && api.exchanges.is_empty()
+        {
+            return Err(ConfigError::Invalid("exchange_api: give listen, or an address per exchange in [exchange_api.exchanges]".into()));
         }
         for (ex, url) in &self.base_urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -373,6 +403,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("cluster.advertise '10.1.2.3'"), "{e}");
+        let e = DispatcherConfig::load(Some("[exchange_api]\nrequire_credential = true"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("exchange_api: give listen"), "{e}");
         let e = DispatcherConfig::load(None, &env(&[("SLUICE_DISPATCHER_REPLICA", "a.b")])).unwrap_err();
         assert!(e.to_string().contains("replica 'a.b'"), "{e}");
     }

@@ -11,6 +11,7 @@
 //! * `idempotency`: a key is never sent twice.
 //! * `service`: the gRPC service.
 //! * `cluster`: replicas sharing every budget over NATS.
+//! * [`face`]: the exchanges' own REST APIs, for existing bots.
 //!
 //! [`start`] runs everything in-process (tests bind port 0); [`run`] is what the
 //! binary calls.
@@ -18,6 +19,7 @@
 pub mod auth;
 mod cluster;
 pub mod config;
+pub mod face;
 mod idempotency;
 pub mod keyring;
 mod metrics;
@@ -77,8 +79,11 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub ops_addr: SocketAddr,
+    /// Where the exchange-compatible REST face listens (empty when not configured).
+    pub exchange_api: face::Addresses,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     ops: JoinHandle<()>,
+    faces: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -86,6 +91,9 @@ impl Running {
     pub async fn wait(self) -> Result<(), DispatchError> {
         let served = self.server.await.unwrap_or(Ok(()));
         let _ = self.ops.await;
+        for f in self.faces {
+            let _ = f.await;
+        }
         served.map_err(DispatchError::from)
     }
 }
@@ -208,6 +216,7 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
     let max_message = config.max_body_bytes + 64 * 1024;
     let drain_grace = Duration::from_millis(config.drain_grace_ms);
     let idempotency = idempotency::Idempotency::new(Duration::from_millis(config.idempotency_ttl_ms), config.idempotency_capacity);
+    let exchange_api = config.exchange_api.clone();
     let inner = Arc::new(service::Inner {
         config,
         policies,
@@ -220,7 +229,7 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
         shutdown: shutdown.clone(),
         cluster,
     });
-    let svc = DispatcherServer::new(service::DispatcherService { inner }).max_decoding_message_size(max_message);
+    let svc = DispatcherServer::new(service::DispatcherService { inner: inner.clone() }).max_decoding_message_size(max_message);
 
     health.set_serving::<DispatcherServer<service::DispatcherService>>().await;
     // Both reflection versions: grpcurl speaks v1, but many libraries (grpcio's
@@ -248,6 +257,11 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
             stop_serving.cancel();
         });
     }
+    // The REST face stops with the gRPC server, after the same grace period.
+    let (exchange_api, faces) = match &exchange_api {
+        Some(cfg) => face::start(cfg, inner, stop_serving.clone()).await?,
+        None => (face::Addresses::default(), Vec::new()),
+    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         // A file that cannot be read fails the start, naming the file.
@@ -271,7 +285,7 @@ pub async fn start(config: DispatcherConfig, keyring: Keyring, shutdown: Cancell
     });
     ready.set(true);
     tracing::info!(%grpc_addr, %ops_addr, "dispatcher serving");
-    Ok(Running { grpc_addr, ops_addr, server, ops })
+    Ok(Running { grpc_addr, ops_addr, exchange_api, server, ops, faces })
 }
 
 /// Runs the dispatcher with credentials from the configured directory and the

@@ -51,6 +51,12 @@ pub(crate) struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabels {
+    pub(crate) exchange: String,
+    pub(crate) outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabels {
     pub(crate) exchange: String,
     pub(crate) reason: String,
@@ -79,6 +85,7 @@ pub(crate) struct Metrics {
     pub(crate) bans: Family<BucketLabels, Counter>,
     pub(crate) rejected: Family<ReasonLabels, Counter>,
     pub(crate) refused_clients: Family<ClientLabels, Counter>,
+    pub(crate) exchange_api: Family<OutcomeLabels, Counter>,
     pub(crate) cluster_connected: Gauge,
     pub(crate) cluster_members: Gauge,
     pub(crate) cluster_alive: Gauge,
@@ -104,6 +111,7 @@ impl Metrics {
         let bans = Family::<BucketLabels, Counter>::default();
         let rejected = Family::<ReasonLabels, Counter>::default();
         let refused_clients = Family::<ClientLabels, Counter>::default();
+        let exchange_api = Family::<OutcomeLabels, Counter>::default();
         let cluster_connected = Gauge::default();
         let cluster_members = Gauge::default();
         let cluster_alive = Gauge::default();
@@ -139,6 +147,11 @@ impl Metrics {
             refused_clients.clone(),
         );
         r.register(
+            "exchange_api_requests",
+            "Requests to the exchange-compatible REST face, by outcome (answered, a refusal's reason, or sluice's own refusal)",
+            exchange_api.clone(),
+        );
+        r.register(
             "cluster_connected",
             "1 while this replica coordinates through NATS; 0 in fallback (admitting on its own share)",
             cluster_connected.clone(),
@@ -165,6 +178,7 @@ impl Metrics {
             bans,
             rejected,
             refused_clients,
+            exchange_api,
             cluster_connected,
             cluster_members,
             cluster_alive,
@@ -176,6 +190,10 @@ impl Metrics {
     pub(crate) fn refuse_client(&self, client: &str, code: tonic::Code) {
         let reason = if code == tonic::Code::Unauthenticated { "unauthenticated" } else { "permission_denied" };
         self.refused_clients.get_or_create(&ClientLabels { client: client.to_owned(), reason: reason.to_owned() }).inc();
+    }
+
+    pub(crate) fn exchange_api(&self, exchange: &str, outcome: &str) {
+        self.exchange_api.get_or_create(&OutcomeLabels { exchange: exchange.to_owned(), outcome: outcome.to_owned() }).inc();
     }
 
     pub(crate) fn reject(&self, exchange: &str, reason: &str) {

@@ -80,6 +80,10 @@ pub(crate) struct Context<'a> {
     pub(crate) grpc_timeout: Option<Duration>,
 }
 
+/// How every "this needs an account" refusal ends: the exchange-compatible face
+/// turns it into the exchange's own "credential missing" answer.
+pub(crate) const NAME_AN_ACCOUNT: &str = "name an account";
+
 fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
 }
@@ -218,7 +222,7 @@ pub(crate) fn prepare_call(req: &CallRequest, ctx: &Context<'_>) -> Result<Prepa
         Some(normalize_account(&req.account))
     };
     let signer = match (resolved.auth, &account) {
-        (Auth::Signed, None) => return Err(invalid(format!("{exchange} {} is private: name an account", resolved.route))),
+        (Auth::Signed, None) => return Err(invalid(format!("{exchange} {} is private: {NAME_AN_ACCOUNT}", resolved.route))),
         (Auth::Signed, Some(a)) => Some(ctx.keyring.get(exchange, a).map_err(key_status)?),
         (Auth::None, Some(a)) if resolved.defaulted => Some(ctx.keyring.get(exchange, a).map_err(key_status)?),
         (Auth::None, _) => None,
@@ -229,7 +233,7 @@ pub(crate) fn prepare_call(req: &CallRequest, ctx: &Context<'_>) -> Result<Prepa
             Scope::Ip => egress_key(ctx.config, exchange),
             Scope::Account => match &account {
                 Some(a) => a.clone(),
-                None => return Err(invalid(format!("{exchange} {} is counted per account: name an account", resolved.route))),
+                None => return Err(invalid(format!("{exchange} {} is counted per account: {NAME_AN_ACCOUNT}", resolved.route))),
             },
             Scope::Connection => {
                 return Err(invalid(format!("{exchange} {} charges a per-connection group; that is for Acquire", resolved.route)));

@@ -127,7 +127,7 @@ impl Inner {
         r.status()
     }
 
-    fn context(&self, grpc_timeout: Option<Duration>) -> Context<'_> {
+    pub(crate) fn context(&self, grpc_timeout: Option<Duration>) -> Context<'_> {
         Context { policies: &self.policies, keyring: &self.keyring, config: &self.config, now: self.clock.now(), grpc_timeout }
     }
 
@@ -135,7 +135,7 @@ impl Inner {
         self.shards.get(&ex).ok_or_else(|| Status::invalid_argument(format!("exchange '{ex}' is not configured on this dispatcher")))
     }
 
-    async fn dispatch(&self, call: crate::request::PreparedCall) -> Result<Answer, Failure> {
+    pub(crate) async fn dispatch(&self, call: crate::request::PreparedCall) -> Result<Answer, Failure> {
         let call = match &self.cluster {
             Some(c) => match c.call(call, None).await {
                 Routed::Done(r) => return r,

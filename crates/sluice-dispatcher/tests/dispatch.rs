@@ -202,7 +202,7 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
         (CallRequest { priority: 42, ..req("upbit", "GET", "/v1/ticker", "markets=KRW-BTC") }, Code::InvalidArgument, "priority 42"),
         (req("upbit", "GET", "/v1/ticker", "markets=%E0%A4%A"), Code::InvalidArgument, "query"),
         (
-            CallRequest { body: b"[]".to_vec(), account: "demo".into(), ..req("okx", "POST", "/api/v5/trade/order", "") },
+            CallRequest { body: b"[1]".to_vec(), account: "demo".into(), ..req("okx", "POST", "/api/v5/trade/order", "") },
             Code::InvalidArgument,
             "JSON object",
         ),

@@ -6,6 +6,8 @@
 //!   template (never by substring), and which need signing.
 //! * [`params`]: request parameters read from a query string or body.
 //! * [`sign`]: request signing for Upbit (JWT), Bybit, Binance and OKX (HMAC).
+//! * [`verify`]: checking a request signed in an exchange's own scheme, and the
+//!   exchange's own error answer when it fails.
 //! * [`feedback`]: what a response says about the budget (usage headers, 429, bans).
 //!
 //! Nothing here performs I/O; the dispatcher does that.
@@ -15,6 +17,7 @@ pub mod params;
 pub mod policy;
 pub mod routes;
 pub mod sign;
+pub mod verify;
 
 /// The policy file shipped with sluice (the default when no file is given).
 pub const SHIPPED_POLICIES: &str = include_str!("../../../config/exchanges.toml");

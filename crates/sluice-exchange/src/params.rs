@@ -10,7 +10,7 @@ pub enum ParamError {
     BadQuery(String),
     #[error("body is not valid JSON: {0}")]
     BadJson(String),
-    #[error("body must be a JSON object, got {0}")]
+    #[error("body must be a JSON object (or an array of objects, for batch endpoints), got {0}")]
     NotObject(&'static str),
     #[error("body is not valid UTF-8 form data")]
     BadForm,
@@ -45,14 +45,28 @@ impl Params {
     }
 
     /// Adds the top-level fields of a JSON object body (strings as they are, other
-    /// values as their JSON text).
+    /// values as their JSON text). An array of objects (OKX's batch endpoints,
+    /// which ccxt uses for single orders too) adds each object's fields in turn.
     pub fn add_json_body(&mut self, body: &[u8]) -> Result<(), ParamError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
         let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ParamError::BadJson(e.to_string()))?;
-        let serde_json::Value::Object(map) = v else { return Err(ParamError::NotObject(json_kind(&v))) };
-        for (k, v) in map {
+        let objects = match v {
+            serde_json::Value::Object(map) => vec![map],
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    serde_json::Value::Object(map) => Ok(map),
+                    other => Err(ParamError::NotObject(match json_kind(&other) {
+                        "an array" => "an array holding an array",
+                        _ => "an array holding something other than objects",
+                    })),
+                })
+                .collect::<Result<_, _>>()?,
+            other => return Err(ParamError::NotObject(json_kind(&other))),
+        };
+        for (k, v) in objects.into_iter().flatten() {
             let text = match v {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
@@ -112,7 +126,12 @@ mod tests {
         assert_eq!(Params::from_query("a=%FF").unwrap_err(), ParamError::BadQuery("%FF".into()), "not UTF-8");
         let mut p = Params::default();
         assert!(matches!(p.add_json_body(b"{not json"), Err(ParamError::BadJson(_))));
-        assert_eq!(p.add_json_body(b"[1,2]"), Err(ParamError::NotObject("an array")));
+        assert_eq!(p.add_json_body(b"[1,2]"), Err(ParamError::NotObject("an array holding something other than objects")));
+        assert_eq!(p.add_json_body(b"\"x\""), Err(ParamError::NotObject("a string")));
+        let mut batch = Params::default();
+        batch.add_json_body(br#"[{"instId":"BTC-USDT","sz":"1"},{"instId":"ETH-USDT"}]"#).unwrap();
+        assert_eq!(batch.get("instId"), Some("BTC-USDT"), "a batch's fields, first object first");
+        assert_eq!(batch.iter().filter(|(k, _)| *k == "instId").count(), 2);
         assert!(p.add_json_body(b"  ").is_ok());
     }
 }

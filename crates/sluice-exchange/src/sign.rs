@@ -81,6 +81,15 @@ impl Credentials {
     pub fn expose_api_key(&self) -> &str {
         self.api_key.expose_secret()
     }
+
+    /// For [`crate::verify`], which checks signatures made with it.
+    pub(crate) fn secret(&self) -> &str {
+        self.secret.expose_secret()
+    }
+
+    pub(crate) fn passphrase(&self) -> Option<&str> {
+        self.passphrase.as_ref().map(|p| p.expose_secret())
+    }
 }
 
 /// A request about to be sent, before signing.
@@ -246,10 +255,15 @@ fn sign_binance(creds: &Credentials, req: Unsigned<'_>, ctx: &SignContext) -> Si
         }
         q.push_str(&kv);
     };
-    if !has_param(&query, "recvWindow") && ctx.recv_window_ms > 0 {
+    // A parameter the caller already put in the form body is not added again:
+    // Binance would read the query's copy and ignore the caller's.
+    let body = String::from_utf8_lossy(req.body);
+    let given = |name: &str| has_param(&query, name) || has_param(body.trim(), name);
+    let (has_window, has_timestamp) = (given("recvWindow"), given("timestamp"));
+    if !has_window && ctx.recv_window_ms > 0 {
         push(&mut query, format!("recvWindow={}", ctx.recv_window_ms));
     }
-    if !has_param(&query, "timestamp") {
+    if !has_timestamp {
         push(&mut query, format!("timestamp={}", ctx.now_ms));
     }
     let sig = hex::encode(hmac_sha256(creds.secret.expose_secret(), &[query.as_bytes(), req.body]));
@@ -383,6 +397,9 @@ mod tests {
         let creds = Credentials::new("k", "s", None);
         let s = sign(Exchange::Binance, &creds, Unsigned { method: "GET", path: "/api/v3/account", query: "", body: b"" }, &ctx()).unwrap();
         assert!(s.query.starts_with("recvWindow=5000&timestamp=1499827319559&signature="), "{}", s.query);
+        let body = b"symbol=BTCUSDT&recvWindow=9000";
+        let s = sign(Exchange::Binance, &creds, Unsigned { method: "POST", path: "/api/v3/order", query: "", body }, &ctx()).unwrap();
+        assert!(s.query.starts_with("timestamp=1499827319559&signature="), "a recvWindow in the body is not added again: {}", s.query);
     }
 
     // The expected values below were computed with Python's hmac/hashlib, an

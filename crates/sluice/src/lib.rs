@@ -2,6 +2,7 @@
 //!
 //! * [`alert_bench`]: `sluice bench alert`, a simulator fault to the first notification.
 //! * [`bench`]: `sluice bench dispatch`, the dispatcher against the simulator.
+//! * [`bots_bench`]: `sluice bench bots`, ccxt processes on one account, directly and through the dispatcher's exchange-compatible face.
 //! * [`execute_bench`]: `sluice bench execute`, signals to orders with the execution process killed.
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
@@ -15,6 +16,7 @@
 
 pub mod alert_bench;
 pub mod bench;
+pub mod bots_bench;
 pub mod call;
 pub mod collect_bench;
 pub mod config_check;

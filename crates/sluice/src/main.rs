@@ -52,6 +52,9 @@ enum Bench {
     /// A fault in the simulator to the first notification at a mock webhook,
     /// and the heal to the resolved one.
     Alert(sluice::alert_bench::AlertArgs),
+    /// ccxt processes sharing one Upbit account, directly and through the
+    /// dispatcher's exchange-compatible face: accepted, 429s, bans, latency.
+    Bots(sluice::bots_bench::BotsArgs),
 }
 
 #[tokio::main]
@@ -72,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which: Bench::Signal(a) } => sluice::signal_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Alert(a) } => sluice::alert_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Execute(a) } => sluice::execute_bench::run(a, &mut out).await?,
+        Command::Bench { which: Bench::Bots(a) } => sluice::bots_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
         Command::Config { which: ConfigCmd::Check(a) } => sluice::config_check::run(a, &mut out)?,

@@ -40,8 +40,16 @@ pub async fn stack(sim_cfg: SimConfig) -> anyhow::Result<Stack> {
     for ex in Exchange::ALL {
         dcfg.base_urls.insert(ex, sim.base_url(ex));
     }
+    let keyring = sim_keyring(&accounts)?;
+    let dispatcher = sluice_dispatcher::start(dcfg, keyring, stop.clone()).await?;
+    Ok(Stack { nats, sim, dispatcher, stop })
+}
+
+/// The simulator's accounts as the dispatcher's: each as `demo`, and as `bad`
+/// with a wrong secret (for the refusal paths).
+pub fn sim_keyring(accounts: &[sluice_sim::config::AccountConfig]) -> anyhow::Result<Keyring> {
     let mut env = Vec::new();
-    for a in &accounts {
+    for a in accounts {
         let ex = a.exchange.as_str().to_ascii_uppercase();
         for (name, secret) in [("DEMO", a.secret.as_str()), ("BAD", "not-the-secret")] {
             env.push((format!("SLUICE_{ex}_{name}_API_KEY"), a.api_key.clone()));
@@ -51,9 +59,7 @@ pub async fn stack(sim_cfg: SimConfig) -> anyhow::Result<Stack> {
             }
         }
     }
-    let keyring = Keyring::load(None, env)?;
-    let dispatcher = sluice_dispatcher::start(dcfg, keyring, stop.clone()).await?;
-    Ok(Stack { nats, sim, dispatcher, stop })
+    Ok(Keyring::load(None, env)?)
 }
 
 impl Stack {

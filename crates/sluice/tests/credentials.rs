@@ -64,6 +64,7 @@ async fn services_log_in_to_nats_and_the_dispatcher_with_their_own_credentials()
         accounts: Vec::new(),
         classes: Some(vec!["market_data".into()]),
         endpoints: Some(vec!["GET /api/v3/depth".into()]),
+        exchange_keys: Vec::new(),
     }];
     let dispatcher = sluice_dispatcher::start(dcfg, Keyring::load(None, Vec::new()).unwrap(), stop.clone()).await.unwrap();
 

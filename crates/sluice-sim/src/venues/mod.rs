@@ -2,7 +2,7 @@
 //! what it charges, the shape of its answers and of its errors. The request pipeline
 //! in `server.rs` is shared; a [`Venue`] fills in the exchange.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -138,30 +138,7 @@ impl Keys {
     }
 }
 
-/// Nonces already used (Upbit refuses a repeated nonce), bounded.
-#[derive(Debug, Default)]
-pub(crate) struct NonceLog {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl NonceLog {
-    const CAP: usize = 200_000;
-
-    /// Records `nonce`; false when it was used before.
-    pub(crate) fn fresh(&mut self, nonce: &str) -> bool {
-        if !self.seen.insert(nonce.to_owned()) {
-            return false;
-        }
-        self.order.push_back(nonce.to_owned());
-        if self.order.len() > Self::CAP
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        true
-    }
-}
+pub(crate) use sluice_exchange::verify::NonceLog;
 
 /// What a handler may touch.
 pub(crate) struct Ctx<'a> {
