@@ -134,6 +134,10 @@ impl SignalConfig {
         if let Some(v) = env("SLUICE_SIGNAL_GATEWAY_URL") {
             cfg.gateway.base_url = v;
         }
+        // A mounted secret (Kubernetes, Compose) without writing a whole file.
+        if let Some(v) = env("SLUICE_SIGNAL_GATEWAY_API_KEY_FILE").filter(|v| !v.is_empty()) {
+            cfg.gateway.api_key_file = Some(v.into());
+        }
         if let Some(v) = env("SLUICE_SIGNAL_EVERY_MS") {
             cfg.cadence.every_ms = v.parse().map_err(|_| ConfigError::Invalid(format!("SLUICE_SIGNAL_EVERY_MS '{v}' is not a number")))?;
         }
@@ -230,6 +234,10 @@ mod tests {
         let missing = text.replace(&file.display().to_string(), "/nonexistent/key");
         let e = SignalConfig::load(Some(&missing), &|_| None).unwrap_err();
         assert!(e.to_string().contains("api_key_file /nonexistent/key"), "{e}");
+        // Or named by the environment, over the shipped file.
+        let path = file.display().to_string();
+        let c = SignalConfig::load(None, &|k| (k == "SLUICE_SIGNAL_GATEWAY_API_KEY_FILE").then(|| path.clone())).unwrap();
+        assert!(!c.offline());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

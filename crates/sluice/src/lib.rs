@@ -6,6 +6,7 @@
 //! * [`execute_bench`]: `sluice bench execute`, signals to orders with the execution process killed.
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
+//! * [`health`]: `sluice health URL`, one GET that succeeds on 2xx (the image's health check).
 //! * [`config_check`]: `sluice config check`, a configuration file read as its service would.
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
 //! * [`connect`]: the dispatcher and NATS connections, with credentials.
@@ -22,6 +23,7 @@ pub mod collect_bench;
 pub mod config_check;
 pub mod connect;
 pub mod execute_bench;
+pub mod health;
 pub mod load;
 pub mod mock_receiver;
 pub mod process;

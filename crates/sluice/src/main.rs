@@ -24,6 +24,8 @@ enum Command {
     Load(sluice::load::LoadArgs),
     /// A local webhook receiver: prints each notification it is sent.
     Receive(sluice::receive::ReceiveArgs),
+    /// One GET of a service's /readyz or /healthz: exit 0 on a 2xx answer.
+    Health(sluice::health::HealthArgs),
     /// Configuration files.
     Config {
         #[command(subcommand)]
@@ -77,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which: Bench::Execute(a) } => sluice::execute_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Bots(a) } => sluice::bots_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
+        Command::Health(a) => sluice::health::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
         Command::Config { which: ConfigCmd::Check(a) } => sluice::config_check::run(a, &mut out)?,
         Command::Receive(a) => sluice::receive::run(a, sluice_service::shutdown::on_signals()).await?,
