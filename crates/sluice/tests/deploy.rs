@@ -1,8 +1,11 @@
-//! The deployment files, offline (no Docker engine): `tests/python/validate_deploy.py`
-//! checks docker-compose.yml and its live override against the Compose
-//! Specification's schema and against the repository (commands, files,
-//! addresses, ports, health checks, Prometheus targets, the Dockerfile), and
-//! the example configuration in `deploy/config/` reads as its service reads it.
+//! The deployment files, offline (no Docker engine, no cluster):
+//! `tests/python/validate_deploy.py` checks docker-compose.yml and its live
+//! override against the Compose Specification's schema and against the
+//! repository (commands, files, addresses, ports, health checks, Prometheus
+//! targets, the Dockerfile); `tests/python/validate_k8s.py` renders each
+//! Kubernetes overlay with kustomize and validates every object against the
+//! Kubernetes 1.32 schemas and sluice's production rules; the example
+//! configuration in `deploy/config/` reads as its service reads it.
 
 use sluice::config_check::{CheckArgs, Kind};
 
@@ -65,8 +68,66 @@ async fn a_broken_compose_file_is_refused_naming_each_problem() {
 #[test]
 fn the_example_configurations_read_as_their_services_read_them() {
     let root = sluice_testkit::repo_root();
-    for (kind, file) in [(Kind::Dispatcher, "deploy/config/dispatcher.live.toml"), (Kind::Dispatcher, "config/dispatcher.offline.toml")] {
+    for (kind, file) in [
+        (Kind::Dispatcher, "deploy/config/dispatcher.live.toml"),
+        (Kind::Dispatcher, "config/dispatcher.offline.toml"),
+        (Kind::Dispatcher, "k8s/overlays/live/dispatcher.toml"),
+    ] {
         let mut out = Vec::new();
         sluice::config_check::run(CheckArgs { kind, file: root.join(file) }, &mut out).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+async fn validate_k8s(root: &std::path::Path, overlays: &[std::path::PathBuf]) -> (bool, String) {
+    let mut args = vec!["--root".to_owned(), root.display().to_string(), "--bins".into(), binaries().join(",")];
+    for o in overlays {
+        args.extend(["--overlay".to_owned(), o.display().to_string()]);
+    }
+    sluice_testkit::run_python("validate_k8s.py", args).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_overlays_render_and_pass_the_kubernetes_schemas_and_production_rules() {
+    let (ok, text) = validate_k8s(&sluice_testkit::repo_root(), &[]).await;
+    assert!(ok && text.contains("offline: ") && text.contains("live: ") && text.contains("all checks passed"), "{text}");
+}
+
+/// Copies `from` into `to` (a small tree of text files).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_manifest_is_refused_naming_each_problem() {
+    let root = sluice_testkit::repo_root();
+    let tmp = std::env::temp_dir().join(format!("sluice-k8s-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    copy_tree(&root.join("k8s"), &tmp.join("k8s"));
+    copy_tree(&root.join("config"), &tmp.join("config"));
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = tmp.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} lacks {from}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    };
+    edit("k8s/base/dispatcher.yaml", "  replicas: 3\n", "  replicas: 3\n  replicaz: 2\n");
+    edit("k8s/base/collector.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false");
+    edit("k8s/base/signal.yaml", "http://dispatcher:50051", "http://dispatcher:50052");
+    let (ok, text) = validate_k8s(&tmp, &[tmp.join("k8s/overlays/offline")]).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(!ok, "{text}");
+    for needle in
+        ["'replicaz' was unexpected", "collector/collector: needs a read-only root filesystem", "Service dispatcher has no port 50052"]
+    {
+        assert!(text.contains(needle), "'{needle}' not in:\n{text}");
     }
 }
