@@ -18,14 +18,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import grpc
-import grpc_tools
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from grpc_tools import protoc
 
 failures = []
 
@@ -34,18 +31,6 @@ def check(ok, what, detail=""):
     print(("ok    " if ok else "FAIL  ") + what + (f": {detail}" if detail and not ok else ""))
     if not ok:
         failures.append(what)
-
-
-def generate(proto_dir, out):
-    """Python stubs for every .proto under proto_dir, into out (then importable)."""
-    files = sorted(
-        os.path.relpath(os.path.join(d, f), proto_dir) for d, _, fs in os.walk(proto_dir) for f in fs if f.endswith(".proto")
-    )
-    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    args = ["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}", *files]
-    if protoc.main(args) != 0:
-        sys.exit("grpc_tools.protoc could not compile proto/")
-    sys.path.insert(0, out)
 
 
 def expect_invalid(what, call, words):
@@ -64,8 +49,10 @@ def main():
     p.add_argument("--addr", required=True)
     p.add_argument("--proto", required=True)
     a = p.parse_args()
-    out = tempfile.mkdtemp(prefix="sluice-pystubs-")
-    generate(a.proto, out)
+    # The examples' generator (examples/python/sluice_proto.py), on the proto/ named here.
+    os.environ["SLUICE_PROTO"] = a.proto
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "python"))
+    import sluice_proto  # noqa: F401
     from google.protobuf import duration_pb2
     from sluice.dispatcher.v1 import dispatcher_pb2 as pb
     from sluice.dispatcher.v1 import dispatcher_pb2_grpc as pb_grpc

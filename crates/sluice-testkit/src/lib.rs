@@ -19,7 +19,11 @@ pub fn repo_root() -> PathBuf {
 /// `scripts/python-env` creates (or brings up to date) under the build folder;
 /// returns whether it exited with success, and its output (stdout, then stderr).
 pub async fn run_python(script: &str, args: Vec<String>) -> anyhow::Result<(bool, String)> {
-    let script = repo_root().join("tests/python").join(script);
+    run_python_file(repo_root().join("tests/python").join(script), args).await
+}
+
+/// Like [`run_python`], for a script anywhere (the examples in `examples/python/`).
+pub async fn run_python_file(script: PathBuf, args: Vec<String>) -> anyhow::Result<(bool, String)> {
     tokio::task::spawn_blocking(move || {
         let env = Command::new("bash").arg(repo_root().join("scripts/python-env")).output().context("running scripts/python-env")?;
         if !env.status.success() {
@@ -34,7 +38,6 @@ pub async fn run_python(script: &str, args: Vec<String>) -> anyhow::Result<(bool
     .context("the Python runner panicked")?
 }
 
-/// A port nobody listens on right now (another process may still take it).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
