@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sluice_domain::Exchange;
 use sluice_exchange::policy::Policies;
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::auth::{CallKind, Caller, Clients, Refused};
 use crate::cluster::{self, Claimed, Cluster, Route, Routed};
@@ -235,9 +236,9 @@ async fn keyed_ending(c: &Cluster, claim: cluster::Claim, result: Result<Answer,
     }
 }
 
-#[tonic::async_trait]
-impl Dispatcher for DispatcherService {
-    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+impl DispatcherService {
+    /// `Call`, inside its span.
+    async fn call_traced(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
         let inner = &self.inner;
         let caller = inner.caller(&request, CallKind::Call)?;
         let timeout = grpc_timeout(&request);
@@ -319,6 +320,51 @@ impl Dispatcher for DispatcherService {
                 Begin::Full => return Err(Status::resource_exhausted("too many idempotency keys are remembered; retry later")),
             }
         }
+    }
+}
+
+/// The two phases of an answered call as spans under `span`: the wait for
+/// budget (`dispatcher.queue`) and the exchange's round trip
+/// (`dispatcher.upstream`), each with its duration as an attribute.
+fn record_phases(span: &tracing::Span, arrived: SystemTime, r: &CallResponse) {
+    use sluice_service::trace::{KeyValue, record};
+    if r.replayed {
+        return;
+    }
+    let d = |x: &Option<prost_types::Duration>| x.as_ref().map_or(Duration::ZERO, |d| Duration::new(d.seconds as u64, d.nanos as u32));
+    let (queued, upstream) = (d(&r.queued), d(&r.upstream));
+    let sent = arrived + queued;
+    record(
+        span,
+        "dispatcher.queue",
+        arrived,
+        sent,
+        vec![KeyValue::new("sluice.queue_wait_ms", queued.as_secs_f64() * 1e3), KeyValue::new("sluice.buckets", r.buckets.join(","))],
+    );
+    record(
+        span,
+        "dispatcher.upstream",
+        sent,
+        sent + upstream,
+        vec![
+            KeyValue::new("sluice.upstream_ms", upstream.as_secs_f64() * 1e3),
+            KeyValue::new("http.response.status_code", i64::from(r.status)),
+        ],
+    );
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherService {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        let r = request.get_ref();
+        let span = tracing::info_span!("dispatcher.call", exchange = %r.exchange, method = %r.method, path = %r.path);
+        sluice_service::trace::adopt_grpc(&span, request.metadata());
+        let arrived = SystemTime::now();
+        let result = self.call_traced(request).instrument(span.clone()).await;
+        if let Ok(answer) = &result {
+            record_phases(&span, arrived, answer.get_ref());
+        }
+        result
     }
 
     async fn acquire(&self, request: Request<AcquireRequest>) -> Result<Response<AcquireResponse>, Status> {

@@ -123,11 +123,14 @@ impl Bearer {
     }
 }
 
+/// Adds the token, and the trace context of the span the call is made in (so a
+/// trace follows the call into the dispatcher; nothing when tracing is off).
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(v) = &self.0 {
             req.metadata_mut().insert("authorization", (**v).clone());
         }
+        crate::trace::inject_grpc(&tracing::Span::current(), req.metadata_mut());
         Ok(req)
     }
 }

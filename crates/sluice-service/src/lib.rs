@@ -9,3 +9,4 @@ pub mod http;
 pub mod http_client;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
