@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Channel, CollectorConfig, FeedConfig};
 use crate::event::Parsed;
@@ -507,10 +508,23 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// Sends queued messages to NATS, in order.
+/// Sends queued messages to NATS, in order. With traces exported, each trade
+/// is a `collector.publish` span whose context rides in the message's headers,
+/// so the signal made from it (and the order, and the exchange call) continue
+/// its trace. Only trades: signals are made from trades, and a span for every
+/// book and depth update would flood the exporter's queue. Without traces, no
+/// span is made.
 async fn publish(nats: async_nats::Client, mut rx: mpsc::Receiver<Output>) {
     while let Some(o) = rx.recv().await {
-        if let Err(e) = nats.publish(o.subject, o.payload).await {
+        let sent = if sluice_service::trace::enabled() && o.subject.contains(".trade.") {
+            let span = tracing::info_span!("collector.publish", subject = %o.subject);
+            let mut headers = async_nats::HeaderMap::new();
+            sluice_service::trace::inject_nats(&span, &mut headers);
+            nats.publish_with_headers(o.subject, headers, o.payload).instrument(span).await
+        } else {
+            nats.publish(o.subject, o.payload).await
+        };
+        if let Err(e) = sent {
             tracing::warn!(error = %e, "publishing to NATS failed");
         }
     }

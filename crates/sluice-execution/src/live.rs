@@ -97,13 +97,15 @@ impl Live {
             .collect()
     }
 
+    /// Runs a dispatcher call on its own, in the span it was asked in (so the
+    /// call carries that span's trace to the dispatcher).
     fn spawn(&self, f: impl std::future::Future<Output = Outcome> + Send + 'static) {
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let outcome = f.await;
             // Only a stopped engine closes the channel: nothing is left to tell.
             let _ = tx.send(outcome).await;
-        });
+        }));
     }
 
     pub fn create(&self, cid: String, req: CallRequest) {

@@ -24,6 +24,7 @@ use sluice_rate::MonotonicClock;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::config::{AccountId, ExecutionConfig, Mode};
 use crate::engine::{Engine, SignalOutcome};
@@ -360,7 +361,15 @@ async fn on_signal(engine: &mut Engine, m: jetstream::Message, _cfg: &ExecutionC
             return;
         }
     };
-    match engine.on_signal(&signal).await {
+    // `execution.submit` continues the signal's trace (its message headers, else
+    // its `traceparent` field); the dispatcher calls it leads to run inside it.
+    let span = tracing::info_span!("execution.submit", venue = %signal.venue, symbol = %signal.symbol, signal = %signal.id);
+    if let Some(r) =
+        sluice_service::trace::remote_nats(m.headers.as_ref()).or_else(|| sluice_service::trace::remote_traceparent(&signal.traceparent))
+    {
+        sluice_service::trace::adopt_remote(&span, &r);
+    }
+    match engine.on_signal(&signal).instrument(span).await {
         Ok(outcome) => {
             if let SignalOutcome::Placed(cid) = &outcome {
                 tracing::info!(venue = %signal.venue, symbol = %signal.symbol, client_order_id = %cid, "signal placed an order");

@@ -91,6 +91,11 @@ pub fn init_with(service: &str, env: &dyn Fn(&str) -> Option<String>) {
     }
 }
 
+/// Whether a trace exporter is installed.
+pub fn exporting() -> bool {
+    PROVIDER.get().is_some()
+}
+
 /// Sends every finished span still buffered (before exit, or in tests).
 pub fn flush() {
     if let Some(p) = PROVIDER.get() {

@@ -96,6 +96,35 @@ pub fn adopt_nats(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>)
     }
 }
 
+/// A trace context received with a message, kept to parent work done later
+/// (the signal made from the newest trade).
+#[derive(Debug, Clone)]
+pub struct Remote(Context);
+
+/// The trace context a NATS message carries, if any.
+pub fn remote_nats(headers: Option<&async_nats::HeaderMap>) -> Option<Remote> {
+    let cx = TraceContextPropagator::new().extract(&NatsExtractor(headers?));
+    cx.span().span_context().is_valid().then_some(Remote(cx))
+}
+
+/// The trace context of a `traceparent` value (a message field), if valid.
+pub fn remote_traceparent(value: &str) -> Option<Remote> {
+    let mut meta = MetadataMap::new();
+    meta.insert("traceparent", value.parse().ok()?);
+    let cx = TraceContextPropagator::new().extract(&MetadataExtractor(&meta));
+    cx.span().span_context().is_valid().then_some(Remote(cx))
+}
+
+/// Makes `remote` `span`'s parent.
+pub fn adopt_remote(span: &tracing::Span, remote: &Remote) {
+    adopt(span, remote.0.clone());
+}
+
+/// Whether spans are exported: per-message spans are made only then.
+pub fn enabled() -> bool {
+    crate::telemetry::exporting()
+}
+
 /// The `traceparent` of `span`, for a message field (the signal's), or None
 /// when tracing is off.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {

@@ -25,6 +25,7 @@ use sluice_proto::signal::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::SignalConfig;
 use crate::features::{Top, Window};
@@ -120,6 +121,8 @@ struct Sym {
     signalled_at: Option<Decimal>,
     /// The newest trade's receive time.
     newest_ns: i64,
+    /// The newest traced trade's trace context.
+    trace: Option<sluice_service::trace::Remote>,
     running: bool,
     /// A trigger that came while running: made again right after.
     again: Option<&'static str>,
@@ -248,6 +251,7 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
                 window: Window::new(window, config.max_trades),
                 signalled_at: None,
                 newest_ns: 0,
+                trace: None,
                 running: false,
                 again: None,
             };
@@ -355,7 +359,7 @@ async fn inputs(sh: Arc<Shared>, subs: Vec<async_nats::Subscriber>, stop: Cancel
                 None => return,
             },
         };
-        on_message(&sh, m.subject.as_str(), &m.payload);
+        on_message(&sh, m.subject.as_str(), &m.payload, m.headers.as_ref());
     }
 }
 
@@ -364,7 +368,7 @@ fn dec(s: &str) -> Option<Decimal> {
 }
 
 /// One NATS message; what does not decode is skipped (a feature is never guessed).
-fn on_message(sh: &Arc<Shared>, subject: &str, payload: &[u8]) {
+fn on_message(sh: &Arc<Shared>, subject: &str, payload: &[u8], headers: Option<&async_nats::HeaderMap>) {
     let parts: Vec<&str> = subject.split('.').collect();
     if let ["news", base] = parts.as_slice() {
         let text = String::from_utf8_lossy(payload).trim().chars().take(300).collect::<String>();
@@ -389,6 +393,11 @@ fn on_message(sh: &Arc<Shared>, subject: &str, payload: &[u8]) {
                 let ts = t.source.map_or(now_ns(), |s| s.receive_ts_ns);
                 s.window.trade(ts, p, q);
                 s.newest_ns = s.newest_ns.max(ts);
+                // The newest trade's trace (when the collector traces): the next
+                // signal of this symbol continues it.
+                if let Some(r) = sluice_service::trace::remote_nats(headers) {
+                    s.trace = Some(r);
+                }
                 let pct = sh.config.cadence.move_pct;
                 trigger = s.signalled_at.is_some_and(|at| !at.is_zero() && ((p - at) / at).abs() * Decimal::ONE_HUNDRED >= pct);
             }
@@ -462,8 +471,19 @@ fn fire(sh: &Arc<Shared>, k: &str, trigger: &'static str) {
     });
 }
 
-/// Makes and publishes one signal.
+/// Makes and publishes one signal, as span `signal.decide` under the newest
+/// traced trade's span.
 async fn make(sh: &Shared, k: &str, trigger: &'static str) {
+    // The parent is set before the span starts (it cannot be changed after).
+    let parent = sh.syms.lock().unwrap_or_else(|p| p.into_inner()).get(k).and_then(|s| s.trace.clone());
+    let span = tracing::info_span!("signal.decide", symbol = %k, trigger);
+    if let Some(r) = &parent {
+        sluice_service::trace::adopt_remote(&span, r);
+    }
+    decide(sh, k, trigger, &span).instrument(span.clone()).await;
+}
+
+async fn decide(sh: &Shared, k: &str, trigger: &'static str, span: &tracing::Span) {
     let asked = Instant::now();
     let Ok(_slot) = sh.slots.acquire().await else { return };
     if asked.elapsed() > Duration::from_millis(sh.config.cadence.max_wait_ms) {
@@ -493,12 +513,25 @@ async fn make(sh: &Shared, k: &str, trigger: &'static str) {
             s.signalled_at = Some(snap.last);
         }
     }
-    let signal = build(&venue, &symbol, verdict, answer.as_ref(), role, f, trigger, newest_ns);
+    let mut signal = build(&venue, &symbol, verdict, answer.as_ref(), role, f, trigger, newest_ns);
+    // Traced: the signal carries this span's context, in its field and in the
+    // message's headers (the execution service continues the trace).
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(tp) = sluice_service::trace::traceparent(span) {
+        signal.traceparent = tp;
+        sluice_service::trace::inject_nats(span, &mut headers);
+    }
     sh.metrics
         .signals
         .get_or_create(&SignalLabels { venue: venue.clone(), symbol: symbol.clone(), action: signal.action().as_str_name().to_owned() })
         .inc();
-    if let Err(e) = sh.nats.publish(signal_subject(&venue, &symbol), signal.encode_to_vec().into()).await {
+    let (subject, payload) = (signal_subject(&venue, &symbol), signal.encode_to_vec().into());
+    let sent = if headers.is_empty() {
+        sh.nats.publish(subject, payload).await
+    } else {
+        sh.nats.publish_with_headers(subject, headers, payload).await
+    };
+    if let Err(e) = sent {
         tracing::warn!(error = %e, %venue, %symbol, "signal not published");
     }
 }
