@@ -1,7 +1,10 @@
 //! What tests and benchmarks start for themselves: a `nats-server` with JetStream
 //! on a free port (never the one on 127.0.0.1:4222), so they can stop and restart
-//! it and never collide with each other; and the Python scripts that drive
-//! sluice with real client libraries ([`run_python`]).
+//! it and never collide with each other; the Python scripts that drive sluice
+//! with real client libraries ([`run_python`]); and an OTLP/HTTP receiver that
+//! collects the spans the services export ([`otlp`]).
+
+pub mod otlp;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -10,15 +10,9 @@
 //! Its own test binary: the trace exporter is process-wide.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
 use futures::StreamExt;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use rust_decimal::Decimal;
 use sluice::stack::stack;
@@ -26,32 +20,12 @@ use sluice_domain::Exchange;
 use sluice_proto::signal::v1 as pb;
 use sluice_signal::SignalConfig;
 use sluice_sim::SimConfig;
-
-type Spans = Arc<Mutex<Vec<Span>>>;
-
-async fn receive(State(spans): State<Spans>, body: Bytes) -> &'static str {
-    if let Ok(r) = ExportTraceServiceRequest::decode(body) {
-        let mut s = spans.lock().unwrap();
-        for rs in r.resource_spans {
-            for ss in rs.scope_spans {
-                s.extend(ss.spans);
-            }
-        }
-    }
-    ""
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use sluice_testkit::otlp::{Receiver, Span};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_tick_through_signal_order_dispatcher_and_exchange() {
-    let spans: Spans = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route("/v1/traces", post(receive)).with_state(spans.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let otlp = Receiver::start().await.unwrap();
+    let endpoint = otlp.endpoint.clone();
     sluice_service::telemetry::init_with("sluice", &|k| (k == "SLUICE_OTLP_ENDPOINT").then(|| endpoint.clone()));
 
     let st = stack(SimConfig::shipped()).await.unwrap();
@@ -100,7 +74,7 @@ async fn one_trace_follows_a_tick_through_signal_order_dispatcher_and_exchange()
         nats.publish_with_headers("signal.upbit.BTC-KRW", headers.clone(), buy.encode_to_vec().into()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         sluice_service::telemetry::flush();
-        let ours: Vec<Span> = spans.lock().unwrap().iter().filter(|x| hex(&x.trace_id) == trace).cloned().collect();
+        let ours: Vec<Span> = otlp.trace(&trace);
         if names.iter().all(|n| ours.iter().any(|x| x.name == *n)) {
             break ours;
         }
