@@ -35,8 +35,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCmd {
-    /// Reads a file as its service would and names every problem (rules: each with its line).
-    Check(sluice::config_check::CheckArgs),
+    /// Reads each file as its service would and names every problem (kind from the file name, or --kind; rules: each with its line).
+    Check(sluice::config_check::FilesArgs),
 }
 
 #[derive(Subcommand)]
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Health(a) => sluice::health::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
-        Command::Config { which: ConfigCmd::Check(a) } => sluice::config_check::run(a, &mut out)?,
+        Command::Config { which: ConfigCmd::Check(a) } => sluice::config_check::run_files(a, &mut out)?,
         Command::Receive(a) => sluice::receive::run(a, sluice_service::shutdown::on_signals()).await?,
         Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,
     }
