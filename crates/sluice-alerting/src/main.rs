@@ -24,6 +24,9 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let config = sluice_alerting::AlertingConfig::load(text.as_deref(), None, &|k| std::env::var(k).ok())?;
-    sluice_alerting::run(config, sluice_service::shutdown::on_signals()).await?;
+    let ran = sluice_alerting::run(config, sluice_service::shutdown::on_signals()).await;
+    // Spans still buffered go out before the process ends.
+    sluice_service::telemetry::flush();
+    ran?;
     Ok(())
 }

@@ -23,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let config = sluice_collector::CollectorConfig::load(text.as_deref(), &|k| std::env::var(k).ok())?;
-    sluice_collector::run(config, sluice_service::shutdown::on_signals()).await?;
+    let ran = sluice_collector::run(config, sluice_service::shutdown::on_signals()).await;
+    // Spans still buffered go out before the process ends.
+    sluice_service::telemetry::flush();
+    ran?;
     Ok(())
 }

@@ -23,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let config = sluice_dispatcher::DispatcherConfig::load(text.as_deref(), &|k| std::env::var(k).ok())?;
-    sluice_dispatcher::run(config, sluice_service::shutdown::on_signals()).await?;
+    let ran = sluice_dispatcher::run(config, sluice_service::shutdown::on_signals()).await;
+    // Spans still buffered go out before the process ends.
+    sluice_service::telemetry::flush();
+    ran?;
     Ok(())
 }

@@ -12,7 +12,8 @@ pub use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 pub use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-type Spans = Arc<Mutex<Vec<Span>>>;
+/// Each span with the `service.name` of the process that sent it.
+type Spans = Arc<Mutex<Vec<(String, Span)>>>;
 
 /// A running receiver.
 pub struct Receiver {
@@ -25,8 +26,18 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> &'static str {
     if let Ok(r) = ExportTraceServiceRequest::decode(body) {
         let mut s = spans.lock().unwrap_or_else(|p| p.into_inner());
         for rs in r.resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
             for ss in rs.scope_spans {
-                s.extend(ss.spans);
+                s.extend(ss.spans.into_iter().map(|span| (service.clone(), span)));
             }
         }
     }
@@ -46,12 +57,18 @@ impl Receiver {
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.spans.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, s)| s.clone()).collect()
     }
 
     /// The spans of one trace (hex trace id).
     pub fn trace(&self, trace_id: &str) -> Vec<Span> {
-        self.spans().into_iter().filter(|s| hex(&s.trace_id) == trace_id).collect()
+        self.traced(trace_id).into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The spans of one trace, each with the service that sent it.
+    pub fn traced(&self, trace_id: &str) -> Vec<(String, Span)> {
+        let s = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        s.iter().filter(|(_, x)| hex(&x.trace_id) == trace_id).cloned().collect()
     }
 }
 

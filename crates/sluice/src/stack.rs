@@ -48,6 +48,12 @@ pub async fn stack(sim_cfg: SimConfig) -> anyhow::Result<Stack> {
 /// The simulator's accounts as the dispatcher's: each as `demo`, and as `bad`
 /// with a wrong secret (for the refusal paths).
 pub fn sim_keyring(accounts: &[sluice_sim::config::AccountConfig]) -> anyhow::Result<Keyring> {
+    Ok(Keyring::load(None, sim_key_env(accounts))?)
+}
+
+/// The same accounts as the dispatcher's environment variables
+/// (`SLUICE_<EXCHANGE>_<ACCOUNT>_API_KEY`, ...), for a dispatcher process.
+pub fn sim_key_env(accounts: &[sluice_sim::config::AccountConfig]) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for a in accounts {
         let ex = a.exchange.as_str().to_ascii_uppercase();
@@ -59,7 +65,7 @@ pub fn sim_keyring(accounts: &[sluice_sim::config::AccountConfig]) -> anyhow::Re
             }
         }
     }
-    Ok(Keyring::load(None, env)?)
+    env
 }
 
 impl Stack {
