@@ -326,26 +326,28 @@ impl DispatcherService {
 /// The two phases of an answered call as spans under `span`: the wait for
 /// budget (`dispatcher.queue`) and the exchange's round trip
 /// (`dispatcher.upstream`), each with its duration as an attribute.
-fn record_phases(span: &tracing::Span, arrived: SystemTime, r: &CallResponse) {
+fn record_phases(span: &tracing::Span, arrived: SystemTime, answered: SystemTime, r: &CallResponse) {
     use sluice_service::trace::{KeyValue, record};
     if r.replayed {
         return;
     }
     let d = |x: &Option<prost_types::Duration>| x.as_ref().map_or(Duration::ZERO, |d| Duration::new(d.seconds as u64, d.nanos as u32));
     let (queued, upstream) = (d(&r.queued), d(&r.upstream));
-    let sent = arrived + queued;
+    // The wait starts when the call arrives; the round trip ends when the answer
+    // is in (what lies between is validation, signing and the hand-offs).
     record(
         span,
         "dispatcher.queue",
         arrived,
-        sent,
+        arrived + queued,
         vec![KeyValue::new("sluice.queue_wait_ms", queued.as_secs_f64() * 1e3), KeyValue::new("sluice.buckets", r.buckets.join(","))],
     );
+    let sent = answered.checked_sub(upstream).unwrap_or(arrived).max(arrived + queued);
     record(
         span,
         "dispatcher.upstream",
         sent,
-        sent + upstream,
+        answered,
         vec![
             KeyValue::new("sluice.upstream_ms", upstream.as_secs_f64() * 1e3),
             KeyValue::new("http.response.status_code", i64::from(r.status)),
@@ -362,7 +364,7 @@ impl Dispatcher for DispatcherService {
         let arrived = SystemTime::now();
         let result = self.call_traced(request).instrument(span.clone()).await;
         if let Ok(answer) = &result {
-            record_phases(&span, arrived, answer.get_ref());
+            record_phases(&span, arrived, SystemTime::now(), answer.get_ref());
         }
         result
     }

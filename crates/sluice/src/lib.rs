@@ -4,6 +4,7 @@
 //! * [`bench`]: `sluice bench dispatch`, the dispatcher against the simulator.
 //! * [`bots_bench`]: `sluice bench bots`, ccxt processes on one account, directly and through the dispatcher's exchange-compatible face.
 //! * [`execute_bench`]: `sluice bench execute`, signals to orders with the execution process killed.
+//! * [`tick_bench`]: `sluice bench tick`, tick to order sent across the services as processes, from their traces.
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
 //! * [`health`]: `sluice health URL`, one GET that succeeds on 2xx (the image's health check).
@@ -12,6 +13,7 @@
 //! * [`connect`]: the dispatcher and NATS connections, with credentials.
 //! * [`receive`]: `sluice receive`, a local webhook receiver that prints what it gets.
 //! * [`replicas`]: `sluice bench dispatch --replicas N`, dispatcher processes on one NATS.
+//! * [`pipeline`]: every service as its own process, with an OTLP receiver, for the cross-service tests and `bench tick`.
 //! * [`stack`]: NATS, the simulator and a dispatcher in-process, for tests and benches.
 //! * [`mock_receiver`]: Slack, Discord, PagerDuty and webhook stand-ins for the alerting tests.
 
@@ -26,11 +28,13 @@ pub mod execute_bench;
 pub mod health;
 pub mod load;
 pub mod mock_receiver;
+pub mod pipeline;
 pub mod process;
 pub mod receive;
 pub mod replicas;
 pub mod signal_bench;
 pub mod stack;
+pub mod tick_bench;
 pub mod top;
 
 /// Percentile of a sorted slice (nearest rank).

@@ -57,6 +57,9 @@ enum Bench {
     /// ccxt processes sharing one Upbit account, directly and through the
     /// dispatcher's exchange-compatible face: accepted, 429s, bans, latency.
     Bots(sluice::bots_bench::BotsArgs),
+    /// Tick to order sent across the services as separate processes, and the
+    /// share of each step, from their own traces.
+    Tick(sluice::tick_bench::TickArgs),
 }
 
 #[tokio::main]
@@ -78,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which: Bench::Alert(a) } => sluice::alert_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Execute(a) } => sluice::execute_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Bots(a) } => sluice::bots_bench::run(a, &mut out).await?,
+        Command::Bench { which: Bench::Tick(a) } => sluice::tick_bench::run(a, &mut out).await?,
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Health(a) => sluice::health::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,

@@ -48,9 +48,16 @@ pub struct SignalArgs {
 const ANSWERS: [(&str, f64); 4] = [("HOLD", 0.5), ("BUY", 0.8), ("SELL", 0.4), ("HOLD", 0.6)];
 
 async fn chat(State(n): State<Arc<AtomicU64>>, Json(body): Json<Value>) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let i = n.fetch_add(1, Ordering::Relaxed) as usize;
     let (action, confidence) = ANSWERS[i % ANSWERS.len()];
+    mock_answer(&body, action, confidence)
+}
+
+/// An OpenAI-compatible streamed answer (server-sent events) carrying a signal
+/// verdict, with usage counted as characters / 4 of what was sent and answered:
+/// the mock gateway of the benches.
+pub fn mock_answer(body: &Value, action: &str, confidence: f64) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let answer = json!({ "action": action, "confidence": confidence, "horizon": "1h",
         "rationale": "Short-term momentum with a balanced book; no strong edge either way.",
         "key_levels": [{ "kind": "support", "price": "64000" }, { "kind": "resistance", "price": "66000" }] })
