@@ -17,28 +17,16 @@ Used by the dispatcher's face test (through the dispatcher, limiter off: no
 import argparse
 import json
 import multiprocessing as mp
-import re
 import sys
 import time
 
 import ccxt
 
-SIM_KEYS = {
-    "upbit": {"apiKey": "sim-upbit-access-key", "secret": "sim-upbit-secret-key"},
-    "bybit": {"apiKey": "sim-bybit-api-key", "secret": "sim-bybit-secret"},
-    "binance": {"apiKey": "sim-binance-api-key", "secret": "sim-binance-secret"},
-    "okx": {"apiKey": "sim-okx-api-key", "secret": "sim-okx-secret", "password": "sim-okx-passphrase"},
-}
+from ccxt_sim import CREDS, local
+
+# The simulator's own keys and the URL rewrite, as the ccxt checks use them.
+SIM_KEYS = CREDS
 SYMBOL = {"upbit": "BTC/KRW"}
-
-
-def local(v, base):
-    """Every REST URL of the exchange moved to `base` (paths kept)."""
-    if isinstance(v, dict):
-        return {k: local(x, base) for k, x in v.items()}
-    if isinstance(v, str):
-        return re.sub(r"^https?://[^/]+", base, v)
-    return v
 
 
 def bot(exchange, base, creds, limiter, until, out):

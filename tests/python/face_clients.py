@@ -20,6 +20,7 @@ import requests
 
 import ccxt_sim
 import pybit_binance_sim
+from ccxt_sim import check
 
 # Binance futures live on other hosts (fapi, dapi) that the dispatcher does not
 # serve: ccxt loads spot markets only (docs/EXISTING-BOTS.md).
@@ -33,11 +34,6 @@ PERMISSION = {
     "binance": ccxt.AuthenticationError,
     "okx": ccxt.ExchangeError,
 }
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 def market_data_only(name, base, creds):

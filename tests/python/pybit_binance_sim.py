@@ -20,16 +20,11 @@ from binance.exceptions import BinanceAPIException
 from pybit.exceptions import InvalidRequestError
 from pybit.unified_trading import HTTP
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+from ccxt_sim import CREDS, check
 
 
-SIM_KEYS = {
-    "bybit": {"apiKey": "sim-bybit-api-key", "secret": "sim-bybit-secret"},
-    "binance": {"apiKey": "sim-binance-api-key", "secret": "sim-binance-secret"},
-}
+# The simulator's own keys (config/sim.toml), as the ccxt checks use them.
+SIM_KEYS = {name: CREDS[name] for name in ("bybit", "binance")}
 
 
 def pybit(base, creds=None):

@@ -30,7 +30,7 @@ def load(path):
         return yaml.safe_load(f)
 
 
-def ports_of(name, svc, problems):
+def ports_of(name, svc):
     """The ports a service listens on: its *_LISTEN variables, the simulator's
     port base and the four after it, `receive --listen`, and for the images
     that are not sluice's the ports they are known to serve."""
@@ -65,7 +65,7 @@ def check_compose(root, path, bins, problems, base=None):
                 merged[k] = v
         services[name] = merged
     where = os.path.basename(path)
-    listening = {n: ports_of(n, s, problems) for n, s in services.items()}
+    listening = {n: ports_of(n, s) for n, s in services.items()}
     for name, svc in (doc.get("services") or {}).items():
         full = services[name]
         sluice = str(full.get("image", "")).startswith("sluice")

@@ -220,7 +220,8 @@ impl Grant {
 pub struct Clients {
     by_token: HashMap<[u8; 32], Arc<Client>>,
     by_cert: HashMap<[u8; 32], Arc<Client>>,
-    by_exchange_key: HashMap<(Exchange, String), ExchangeKey>,
+    /// By exchange, then key id (looked up per request without allocating).
+    by_exchange_key: HashMap<Exchange, HashMap<String, ExchangeKey>>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -318,14 +319,14 @@ impl Clients {
             }
             for k in &c.exchange_keys {
                 let (exchange, key) = exchange_key(&client, k, env)?;
-                let id = (exchange, k.api_key.clone());
-                if let Some(other) = clients.by_exchange_key.get(&id) {
+                let keys = clients.by_exchange_key.entry(exchange).or_default();
+                if let Some(other) = keys.get(&k.api_key) {
                     return Err(ConfigError::Invalid(format!(
                         "clients '{}' and '{}' both use {exchange} exchange key '{}'",
                         other.client.name, c.name, k.api_key
                     )));
                 }
-                clients.by_exchange_key.insert(id, key);
+                keys.insert(k.api_key.clone(), key);
             }
             for d in digests {
                 if let Some(other) = clients.by_token.insert(d, client.clone()) {
@@ -348,11 +349,11 @@ impl Clients {
 
     /// The exchange key `api_key` issued for `exchange`, if any.
     pub fn exchange_key(&self, exchange: Exchange, api_key: &str) -> Option<&ExchangeKey> {
-        self.by_exchange_key.get(&(exchange, api_key.to_owned()))
+        self.by_exchange_key.get(&exchange)?.get(api_key)
     }
 
     pub fn names(&self) -> Vec<String> {
-        let keys = self.by_exchange_key.values().map(|k| &k.client);
+        let keys = self.by_exchange_key.values().flat_map(HashMap::values).map(|k| &k.client);
         let mut n: Vec<String> = self.by_token.values().chain(self.by_cert.values()).chain(keys).map(|c| c.name.clone()).collect();
         n.sort();
         n.dedup();

@@ -268,13 +268,18 @@ impl Face {
         // Who is calling: a verified exchange key, or nobody (public endpoints only).
         let mut window = None;
         let key = if verify::is_signed(ex, &incoming) {
-            let verified = verify::verify(ex, &incoming, |k| inner.clients.exchange_key(ex, k).map(|key| &key.credentials));
-            let verified = match verified {
-                Ok(v) => v,
-                Err(r) => return self.refuse(ex, "unknown", &r),
-            };
-            let Some(key) = inner.clients.exchange_key(ex, &verified.api_key) else {
-                return sluice_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "a verified key vanished", false);
+            // The verifier finds the key; the same lookup names the client and account.
+            let found = std::cell::Cell::new(None);
+            let verified = verify::verify(ex, &incoming, |k| {
+                let key = inner.clients.exchange_key(ex, k);
+                found.set(key);
+                key.map(|key| &key.credentials)
+            });
+            let (verified, key) = match (verified, found.get()) {
+                (Ok(v), Some(key)) => (v, key),
+                (Err(r), _) => return self.refuse(ex, "unknown", &r),
+                // A signature verifies only against a key that was found.
+                (Ok(_), None) => return sluice_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "verified without a key", false),
             };
             if let Some(n) = &verified.nonce {
                 let fresh = self.nonces.lock().unwrap_or_else(|p| p.into_inner()).fresh(&format!("{}:{n}", verified.api_key));

@@ -17,7 +17,7 @@ use sluice_testkit::otlp::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{Service, binary};
-use crate::stack::sim_key_env;
+use crate::stack::{collector_feed_env, sim_key_env};
 
 /// How the pipeline runs.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +76,6 @@ impl Pipeline {
         // Every process exports its spans to the receiver, promptly.
         let common =
             vec![("SLUICE_OTLP_ENDPOINT".to_owned(), otlp.endpoint.clone()), ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned())];
-        let ws = |ex: Exchange, path: &str| format!("ws://{}{path}", sim.addr(ex).map(|a| a.to_string()).unwrap_or_default());
         let mut services = Vec::new();
 
         let mut denv = keys.clone();
@@ -89,21 +88,15 @@ impl Pipeline {
         services.push(d);
         let dispatcher_url = format!("http://{}", found[0]);
 
-        let cenv = with(
+        let mut cenv = with(
             &common,
             &[
                 ("SLUICE_COLLECTOR_NATS_URL", nats.url()),
                 ("SLUICE_COLLECTOR_DISPATCHER_URL", dispatcher_url.clone()),
                 ("SLUICE_COLLECTOR_OPS_LISTEN", "127.0.0.1:0".into()),
-                ("SLUICE_COLLECTOR_UPBIT_URL", ws(Exchange::Upbit, "/websocket/v1")),
-                ("SLUICE_COLLECTOR_BYBIT_URL", ws(Exchange::Bybit, "/v5/public/spot")),
-                ("SLUICE_COLLECTOR_BYBIT_LINEAR_URL", ws(Exchange::Bybit, "/v5/public/linear")),
-                ("SLUICE_COLLECTOR_BINANCE_URL", ws(Exchange::Binance, "/stream")),
-                ("SLUICE_COLLECTOR_OKX_URL", ws(Exchange::Okx, "/ws/v5/public")),
-                ("SLUICE_COLLECTOR_UPBIT_PRIVATE_URL", ws(Exchange::Upbit, "/websocket/v1/private")),
-                ("SLUICE_COLLECTOR_BYBIT_PRIVATE_URL", ws(Exchange::Bybit, "/v5/private")),
             ],
         );
+        cenv.extend(collector_feed_env(&sim));
         services.push(start("collector", "sluice-collector", sluice_collector::config::SHIPPED, &cenv, "collector running", &[]).await?.0);
 
         let mut senv = with(

@@ -45,6 +45,24 @@ pub async fn stack(sim_cfg: SimConfig) -> anyhow::Result<Stack> {
     Ok(Stack { nats, sim, dispatcher, stop })
 }
 
+/// The collector's feed addresses (`SLUICE_COLLECTOR_<VENUE>_URL`, public and
+/// private) pointed at the simulator's WebSockets.
+pub fn collector_feed_env(sim: &sluice_sim::SimHandle) -> Vec<(String, String)> {
+    let ws = |ex: Exchange, path: &str| format!("ws://{}{path}", sim.addr(ex).map(|a| a.to_string()).unwrap_or_default());
+    [
+        ("UPBIT", ws(Exchange::Upbit, "/websocket/v1")),
+        ("BYBIT", ws(Exchange::Bybit, "/v5/public/spot")),
+        ("BYBIT_LINEAR", ws(Exchange::Bybit, "/v5/public/linear")),
+        ("BINANCE", ws(Exchange::Binance, "/stream")),
+        ("OKX", ws(Exchange::Okx, "/ws/v5/public")),
+        ("UPBIT_PRIVATE", ws(Exchange::Upbit, "/websocket/v1/private")),
+        ("BYBIT_PRIVATE", ws(Exchange::Bybit, "/v5/private")),
+    ]
+    .into_iter()
+    .map(|(venue, url)| (format!("SLUICE_COLLECTOR_{venue}_URL"), url))
+    .collect()
+}
+
 /// The simulator's accounts as the dispatcher's: each as `demo`, and as `bad`
 /// with a wrong secret (for the refusal paths).
 pub fn sim_keyring(accounts: &[sluice_sim::config::AccountConfig]) -> anyhow::Result<Keyring> {
@@ -86,14 +104,10 @@ impl Stack {
             ("SLUICE_COLLECTOR_DISPATCHER_URL", self.dispatcher_url()),
             ("SLUICE_COLLECTOR_OPS_LISTEN", "127.0.0.1:0".into()),
             ("SLUICE_COLLECTOR_NAME", "test".into()),
-            ("SLUICE_COLLECTOR_UPBIT_URL", self.ws(Exchange::Upbit, "/websocket/v1")),
-            ("SLUICE_COLLECTOR_BYBIT_URL", self.ws(Exchange::Bybit, "/v5/public/spot")),
-            ("SLUICE_COLLECTOR_BYBIT_LINEAR_URL", self.ws(Exchange::Bybit, "/v5/public/linear")),
-            ("SLUICE_COLLECTOR_BINANCE_URL", self.ws(Exchange::Binance, "/stream")),
-            ("SLUICE_COLLECTOR_OKX_URL", self.ws(Exchange::Okx, "/ws/v5/public")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(collector_feed_env(&self.sim))
         .collect();
         let mut ccfg = CollectorConfig::load(None, &|k| env.get(k).cloned())?;
         ccfg.private.clear();

@@ -3,7 +3,8 @@
 //! them) against a test NATS and the simulator: market data flows on NATS, the
 //! signal service makes signals from it, and one trace, received by an OTLP
 //! receiver inside the test, spans the collector, signal, execution and
-//! dispatcher processes down to the simulator call. (The offline model mostly
+//! dispatcher processes down to the simulator call, each hop the previous
+//! one's child. (The offline model mostly
 //! says HOLD on the simulated market, so a real, traced signal is republished
 //! as a confident BUY with its own headers: every hop of the trace is the
 //! services' own.)
@@ -61,4 +62,23 @@ async fn every_service_as_its_own_process_and_one_trace_across_them() {
         "{by_service:?}"
     );
     assert!(!p.sim.orders(Exchange::Upbit, "demo").is_empty(), "the order reached the exchange");
+
+    // Each hop is the previous one's child. The signal was republished: several
+    // submit spans, one order (its id is the signal's).
+    let ours = p.otlp.trace(&trace);
+    let ids = |n: &str| ours.iter().filter(|x| x.name == n).map(|x| x.span_id.clone()).collect::<Vec<_>>();
+    let parents = |n: &str| ours.iter().filter(|x| x.name == n).map(|x| x.parent_span_id.clone()).collect::<Vec<_>>();
+    let one = |n: &str| {
+        let v = ids(n);
+        assert_eq!(v.len(), 1, "one {n}");
+        v[0].clone()
+    };
+    assert_eq!(parents("signal.decide"), [one("collector.publish")], "the signal continues the trade's trace");
+    assert!(parents("execution.submit").iter().all(|p| *p == one("signal.decide")), "the order continues the signal's");
+    let submits = ids("execution.submit");
+    assert!(parents("dispatcher.call").iter().any(|p| submits.contains(p)), "the dispatcher continues the order's");
+    let calls = ids("dispatcher.call");
+    for n in ["dispatcher.queue", "dispatcher.upstream"] {
+        assert!(parents(n).iter().all(|p| calls.contains(p)), "{n} is the call's");
+    }
 }
