@@ -10,8 +10,8 @@ use sluice::stack::stack;
 use sluice_sim::SimConfig;
 
 fn root(path: &str) -> String {
-    let p = format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    let p = sluice_testkit::repo_root().join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Sample names a `/metrics` text declares (`# TYPE` lines), as queries see them.

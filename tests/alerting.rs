@@ -12,6 +12,7 @@ use sluice_domain::Exchange;
 use sluice_proto::alert::v1 as pb;
 use sluice_proto::alert::v1::alerting_client::AlertingClient;
 use sluice_sim::{Fault, FaultKind, SimConfig};
+use sluice_tests::wait_for;
 
 /// Upbit probed every second (ticker, order book, account: three probes);
 /// the four receivers on the mock; a group per alert, quick timers.
@@ -97,14 +98,6 @@ async fn start_alerting(s: &Stack, mock: &MockReceiver, name: &str, inhibit: boo
 fn webhook_of(r: &Received) -> (String, String) {
     let name = r.body["groupLabels"]["alertname"].as_str().unwrap_or("").to_owned();
     (name, r.body["status"].as_str().unwrap_or("").to_owned())
-}
-
-async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn outage(s: &Stack) {
