@@ -163,6 +163,10 @@ fn submit_wait() -> u64 {
     3_000
 }
 
+fn shutdown_grace() -> u64 {
+    12_000
+}
+
 fn spot() -> String {
     "spot".into()
 }
@@ -242,6 +246,12 @@ pub struct ExecutionConfig {
     /// answer before it returns the order as SUBMITTED.
     #[serde(default = "submit_wait")]
     pub submit_wait_ms: u64,
+    /// On SIGTERM, the answers of calls already sent (orders, cancels) are
+    /// awaited this long before the process ends, so their outcome is journaled
+    /// now rather than reconciled by the next run. Above `call_timeout_ms`, and
+    /// under the orchestrator's grace (30 s in `k8s/`, 20 s in compose).
+    #[serde(default = "shutdown_grace")]
+    pub shutdown_grace_ms: u64,
     pub journal: StreamConfig,
     pub events: StreamConfig,
     /// Risk limits of every account, notional amounts in its quote currency...

@@ -4,6 +4,8 @@
 //! only its own answer) and what was sent is always decided inside the engine.
 //! The channel's senders wait when it is full: no outcome is ever dropped.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sluice_domain::Symbol;
@@ -64,11 +66,18 @@ pub struct Live {
     tx: mpsc::Sender<Outcome>,
     /// Each call's timeout, queueing for budget included.
     timeout: Duration,
+    /// Calls sent whose outcome the engine has not been handed yet.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Live {
     pub fn new(client: Dispatcher, tx: mpsc::Sender<Outcome>, timeout: Duration) -> Live {
-        Live { client, tx, timeout }
+        Live { client, tx, timeout, in_flight: Arc::default() }
+    }
+
+    /// Calls sent whose outcome is not yet in the engine's channel.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     fn with_timeout(&self, mut r: CallRequest) -> tonic::Request<CallRequest> {
@@ -101,10 +110,13 @@ impl Live {
     /// call carries that span's trace to the dispatcher).
     fn spawn(&self, f: impl std::future::Future<Output = Outcome> + Send + 'static) {
         let tx = self.tx.clone();
+        let in_flight = self.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(tracing::Instrument::in_current_span(async move {
             let outcome = f.await;
             // Only a stopped engine closes the channel: nothing is left to tell.
             let _ = tx.send(outcome).await;
+            in_flight.fetch_sub(1, Ordering::AcqRel);
         }));
     }
 

@@ -198,6 +198,14 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ExecutionError::Grpc(e.to_string()))?;
+    // Load balancers and clients see NOT_SERVING as soon as the shutdown begins.
+    {
+        let (shutdown, health) = (shutdown.clone(), health.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            health.set_not_serving::<ExecutionServer<Api>>().await;
+        });
+    }
     let stop_grpc = shutdown.clone();
     let grpc = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
@@ -346,6 +354,20 @@ async fn engine_loop(mut engine: Engine, inputs: Inputs, cfg: Arc<ExecutionConfi
             }
             Some(m) = signals.recv() => on_signal(&mut engine, m, &cfg).await,
             _ = tick.tick() => engine.on_tick().await,
+        }
+    }
+    // No new signal or API command is taken; the answers of orders and cancels
+    // already sent are read and journaled (within the grace), so a restart finds
+    // them settled instead of having to reconcile them.
+    let grace = tokio::time::sleep(Duration::from_millis(cfg.shutdown_grace_ms));
+    tokio::pin!(grace);
+    while engine.calls_in_flight() > 0 || !outcomes.is_empty() {
+        tokio::select! {
+            Some(o) = outcomes.recv() => engine.on_outcome(o).await,
+            _ = &mut grace => {
+                tracing::warn!(in_flight = engine.calls_in_flight(), "shutdown grace over with calls unanswered; the next run reconciles them");
+                break;
+            }
         }
     }
     tracing::info!("execution engine stopped");

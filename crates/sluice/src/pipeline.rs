@@ -3,8 +3,11 @@
 //! nats-server and the simulator started here, all exporting their traces to an
 //! OTLP receiver started here: the dispatcher (the simulator's demo keys), the
 //! collector (every feed and the private streams on the simulator), the signal
-//! service (the offline model, or a gateway named in the options) and the
-//! execution service (live on the simulator, its Upbit orders a fixed size).
+//! service (the offline model, or a gateway named in the options), the
+//! execution service (live on the simulator, its Upbit orders a fixed size, or
+//! paper) and the alerting service (probing the simulator through the
+//! dispatcher every second, notifying a mock webhook receiver started here).
+//! Any service can be killed and started again on the same addresses.
 //! For the cross-service tests and `sluice bench tick`.
 
 use std::time::Duration;
@@ -16,6 +19,7 @@ use sluice_testkit::Nats;
 use sluice_testkit::otlp::Receiver;
 use tokio_util::sync::CancellationToken;
 
+use crate::mock_receiver::MockReceiver;
 use crate::process::{Service, binary};
 use crate::stack::{collector_feed_env, sim_key_env};
 
@@ -30,6 +34,9 @@ pub struct Options {
     pub execution_edits: Vec<(String, String)>,
     /// Replacements in the shipped signal config.
     pub signal_edits: Vec<(String, String)>,
+    /// The execution service in paper mode (fills simulated against the book on
+    /// NATS) instead of live on the simulator.
+    pub paper: bool,
 }
 
 /// A running pipeline; dropping it stops everything.
@@ -37,22 +44,35 @@ pub struct Pipeline {
     pub nats: Nats,
     pub otlp: Receiver,
     pub sim: SimHandle,
+    /// The alerting service's webhook receiver (path `webhook`).
+    pub receiver: MockReceiver,
     pub dispatcher_url: String,
     pub execution_grpc: String,
+    pub alerting_grpc: String,
     pub services: Vec<Service>,
+    /// The dispatcher's config with the address it bound, for a restart on it
+    /// (the other services keep their dispatcher_url).
+    dispatcher_text: String,
     _stop: tokio_util::sync::DropGuard,
 }
 
+/// Each service's name, the line it logs when it serves, and the address keys on it.
+const MARKERS: [(&str, &str, &[&str]); 5] = [
+    ("dispatcher", "dispatcher serving", &["grpc_addr="]),
+    ("collector", "collector running", &[]),
+    ("signal", "signal service running", &[]),
+    ("execution", "execution service running", &["grpc_addr="]),
+    ("alerting", "alerting serving", &["grpc_addr="]),
+];
+
+fn marker(name: &str) -> anyhow::Result<(&'static str, &'static [&'static str])> {
+    MARKERS.iter().find(|m| m.0 == name).map(|m| (m.1, m.2)).with_context(|| format!("no service '{name}' in the pipeline"))
+}
+
 /// Starts `bin` and waits for its `marker` line; the values of `keys` there.
-async fn start(
-    name: &str,
-    bin: &str,
-    text: &str,
-    env: &[(String, String)],
-    marker: &str,
-    keys: &[&str],
-) -> anyhow::Result<(Service, Vec<String>)> {
-    let path = binary(bin, &format!("SLUICE_{}_BIN", name.to_ascii_uppercase()))?;
+async fn start(name: &str, text: &str, env: &[(String, String)]) -> anyhow::Result<(Service, Vec<String>)> {
+    let (marker, keys) = marker(name)?;
+    let path = binary(&format!("sluice-{name}"), &format!("SLUICE_{}_BIN", name.to_ascii_uppercase()))?;
     let mut s = Service::spawn(name, &path, text, env)?;
     match s.logged(marker, keys, Duration::from_secs(60)).await {
         Ok(v) => Ok((s, v)),
@@ -84,9 +104,10 @@ impl Pipeline {
             "listen = '127.0.0.1:0'\nops_listen = '127.0.0.1:0'\ndrain_grace_ms = 0\n[base_urls]\n{}",
             Exchange::ALL.iter().map(|ex| format!("{ex} = '{}'\n", sim.base_url(*ex))).collect::<String>()
         );
-        let (d, found) = start("dispatcher", "sluice-dispatcher", &dtext, &denv, "dispatcher serving", &["grpc_addr="]).await?;
+        let (d, found) = start("dispatcher", &dtext, &denv).await?;
         services.push(d);
         let dispatcher_url = format!("http://{}", found[0]);
+        let dispatcher_text = dtext.replacen("listen = '127.0.0.1:0'", &format!("listen = '{}'", found[0]), 1);
 
         let mut cenv = with(
             &common,
@@ -97,7 +118,7 @@ impl Pipeline {
             ],
         );
         cenv.extend(collector_feed_env(&sim));
-        services.push(start("collector", "sluice-collector", sluice_collector::config::SHIPPED, &cenv, "collector running", &[]).await?.0);
+        services.push(start("collector", sluice_collector::config::SHIPPED, &cenv).await?.0);
 
         let mut senv = with(
             &common,
@@ -118,7 +139,7 @@ impl Pipeline {
             anyhow::ensure!(stext.contains(from.as_str()), "the shipped signal config has no '{from}'");
             stext = stext.replace(from.as_str(), to);
         }
-        services.push(start("signal", "sluice-signal", &stext, &senv, "signal service running", &[]).await?.0);
+        services.push(start("signal", &stext, &senv).await?.0);
 
         // Live on the simulator; the Upbit order a fixed 1M KRW (5 % of the demo
         // account's equity is over its per-order limit).
@@ -136,12 +157,64 @@ impl Pipeline {
                 ("SLUICE_EXECUTION_DISPATCHER_URL", dispatcher_url.clone()),
                 ("SLUICE_EXECUTION_LISTEN", "127.0.0.1:0".into()),
                 ("SLUICE_EXECUTION_OPS_LISTEN", "127.0.0.1:0".into()),
-                ("SLUICE_EXECUTION_MODE", "live".into()),
+                ("SLUICE_EXECUTION_MODE", if o.paper { "paper" } else { "live" }.into()),
             ],
         );
-        let (e, found) = start("execution", "sluice-execution", &etext, &eenv, "execution service running", &["grpc_addr="]).await?;
+        let (e, found) = start("execution", &etext, &eenv).await?;
         services.push(e);
-        let execution_grpc = found.first().cloned().context("the execution service's address")?;
-        Ok(Pipeline { nats, otlp, sim, dispatcher_url, execution_grpc, services, _stop: guard })
+        let execution_grpc = found[0].clone();
+
+        // Probes every second; a notification a moment after an alert starts or ends.
+        let receiver = MockReceiver::start(stop.clone()).await?;
+        let mut atext = sluice_alerting::config::SHIPPED.to_owned();
+        for (from, to) in [
+            ("interval = \"30s\"", "interval = \"1s\""),
+            ("retry_interval = \"2s\"", "retry_interval = \"500ms\""),
+            ("group_wait = \"1s\"", "group_wait = \"500ms\""),
+            ("group_interval = \"30s\"", "group_interval = \"2s\""),
+        ] {
+            anyhow::ensure!(atext.contains(from), "the shipped alerting config has no '{from}'");
+            atext = atext.replacen(from, to, 1);
+        }
+        let aenv = with(
+            &common,
+            &[
+                ("SLUICE_ALERTING_NATS_URL", nats.url()),
+                ("SLUICE_ALERTING_DISPATCHER_URL", dispatcher_url.clone()),
+                ("SLUICE_ALERTING_LISTEN", "127.0.0.1:0".into()),
+                ("SLUICE_ALERTING_OPS_LISTEN", "127.0.0.1:0".into()),
+                ("SLUICE_ALERT_WEBHOOK_URL", receiver.url("webhook")),
+            ],
+        );
+        let (a, found) = start("alerting", &atext, &aenv).await?;
+        services.push(a);
+        let alerting_grpc = found[0].clone();
+        Ok(Pipeline { nats, otlp, sim, receiver, dispatcher_url, execution_grpc, alerting_grpc, services, dispatcher_text, _stop: guard })
+    }
+
+    /// The running service `name` (dispatcher, collector, signal, execution, alerting).
+    pub fn service(&mut self, name: &str) -> anyhow::Result<&mut Service> {
+        self.services.iter_mut().find(|s| s.name == name).with_context(|| format!("no service '{name}' in the pipeline"))
+    }
+
+    /// `kill -9` of `name`.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        self.service(name)?.kill();
+        Ok(())
+    }
+
+    /// Starts `name` again (killing it first if it runs) and waits until it
+    /// serves: the dispatcher on the address it had, the others wherever they
+    /// bind (their new gRPC addresses are kept here).
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let (marker, keys) = marker(name)?;
+        let text = (name == "dispatcher").then(|| self.dispatcher_text.clone());
+        let found = self.service(name)?.restart(text.as_deref(), marker, keys).await?;
+        match name {
+            "execution" => self.execution_grpc = found[0].clone(),
+            "alerting" => self.alerting_grpc = found[0].clone(),
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -57,6 +57,8 @@ fn unique() -> String {
 pub struct Service {
     pub name: String,
     child: Option<Child>,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
     config: PathBuf,
     log: PathBuf,
 }
@@ -68,19 +70,28 @@ impl Service {
         let config = base.with_extension("toml");
         let log = base.with_extension("log");
         std::fs::write(&config, config_text)?;
-        let mut cmd = Command::new(binary);
-        // No backtrace: a service that cannot start leaves its one-line reason in the log tail.
-        cmd.arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
-        for (k, v) in env {
+        let mut s = Service { name: name.into(), child: None, binary: binary.to_owned(), env: env.to_vec(), config, log };
+        s.launch()?;
+        Ok(s)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(&self.binary);
+        // No backtrace: a service that cannot start leaves its one-line reason in
+        // the log tail. The log is appended to: a restart's lines follow the
+        // killed run's.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        cmd.arg("--config").arg(&self.config).env("RUST_LOG", "info").env("RUST_BACKTRACE", "0").stdout(Stdio::null()).stderr(log);
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
-        Ok(Service { name: name.into(), child: Some(child), config, log })
+        self.child = Some(cmd.spawn().with_context(|| format!("cannot start {}", self.binary.display()))?);
+        Ok(())
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kill -9.
@@ -91,12 +102,51 @@ impl Service {
         }
     }
 
+    /// Starts it again (after [`Service::kill`]) with the same environment and
+    /// `config_text`, or the same config when None; returns the values of `keys`
+    /// on the restarted run's `marker` line (as [`Service::logged`]).
+    pub async fn restart(&mut self, config_text: Option<&str>, marker: &str, keys: &[&str]) -> anyhow::Result<Vec<String>> {
+        self.kill();
+        if let Some(t) = config_text {
+            std::fs::write(&self.config, t)?;
+        }
+        // Only the new run's lines count.
+        let skip = std::fs::read_to_string(&self.log).map(|t| t.len()).unwrap_or(0);
+        self.launch()?;
+        self.logged_after(skip, marker, keys, Duration::from_secs(60)).await
+    }
+
+    /// SIGTERM, then waits for the process to end: how long it took, or an error
+    /// when it is still running after `grace` (it is then killed).
+    pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Duration> {
+        let Some(pid) = self.pid() else { bail!("{} is not running", self.name) };
+        let sent = Instant::now();
+        let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        loop {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Ok(sent.elapsed());
+            }
+            if sent.elapsed() > grace {
+                self.kill();
+                bail!("{} still ran {grace:?} after SIGTERM:\n{}", self.name, self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for a log line containing `marker` with every `key=` in `keys`, and
     /// returns those values, in order.
     pub async fn logged(&mut self, marker: &str, keys: &[&str], within: Duration) -> anyhow::Result<Vec<String>> {
+        self.logged_after(0, marker, keys, within).await
+    }
+
+    async fn logged_after(&mut self, skip: usize, marker: &str, keys: &[&str], within: Duration) -> anyhow::Result<Vec<String>> {
         let end = Instant::now() + within;
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let text = text.get(skip..).unwrap_or_default();
             if let Some(line) = text.lines().map(strip_ansi).find(|l| l.contains(marker)) {
                 let value = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_owned);
                 if let Some(found) = keys.iter().map(|k| value(k)).collect::<Option<Vec<_>>>() {

@@ -95,6 +95,7 @@ pub async fn run(a: TickArgs, out: &mut impl std::io::Write) -> anyhow::Result<(
             edit("requests_per_minute = 60", "requests_per_minute = 1000000"),
             edit("tokens_per_minute = 200_000", "tokens_per_minute = 1000000000"),
         ],
+        ..Options::default()
     })
     .await?;
     writeln!(

@@ -40,6 +40,11 @@ impl Engine {
             .map_or_else(|| "spot".into(), |s| s.market.clone())
     }
 
+    /// Dispatcher calls sent whose outcome has not been handed in yet (live).
+    pub fn calls_in_flight(&self) -> usize {
+        self.live.as_ref().map_or(0, crate::live::Live::in_flight)
+    }
+
     fn live_or_unavailable(&self) -> Result<&crate::live::Live, Status> {
         self.live.as_ref().ok_or_else(|| Status::failed_precondition("live mode needs dispatcher_url"))
     }
