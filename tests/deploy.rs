@@ -122,12 +122,16 @@ async fn a_broken_manifest_is_refused_naming_each_problem() {
     edit("k8s/base/dispatcher.yaml", "  replicas: 3\n", "  replicas: 3\n  replicaz: 2\n");
     edit("k8s/base/collector.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false");
     edit("k8s/base/signal.yaml", "http://dispatcher:50051", "http://dispatcher:50052");
+    edit("k8s/base/execution.yaml", "            - configMapRef: { name: sluice-telemetry }\n", "");
     let (ok, text) = validate_k8s(&tmp, &[tmp.join("k8s/overlays/offline")]).await;
     let _ = std::fs::remove_dir_all(&tmp);
     assert!(!ok, "{text}");
-    for needle in
-        ["'replicaz' was unexpected", "collector/collector: needs a read-only root filesystem", "Service dispatcher has no port 50052"]
-    {
+    for needle in [
+        "'replicaz' was unexpected",
+        "collector/collector: needs a read-only root filesystem",
+        "Service dispatcher has no port 50052",
+        "execution/execution: does not read the ConfigMap sluice-telemetry",
+    ] {
         assert!(text.contains(needle), "'{needle}' not in:\n{text}");
     }
 }

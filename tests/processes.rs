@@ -113,7 +113,7 @@ async fn fresh(sub: &mut async_nats::Subscriber, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_as_its_own_process_and_one_trace_across_them() {
-    let p = Pipeline::start(Options { signal_every_ms: 500, ..Options::default() }).await.unwrap();
+    let mut p = Pipeline::start(Options { signal_every_ms: 500, json_logs: true, ..Options::default() }).await.unwrap();
     let client = async_nats::connect(p.nats.url()).await.unwrap();
     let mut trades = client.subscribe("md.upbit.trade.>").await.unwrap();
     let mut signals = client.subscribe("signal.upbit.BTC-KRW").await.unwrap();
@@ -174,6 +174,27 @@ async fn every_service_as_its_own_process_and_one_trace_across_them() {
     for n in ["dispatcher.queue", "dispatcher.upstream"] {
         assert!(parents(n).iter().all(|p| calls.contains(p)), "{n} is the call's");
     }
+
+    // JSON logs: every line of every service is a JSON object, and the
+    // execution service's line about the order names the trace and its span.
+    for name in ["dispatcher", "collector", "signal", "execution", "alerting"] {
+        let log = p.service(name).unwrap().log_text();
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+            assert!(v["timestamp"].is_string() && v["level"].is_string(), "{name}: {line}");
+        }
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let log = p.service("execution").unwrap().log_text();
+    let placed: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "signal placed an order")
+        .collect();
+    assert!(
+        placed.iter().any(|v| v["trace_id"] == trace.as_str() && submits.iter().any(|s| v["span_id"] == hex(s))),
+        "the order's log line carries its trace and the submit span: {placed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

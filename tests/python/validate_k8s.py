@@ -81,6 +81,10 @@ def check(overlay, docs, bins, version, problems):
             image = c.get("image", "")
             if "sluice" in image.split("/")[-1] and (c.get("command") or [""])[0] not in bins:
                 say(f"{name}/{c['name']}: command {c.get('command')} is not a binary the workspace builds")
+            telemetry = any(((ef.get("configMapRef") or {}).get("name", "")).startswith("sluice-telemetry") for ef in c.get("envFrom") or [])
+            # Every service (the command line's own tools log as they like).
+            if "sluice" in image.split("/")[-1] and (c.get("command") or [""])[0] in bins - {"sluice"} and not telemetry:
+                say(f"{name}/{c['name']}: does not read the ConfigMap sluice-telemetry (log format, trace export)")
             for e in c.get("env") or []:
                 m = URL.match(str(e.get("value", "")))
                 if m:

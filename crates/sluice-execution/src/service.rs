@@ -391,10 +391,13 @@ async fn on_signal(engine: &mut Engine, m: jetstream::Message, _cfg: &ExecutionC
     {
         sluice_service::trace::adopt_remote(&span, &r);
     }
-    match engine.on_signal(&signal).instrument(span).await {
+    match engine.on_signal(&signal).instrument(span.clone()).await {
         Ok(outcome) => {
             if let SignalOutcome::Placed(cid) = &outcome {
-                tracing::info!(venue = %signal.venue, symbol = %signal.symbol, client_order_id = %cid, "signal placed an order");
+                // In the submit span: the line carries the order's trace id.
+                span.in_scope(
+                    || tracing::info!(venue = %signal.venue, symbol = %signal.symbol, client_order_id = %cid, "signal placed an order"),
+                );
             }
             if let SignalOutcome::NotYet(why) = &outcome {
                 // Right after a start the market data is not in yet: the signal

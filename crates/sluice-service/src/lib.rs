@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod heartbeat;
 pub mod http;
 pub mod http_client;
+pub mod json_log;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

@@ -1,5 +1,6 @@
 //! Logging and traces. Logs: human-readable lines on stderr, filtered by
-//! `RUST_LOG` (default `info`). Traces: off unless an OTLP endpoint is named
+//! `RUST_LOG` (default `info`), or JSON lines with trace and span ids when
+//! `SLUICE_LOG_FORMAT=json` ([`crate::json_log`]). Traces: off unless an OTLP endpoint is named
 //! (`SLUICE_OTLP_ENDPOINT`, else OpenTelemetry's own
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. `http://otel-collector:4318`); then every
 //! `tracing` span is also an OpenTelemetry span, exported over OTLP/HTTP
@@ -68,7 +69,13 @@ pub fn init(service: &str) {
 /// [`init`] with the environment passed in.
 pub fn init_with(service: &str, env: &dyn Fn(&str) -> Option<String>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_target(true).with_writer(std::io::stderr);
+    let (format, bad_format) = match crate::json_log::LogFormat::from_env(env) {
+        Ok(f) => (f, None),
+        Err(e) => (crate::json_log::LogFormat::Text, Some(e)),
+    };
+    let json = format == crate::json_log::LogFormat::Json;
+    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_target(true).with_writer(std::io::stderr));
+    let json = json.then(|| crate::json_log::JsonLayer::new(std::io::stderr));
     let (otel, problem) = match TraceConfig::from_env(env).and_then(|c| c.map(|c| provider(service, &c).map(|p| (p, c))).transpose()) {
         Ok(Some((p, c))) => {
             let tracer = p.tracer("sluice");
@@ -80,9 +87,12 @@ pub fn init_with(service: &str, env: &dyn Fn(&str) -> Option<String>) {
         Ok(None) => (None, None),
         Err(e) => (None, Some(Err(e))),
     };
-    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let installed = tracing_subscriber::registry().with(filter).with(text).with(json).with(otel).try_init();
     if installed.is_ok() {
         tracing::info!(service, "logging started");
+        if let Some(e) = bad_format {
+            tracing::warn!(error = %e, "logging as text");
+        }
         match problem {
             Some(Ok(endpoint)) => tracing::info!(%endpoint, "exporting traces over OTLP"),
             Some(Err(e)) => tracing::warn!(error = %e, "traces are not exported"),

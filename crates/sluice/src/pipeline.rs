@@ -37,6 +37,8 @@ pub struct Options {
     /// The execution service in paper mode (fills simulated against the book on
     /// NATS) instead of live on the simulator.
     pub paper: bool,
+    /// Every service logs JSON lines (`SLUICE_LOG_FORMAT=json`).
+    pub json_logs: bool,
 }
 
 /// A running pipeline; dropping it stops everything.
@@ -94,8 +96,11 @@ impl Pipeline {
         let keys = sim_key_env(&sim_cfg.accounts);
         let sim = sluice_sim::start(sim_cfg, stop.clone()).await?;
         // Every process exports its spans to the receiver, promptly.
-        let common =
+        let mut common =
             vec![("SLUICE_OTLP_ENDPOINT".to_owned(), otlp.endpoint.clone()), ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned())];
+        if o.json_logs {
+            common.push(("SLUICE_LOG_FORMAT".to_owned(), "json".to_owned()));
+        }
         let mut services = Vec::new();
 
         let mut denv = keys.clone();

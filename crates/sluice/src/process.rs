@@ -48,6 +48,27 @@ pub fn strip_ansi(line: &str) -> String {
     out
 }
 
+/// The values of `keys` (`name=`) on `line` if it is the `marker` line: a text
+/// line (`... marker name=value ...`) or a JSON one (`SLUICE_LOG_FORMAT=json`:
+/// the marker its message, the values its fields).
+fn marked(line: &str, marker: &str, keys: &[&str]) -> Option<Vec<String>> {
+    if let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line) {
+        if o.get("message").and_then(|m| m.as_str()) != Some(marker) {
+            return None;
+        }
+        let field = |key: &str| {
+            let v = o.get("fields")?.get(key.trim_end_matches('='))?;
+            Some(v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        };
+        return keys.iter().map(|k| field(k)).collect();
+    }
+    let line = strip_ansi(line);
+    if !line.contains(marker) {
+        return None;
+    }
+    keys.iter().map(|k| line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_owned)).collect()
+}
+
 fn unique() -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}-{}", std::process::id(), t.as_nanos())
@@ -147,11 +168,8 @@ impl Service {
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             let text = text.get(skip..).unwrap_or_default();
-            if let Some(line) = text.lines().map(strip_ansi).find(|l| l.contains(marker)) {
-                let value = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_owned);
-                if let Some(found) = keys.iter().map(|k| value(k)).collect::<Option<Vec<_>>>() {
-                    return Ok(found);
-                }
+            if let Some(found) = text.lines().find_map(|l| marked(l, marker, keys)) {
+                return Ok(found);
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 bail!("{} exited ({status}) before logging '{marker}':\n{}", self.name, self.log_tail());
@@ -161,6 +179,11 @@ impl Service {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Its whole log (every run's).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The last lines of its log, for a failing test to show.
