@@ -72,9 +72,32 @@ fn the_example_configurations_read_as_their_services_read_them() {
         (Kind::Dispatcher, "deploy/config/dispatcher.live.toml"),
         (Kind::Dispatcher, "config/dispatcher.offline.toml"),
         (Kind::Dispatcher, "k8s/overlays/live/dispatcher.toml"),
+        (Kind::Collector, "deploy/config/collector.live.toml"),
+        (Kind::Execution, "deploy/config/execution.live.toml"),
     ] {
         let mut out = Vec::new();
         sluice::config_check::run(CheckArgs { kind, file: root.join(file) }, &mut out).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    // Its receiver's secret comes from the environment, as in the deployments.
+    let text = std::fs::read_to_string(root.join("deploy/config/alerting.live.toml")).unwrap();
+    let env = |k: &str| (k == "SLUICE_ALERT_WEBHOOK_URL").then(|| "https://hooks.example.invalid/sluice".to_owned());
+    let cfg = sluice_alerting::AlertingConfig::load(Some(&text), None, &env).unwrap_or_else(|e| panic!("alerting.live.toml: {e}"));
+    assert!(!cfg.probes.is_empty(), "the live alerting config probes the exchanges");
+}
+
+/// The live examples trade, stream and probe the dispatcher's "main" accounts
+/// at the exchanges' own addresses: nothing in them points at the simulator
+/// or its demo accounts.
+#[test]
+fn the_live_examples_name_the_exchanges_and_the_main_accounts() {
+    let root = sluice_testkit::repo_root();
+    for file in ["collector", "execution", "alerting"] {
+        let text = std::fs::read_to_string(root.join(format!("deploy/config/{file}.live.toml"))).unwrap();
+        let settings: String = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+        for bad in ["demo", "127.0.0.1", "ws://"] {
+            assert!(!settings.contains(bad), "{file}.live.toml: '{bad}' in a live config");
+        }
+        assert!(settings.contains("main"), "{file}.live.toml names no main account");
     }
 }
 
