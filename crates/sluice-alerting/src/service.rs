@@ -177,6 +177,7 @@ pub async fn start(config: AlertingConfig, shutdown: CancellationToken) -> Resul
     let grpc_addr = listener.local_addr().map_err(|source| AlertingError::Bind { addr: config.listen, source })?;
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<AlertingServer<Api>>().await;
+    sluice_service::grpc::not_serving_on_shutdown::<AlertingServer<Api>>(health, shutdown.clone());
     let reflect = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -198,14 +198,7 @@ pub async fn start(config: ExecutionConfig, shutdown: CancellationToken) -> Resu
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ExecutionError::Grpc(e.to_string()))?;
-    // Load balancers and clients see NOT_SERVING as soon as the shutdown begins.
-    {
-        let (shutdown, health) = (shutdown.clone(), health.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            health.set_not_serving::<ExecutionServer<Api>>().await;
-        });
-    }
+    sluice_service::grpc::not_serving_on_shutdown::<ExecutionServer<Api>>(health, shutdown.clone());
     let stop_grpc = shutdown.clone();
     let grpc = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()

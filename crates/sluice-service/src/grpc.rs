@@ -6,6 +6,10 @@
 //! every request it cannot take, so the layer rewrites that one answer (trailers
 //! only, so the status is in the response headers). sluice's handlers never answer
 //! `OUT_OF_RANGE` themselves, so nothing else is touched.
+//!
+//! [`not_serving_on_shutdown`]: `grpc.health.v1` says `NOT_SERVING` as soon as
+//! the shutdown begins, so load balancers and clients move away before the
+//! server stops accepting.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,6 +77,17 @@ fn rewrite(headers: &mut http::HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&utf8_percent_encode(&message, GRPC_MESSAGE).to_string()) {
         headers.insert("grpc-message", v);
     }
+}
+
+/// Sets service `S` to `NOT_SERVING` on `health` once `shutdown` is cancelled.
+pub fn not_serving_on_shutdown<S: tonic::server::NamedService>(
+    health: tonic_health::server::HealthReporter,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        health.set_not_serving::<S>().await;
+    });
 }
 
 #[cfg(test)]
