@@ -45,13 +45,16 @@ pub struct Running {
     pub grpc_addr: std::net::SocketAddr,
     pub ops_addr: std::net::SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    nats: async_nats::Client,
 }
 
 impl Running {
+    /// Until every task has stopped; then what is still buffered goes to NATS.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        sluice_service::shutdown::flush_nats(&self.nats).await;
     }
 }
 
@@ -211,7 +214,7 @@ pub async fn start(config: AlertingConfig, shutdown: CancellationToken) -> Resul
     tasks.push(sluice_service::heartbeat::spawn(nats.clone(), id, registry, shutdown.clone()));
     ready.set(true);
     tracing::info!(%grpc_addr, %ops_addr, rules = config.rules.len(), receivers = config.receivers.len(), "alerting serving");
-    Ok(Running { grpc_addr, ops_addr, tasks })
+    Ok(Running { grpc_addr, ops_addr, tasks, nats })
 }
 
 /// Starts and runs until `shutdown`.

@@ -363,6 +363,7 @@ async fn engine_loop(mut engine: Engine, inputs: Inputs, cfg: Arc<ExecutionConfi
             }
         }
     }
+    engine.flush_events().await;
     tracing::info!("execution engine stopped");
 }
 

@@ -1,5 +1,5 @@
 //! Shutdown: one `CancellationToken` per process, cancelled on SIGINT or SIGTERM
-//! (what Kubernetes sends before killing a pod).
+//! (what Kubernetes sends before killing a pod), and the last NATS flush.
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +13,17 @@ pub fn on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Sends what the client still buffers (core NATS publishes are buffered; a
+/// process that ends without this can lose its last messages), waiting at most
+/// two seconds for an unreachable server.
+pub async fn flush_nats(nats: &async_nats::Client) {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "last NATS flush failed"),
+        Err(_) => tracing::warn!("last NATS flush timed out"),
+    }
 }
 
 #[cfg(unix)]

@@ -179,13 +179,16 @@ pub enum SignalError {
 pub struct Running {
     pub ops_addr: std::net::SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    nats: async_nats::Client,
 }
 
 impl Running {
+    /// Until every task has stopped; then what is still buffered goes to NATS.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        sluice_service::shutdown::flush_nats(&self.nats).await;
     }
 }
 
@@ -306,7 +309,7 @@ pub async fn start(config: SignalConfig, shutdown: CancellationToken) -> Result<
     ];
     ready.set(true);
     tracing::info!(service = %shared.config.service, %ops_addr, offline, symbols = shared.config.symbols.len(), "signal service running");
-    Ok(Running { ops_addr, tasks })
+    Ok(Running { ops_addr, tasks, nats: shared.nats.clone() })
 }
 
 /// Runs until `shutdown`.

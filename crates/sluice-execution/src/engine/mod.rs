@@ -832,6 +832,11 @@ impl Engine {
 
     // ---------------------------------------------------------------- start
 
+    /// The events still buffered go to NATS (at shutdown).
+    pub async fn flush_events(&self) {
+        sluice_service::shutdown::flush_nats(&self.nats).await;
+    }
+
     async fn publish(&self, subject: &str, payload: Vec<u8>) {
         if let Err(e) = self.nats.publish(subject.to_owned(), payload.into()).await {
             tracing::warn!(%subject, error = %e, "cannot publish an event");
