@@ -142,7 +142,9 @@ impl Service {
     pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Duration> {
         let Some(pid) = self.pid() else { bail!("{} is not running", self.name) };
         let sent = Instant::now();
-        let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().context("running kill")?;
+        // The shell's own `kill` (a minimal Debian has no /bin/kill; the
+        // standard library sends only SIGKILL, and unsafe code is not allowed).
+        let status = Command::new("sh").arg("-c").arg(format!("kill -TERM {pid}")).status().context("running sh -c kill")?;
         anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
         loop {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
