@@ -474,3 +474,43 @@ async fn binance_and_okx_orders_are_confirmed_by_queries_alone() {
         assert_eq!(filled.filled_quantity, "0.001", "{ex}");
     }
 }
+
+/// `sluice loadtest submit` against a paper execution service: every request
+/// is a new order (a fresh request id each, never an idempotent replay), every
+/// one is answered, and past the risk limits (20 open orders, 30 a minute) the
+/// refusals are counted as the answers they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_submit_places_distinct_orders_until_risk_refuses() {
+    use sluice_loadtest::target::SubmitTarget;
+    use sluice_loadtest::{Plan, Target};
+    let st = stack(SimConfig::shipped()).await.unwrap();
+    let _guard = st.stop.clone().drop_guard();
+    let mut ccfg = st.collector_config().unwrap();
+    ccfg.feeds.retain(|f| f.exchange == Exchange::Upbit && f.market == Default::default());
+    let _collector = sluice_collector::start(ccfg, st.stop.clone()).await.unwrap();
+    let running = sluice_execution::start(st.execution_config(None, "paper").unwrap(), st.stop.clone()).await.unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+    let mut api = ExecutionClient::connect(url.clone()).await.unwrap();
+    let price = below_bid(&st, Exchange::Upbit, "KRW-BTC", 20);
+    ready(&mut api, "upbit/demo", "BTC-KRW", price, "0.0001").await;
+
+    let order = limit("upbit/demo", "BTC-KRW", price, "0.0001", "");
+    let target = Target::Submit(SubmitTarget::new(&url, order).unwrap());
+    let plan =
+        Plan { levels: vec![4], requests: 10, timeout: Duration::from_secs(10), warmup: 0, level_time: None, rate: None, progress: false };
+    let report = sluice_loadtest::run(target, &plan, &[], false, &mut |_| {}).await.unwrap();
+    let level = &report.levels[0];
+    let placed = level.statuses.get("grpc Ok").copied().unwrap_or(0);
+    let refused = level.statuses.get("grpc FailedPrecondition").copied().unwrap_or(0);
+    assert_eq!((level.total, placed + refused), (40, 40), "{level:?}");
+    assert!(level.errors.is_empty(), "{level:?}");
+    assert!((1..=20).contains(&placed) && refused >= 20, "{level:?}");
+    // Each placed order is its own, resting below the bid.
+    let open = api
+        .list_orders(pb::ListOrdersRequest { account: "upbit/demo".into(), open_only: true, limit: 100 })
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    assert_eq!(open.len() as u64, placed, "{open:?}");
+}

@@ -99,7 +99,7 @@ impl DispatchArgs {
 }
 
 /// The endpoint each exchange is benchmarked on, its group, and its weight.
-fn target(ex: Exchange) -> (&'static str, &'static str, &'static str, u64) {
+pub(crate) fn target(ex: Exchange) -> (&'static str, &'static str, &'static str, u64) {
     match ex {
         Exchange::Upbit => ("/v1/ticker", "markets=KRW-BTC", "ticker", 1),
         Exchange::Bybit => ("/v5/market/tickers", "category=spot&symbol=BTCUSDT", "ip", 1),
@@ -155,7 +155,7 @@ fn sim_config(args: &DispatchArgs, raise: Option<(&str, u64)>) -> anyhow::Result
     SimConfig::load(&[&over]).context("simulator config")
 }
 
-async fn start_dispatcher(
+pub(crate) async fn start_dispatcher(
     sim: &SimHandle,
     stop: &CancellationToken,
     policy: Option<String>,

@@ -4,12 +4,14 @@
 //! * [`bench`]: `sluice bench dispatch`, the dispatcher against the simulator.
 //! * [`bots_bench`]: `sluice bench bots`, ccxt processes on one account, directly and through the dispatcher's exchange-compatible face.
 //! * [`execute_bench`]: `sluice bench execute`, signals to orders with the execution process killed.
+//! * [`sweep_bench`]: `sluice bench sweep`, a loadtest sweep of 10 to 1,000 gRPC clients through one dispatcher.
 //! * [`tick_bench`]: `sluice bench tick`, tick to order sent across the services as processes, from their traces.
 //! * [`top`]: `sluice top`, the live summary of budgets, queues and 429s.
 //! * [`call`]: `sluice call`, one exchange request through the dispatcher.
 //! * [`health`]: `sluice health URL`, one GET that succeeds on 2xx (the image's health check).
 //! * [`config_check`]: `sluice config check`, a configuration file read as its service would.
 //! * [`load`]: `sluice load`, steady market-data traffic through the dispatcher.
+//! * [`loadtest`]: `sluice loadtest`, concurrency sweeps and fixed-rate load with thresholds and reports.
 //! * [`connect`]: the dispatcher and NATS connections, with credentials.
 //! * [`receive`]: `sluice receive`, a local webhook receiver that prints what it gets.
 //! * [`replicas`]: `sluice bench dispatch --replicas N`, dispatcher processes on one NATS.
@@ -27,6 +29,7 @@ pub mod connect;
 pub mod execute_bench;
 pub mod health;
 pub mod load;
+pub mod loadtest;
 pub mod mock_receiver;
 pub mod pipeline;
 pub mod process;
@@ -34,6 +37,7 @@ pub mod receive;
 pub mod replicas;
 pub mod signal_bench;
 pub mod stack;
+pub mod sweep_bench;
 pub mod tick_bench;
 pub mod top;
 

@@ -22,6 +22,10 @@ enum Command {
     Call(sluice::call::CallArgs),
     /// Steady market-data traffic through the dispatcher.
     Load(sluice::load::LoadArgs),
+    /// A concurrency sweep or fixed-rate load against an HTTP or WebSocket
+    /// endpoint, the dispatcher or the execution service: latency percentiles,
+    /// errors by kind, thresholds (exit 2 when one fails), JSON, CSV and a chart.
+    Loadtest(sluice::loadtest::LoadtestArgs),
     /// A local webhook receiver: prints each notification it is sent.
     Receive(sluice::receive::ReceiveArgs),
     /// One GET of a service's /readyz or /healthz: exit 0 on a 2xx answer.
@@ -60,6 +64,9 @@ enum Bench {
     /// Tick to order sent across the services as separate processes, and the
     /// share of each step, from their own traces.
     Tick(sluice::tick_bench::TickArgs),
+    /// A loadtest sweep of gRPC clients (default 10 to 1,000) through one
+    /// dispatcher, with budgets that do not bind: its capacity and latency.
+    Sweep(sluice::sweep_bench::SweepArgs),
 }
 
 #[tokio::main]
@@ -82,12 +89,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which: Bench::Execute(a) } => sluice::execute_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Bots(a) } => sluice::bots_bench::run(a, &mut out).await?,
         Command::Bench { which: Bench::Tick(a) } => sluice::tick_bench::run(a, &mut out).await?,
+        Command::Bench { which: Bench::Sweep(a) } => {
+            sluice::sweep_bench::run(a, &mut out).await?;
+        }
         Command::Top(a) => sluice::top::run(a, &mut out).await?,
         Command::Health(a) => sluice::health::run(a, &mut out).await?,
         Command::Call(a) => sluice::call::run(a, &mut out).await?,
         Command::Config { which: ConfigCmd::Check(a) } => sluice::config_check::run_files(a, &mut out)?,
         Command::Receive(a) => sluice::receive::run(a, sluice_service::shutdown::on_signals()).await?,
         Command::Load(a) => sluice::load::run(a, sluice_service::shutdown::on_signals(), &mut out).await?,
+        Command::Loadtest(a) => {
+            if !sluice::loadtest::run(a, &mut out).await? {
+                use std::io::Write as _;
+                out.flush()?;
+                // 2: the run finished and a threshold failed (1 is an error).
+                std::process::exit(2);
+            }
+        }
     }
     Ok(())
 }
