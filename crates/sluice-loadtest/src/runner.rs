@@ -1,9 +1,10 @@
 //! Runs the levels of a sweep. At each level, `concurrency` clients each open
 //! their own connection and warm it up; then, all at once, they either
 //!
-//! * closed loop: send their requests one after another, each as soon as the
-//!   previous one is answered (what most tools do; a stalled server slows the
-//!   senders, so the stall shows in few samples), or
+//! * closed loop: send requests one after another, each as soon as the
+//!   previous one is answered, drawing from the level's pool until it is empty
+//!   (what most tools do; a stalled server slows the senders, so the stall
+//!   shows in few samples), or
 //! * open loop: take requests from one schedule at a fixed arrival rate; each
 //!   latency runs from the request's intended start, not its actual one, so time
 //!   spent waiting for a free connection during a stall is counted (coordinated
@@ -25,8 +26,9 @@ use crate::target::Target;
 pub struct Plan {
     /// Concurrency levels: clients, each with its own connection.
     pub levels: Vec<usize>,
-    /// Requests per client at each level (open loop: the level sends
-    /// `requests x concurrency` in all). WebSocket clients make one session.
+    /// Requests per client at each level, on average: the level sends
+    /// `requests x concurrency` from one pool that every client draws from.
+    /// WebSocket clients make one session each.
     pub requests: u64,
     pub timeout: Duration,
     /// Requests per client before the level's clock starts (not counted); they
@@ -50,9 +52,9 @@ struct Level {
     lat: Latencies,
     /// Requests finished, for the progress bar.
     done: AtomicU64,
-    /// Open loop: the next request of the schedule.
+    /// The next request of the level's pool (open loop: of the schedule).
     next: AtomicU64,
-    per_client: u64,
+    websocket: bool,
     total: u64,
     warmup: u64,
     timeout: Duration,
@@ -81,7 +83,7 @@ pub async fn level(target: Arc<Target>, plan: &Plan, concurrency: usize, bars: &
         lat: Latencies::new(shards),
         done: AtomicU64::new(0),
         next: AtomicU64::new(0),
-        per_client,
+        websocket,
         total: per_client * concurrency as u64,
         warmup: if websocket { 0 } else { plan.warmup },
         timeout: plan.timeout,
@@ -150,7 +152,13 @@ async fn client(id: usize, lv: Arc<Level>, ready: Arc<Barrier>, mut start_rx: wa
     let mut tally = Tally::default();
     match lv.rate {
         None => {
-            for _ in 0..lv.per_client {
+            // The level's requests are one pool: a client that drew fast answers
+            // takes more, so all stay busy to the end (a fixed share each would
+            // leave fewer and fewer clients working while the last finish).
+            // A WebSocket client makes its one session.
+            let mut mine = 0;
+            while if lv.websocket { mine < 1 } else { lv.next.fetch_add(1, Ordering::Relaxed) < lv.total } {
+                mine += 1;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }

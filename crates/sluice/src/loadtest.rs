@@ -218,10 +218,8 @@ pub async fn run(a: LoadtestArgs, out: &mut (dyn std::io::Write + Send)) -> anyh
                 path,
                 query,
                 body: body.into_bytes(),
-                timeout: Some(sluice_proto::prost_types::Duration {
-                    seconds: sweep.timeout.as_secs() as i64,
-                    nanos: sweep.timeout.subsec_nanos() as i32,
-                }),
+                // No `timeout`: the dispatcher's default applies (a longer one than
+                // its maximum would be refused); the client gives up at --timeout.
                 ..CallRequest::default()
             };
             let bearer = Bearer::from_file(token_file.as_deref())?;
