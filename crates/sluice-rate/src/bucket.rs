@@ -34,7 +34,7 @@
 //! in any tenth of the window): a burst at the start would fill the window before
 //! their later requests, and leave us no answers to watch them by until it ends.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -265,6 +265,15 @@ pub struct Bucket {
     /// window at their arrival.
     sent: BTreeMap<Key, Sent>,
     sent_at: HashMap<u64, Time>,
+    /// The log's requests not yet settled, by admission: the oldest bounds how far
+    /// back an answer must look for requests still counting.
+    unsettled: BTreeSet<Key>,
+    /// How long each settled request in the log counted (settle time less
+    /// admission), as a multiset: the longest bounds how long before a window's
+    /// start a request that still counts in it can have been admitted. With
+    /// `unsettled`, it lets an answer read only the part of the log that can
+    /// matter (see `ours_bounds`) instead of all of it.
+    spans: BTreeMap<Duration, u32>,
     frozen_until: Time,
     share: Share,
     /// Entries older than this are gone from every window.
@@ -314,6 +323,8 @@ impl Bucket {
             open_cost: 0,
             sent: BTreeMap::new(),
             sent_at: HashMap::new(),
+            unsettled: BTreeSet::new(),
+            spans: BTreeMap::new(),
             frozen_until: Time::ZERO,
             share: Share::Whole,
             retain: longest + Duration::from_millis(1),
@@ -432,14 +443,41 @@ impl Bucket {
         // the log reaches a window back from any request still in flight, and from
         // any admitted within `LOG_MARGIN` (answers are read just after they settle;
         // slower ones are not learnt from).
-        let oldest_open = self.open.keys().filter_map(|id| self.sent_at.get(id)).min().copied().unwrap_or(now);
+        let oldest_open = self.unsettled.first().map_or(now, |k| k.0);
         let log_horizon = oldest_open.min(now - LOG_MARGIN) - self.retain;
-        while let Some((&key, _)) = self.sent.first_key_value() {
-            if key.0 >= log_horizon {
-                break;
+        while self.sent.first_key_value().is_some_and(|(k, _)| k.0 < log_horizon) {
+            if let Some((key, s)) = self.sent.pop_first() {
+                self.unindex(key, &s);
+                self.sent_at.remove(&key.1);
             }
-            self.sent.pop_first();
-            self.sent_at.remove(&key.1);
+        }
+    }
+
+    /// Adds a logged request to `unsettled` or `spans`.
+    fn index(&mut self, key: Key, s: &Sent) {
+        match s.settled {
+            None => {
+                self.unsettled.insert(key);
+            }
+            Some(h) => *self.spans.entry(h.saturating_since(key.0)).or_insert(0) += 1,
+        }
+    }
+
+    /// Takes a logged request out of `unsettled` or `spans`.
+    fn unindex(&mut self, key: Key, s: &Sent) {
+        match s.settled {
+            None => {
+                self.unsettled.remove(&key);
+            }
+            Some(h) => {
+                let span = h.saturating_since(key.0);
+                if let Some(n) = self.spans.get_mut(&span) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.spans.remove(&span);
+                    }
+                }
+            }
         }
     }
 
@@ -576,7 +614,11 @@ impl Bucket {
             self.insert_held((hold, id), cost);
         }
         let settled = (hold != Time::MAX).then_some(hold);
-        self.sent.insert((admitted, id), Sent { cost, fate: Fate::Pending, settled });
+        let entry = Sent { cost, fate: Fate::Pending, settled };
+        if let Some(old) = self.sent.insert((admitted, id), entry) {
+            self.unindex((admitted, id), &old);
+        }
+        self.index((admitted, id), &entry);
         self.sent_at.insert(id, admitted);
         let calendar = self.calendar;
         for w in &mut self.windows {
@@ -607,10 +649,13 @@ impl Bucket {
     pub fn settle(&mut self, now: Time, id: u64, held_until: Time) {
         let Some(cost) = self.open.remove(&id) else { return };
         self.open_cost -= cost;
-        if let Some(at) = self.sent_at.get(&id)
-            && let Some(s) = self.sent.get_mut(&(*at, id))
+        if let Some(&at) = self.sent_at.get(&id)
+            && let Some(&before) = self.sent.get(&(at, id))
         {
-            s.settled = Some(held_until);
+            let after = Sent { settled: Some(held_until), ..before };
+            self.unindex((at, id), &before);
+            self.index((at, id), &after);
+            self.sent.insert((at, id), after);
         }
         let key = (held_until, id);
         *self.held.entry(key).or_insert(0) += cost;
@@ -635,9 +680,11 @@ impl Bucket {
         }
         if let Some(at) = self.sent_at.remove(&id)
             && let Some(s) = self.sent.remove(&(at, id))
-            && s.fate != Fate::Refused
         {
-            self.uncount(at, s.cost);
+            self.unindex((at, id), &s);
+            if s.fate != Fate::Refused {
+                self.uncount(at, s.cost);
+            }
         }
     }
 
@@ -737,13 +784,25 @@ impl Bucket {
     /// counted, in window `i`: `(at_most, at_least)`. At most: admitted before the
     /// answer, not refused, not answered before the window. At least: accepted and
     /// answered before `id` was sent, and sent within a window of its answer.
+    ///
+    /// Only part of the log can count: a request admitted before `from` counts
+    /// (at most) only if it was still unsettled or settled at or after `from`, so
+    /// it was admitted no earlier than the oldest unsettled request or `from` less
+    /// the longest span in the log; every other term starts at or after `to` or
+    /// `admitted`. The scan starts at the earliest of those, not at the log's
+    /// start: with high rates the log holds many windows of requests.
     fn ours_bounds(&self, i: usize, id: u64, admitted: Time, at: Time) -> (u64, u64) {
         let period = self.windows[i].spec.period;
         let skew = self.skew;
         let (from, to) = (admitted - period - skew, at - period + skew);
+        let longest = self.spans.last_key_value().map_or(Duration::ZERO, |(d, _)| *d);
+        let mut start = (from - longest).min(to).min(admitted);
+        if let Some(&(t, _)) = self.unsettled.first() {
+            start = start.min(t);
+        }
         let mut most = 0;
         let mut least = 0;
-        for (&(t, other), s) in self.sent.range(..=(at + skew, u64::MAX)) {
+        for (&(t, other), s) in self.sent.range((start, 0)..=(at + skew, u64::MAX)) {
             if s.fate == Fate::Refused {
                 continue;
             }

@@ -351,3 +351,84 @@ fn spec_errors_name_the_window() {
     .unwrap_err();
     assert_eq!(e, SpecError::ZeroLimit { index: 1 });
 }
+
+/// `ours_bounds` reads only the part of the log that can count; it must give
+/// exactly what reading the whole log gives, whatever the mix of open, settled,
+/// long-held, refused, released and ledger-copied requests.
+#[test]
+fn reading_part_of_the_log_equals_reading_all_of_it() {
+    fn whole_log(b: &Bucket, i: usize, id: u64, admitted: Time, at: Time) -> (u64, u64) {
+        let period = b.windows[i].spec.period;
+        let skew = b.skew;
+        let (from, to) = (admitted - period - skew, at - period + skew);
+        let (mut most, mut least) = (0, 0);
+        for (&(t, other), s) in b.sent.range(..=(at + skew, u64::MAX)) {
+            if s.fate == Fate::Refused {
+                continue;
+            }
+            if s.settled.is_none_or(|h| h >= from) {
+                most += s.cost;
+            }
+            if other == id || (t <= at && s.fate == Fate::Accepted && t >= to && s.settled.is_some_and(|h| h + skew <= admitted)) {
+                least += s.cost;
+            }
+        }
+        (most, least)
+    }
+    // xorshift: repeatable, no dependency.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n.max(1)
+    };
+    let mut b = bucket(&[(1_000_000, 1000), (1_000_000, 100)]);
+    let mut now = ms(30_000);
+    let mut open: Vec<u64> = Vec::new();
+    let mut id = 0;
+    let mut checked = 0;
+    for _ in 0..4000 {
+        now = now + Duration::from_millis(rnd(15));
+        match rnd(10) {
+            0..=3 => {
+                id += 1;
+                b.charge(now, id, 1 + rnd(3), Time::MAX);
+                open.push(id);
+            }
+            4 => {
+                // Another replica's, admitted earlier, held for a while.
+                id += 1;
+                let admitted = now - Duration::from_millis(rnd(400));
+                b.charge_admitted(now, admitted, id, 1, now + Duration::from_millis(rnd(2_000)));
+            }
+            5..=7 if !open.is_empty() => {
+                let done = open.swap_remove(rnd(open.len() as u64) as usize);
+                // Now and then an unknown outcome, held long after the answer.
+                let held = if rnd(15) == 0 { now + Duration::from_millis(rnd(4_000)) } else { now };
+                b.settle(now, done, held);
+                b.set_fate(done, if rnd(6) == 0 { Fate::Refused } else { Fate::Accepted });
+            }
+            8 if !open.is_empty() => {
+                let gone = open.swap_remove(rnd(open.len() as u64) as usize);
+                b.release(gone);
+            }
+            _ => b.refresh(now),
+        }
+        let keys: Vec<Key> = b.sent.keys().copied().collect();
+        for _ in 0..3 {
+            let Some(&(t, which)) = keys.get(rnd(keys.len() as u64) as usize) else { break };
+            let at = t + Duration::from_millis(rnd(600));
+            for w in 0..2 {
+                assert_eq!(
+                    b.ours_bounds(w, which, t, at),
+                    whole_log(&b, w, which, t, at),
+                    "request {which} admitted {t:?}, answered {at:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+    assert!(b.unsettled.len() == open.len(), "the index follows the open requests");
+}
