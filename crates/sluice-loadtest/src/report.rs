@@ -49,7 +49,7 @@ impl RunReport {
         };
         let _ = writeln!(
             s,
-            "{}\n{mode}; {} requests per client after {} warm-up; timeout {} ms",
+            "{}\n{mode}; {} requests per client on average (one pool per level) after {} warm-up each; timeout {} ms",
             self.target, self.requests_per_client, self.warmup_per_client, self.timeout_ms
         );
         let _ = writeln!(

@@ -51,6 +51,14 @@ impl std::str::FromStr for Delays {
     }
 }
 
+impl std::fmt::Display for Delays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: f64 = self.0.iter().map(|(_, w)| w).sum();
+        let parts: Vec<String> = self.0.iter().map(|(d, w)| format!("{d:?} for {}%", (w / total * 1e4).round() / 1e2)).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Slots in one cycle of the schedule.
 const CYCLE: usize = 1000;
 
@@ -166,6 +174,13 @@ mod tests {
         // Interleaved: the first 200 already hold their share of 40 ms delays.
         let early = s[..200].iter().filter(|x| **x == Duration::from_millis(40)).count();
         assert_eq!(early, 3);
+    }
+
+    #[test]
+    fn shows_shares_as_percentages() {
+        let d: Delays = "2ms:98,40ms:1.5,300ms:0.5".parse().unwrap();
+        assert_eq!(d.to_string(), "2ms for 98%, 40ms for 1.5%, 300ms for 0.5%");
+        assert_eq!("5ms".parse::<Delays>().unwrap().to_string(), "5ms for 100%");
     }
 
     #[test]

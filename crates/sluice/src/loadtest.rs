@@ -260,7 +260,7 @@ pub async fn serve(
     let served = sluice_loadtest::serve::serve(listen, delays, ws_every, stop.cancelled_owned())
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    writeln!(out, "serving http://{a}/ (any path) and ws://{a}/ws; delays {delays:?}", a = served.addr)?;
+    writeln!(out, "serving http://{a}/ (any path) and ws://{a}/ws; delays {delays}", a = served.addr)?;
     out.flush()?;
     let _ = served.task.await;
     Ok(())
