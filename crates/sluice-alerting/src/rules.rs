@@ -131,38 +131,11 @@ struct RawRule {
     description: String,
 }
 
-/// `250ms`, `5s`, `2m`, `1h` (or a sum, `1m30s`) into milliseconds.
+/// `250ms`, `5s`, `2m`, `1h` (or a sum, `1m30s`) into milliseconds: the shared
+/// parser, in the unit rules keep their times in.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let bad = || format!("{s:?} is not a duration (like 500ms, 5s, 2m, 1h)");
-    let mut total: i64 = 0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: i64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (1, 2)
-        } else if rest.starts_with('s') {
-            (1_000, 1)
-        } else if rest.starts_with('m') {
-            (60_000, 1)
-        } else if rest.starts_with('h') {
-            (3_600_000, 1)
-        } else if rest.starts_with('d') {
-            (86_400_000, 1)
-        } else {
-            return Err(bad());
-        };
-        total = total.checked_add(n.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
-        rest = &rest[len..];
-    }
-    Ok(total)
+    let d = sluice_service::duration::parse(s).map_err(|e| e.to_string())?;
+    i64::try_from(d.as_millis()).map_err(|_| format!("{s:?} is not a duration this long can hold"))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

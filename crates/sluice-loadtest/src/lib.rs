@@ -20,7 +20,6 @@ pub mod stats;
 pub mod svg;
 pub mod target;
 pub mod threshold;
-pub mod units;
 
 use std::sync::Arc;
 
@@ -76,6 +75,11 @@ pub async fn run(
     warn: &mut (dyn FnMut(&str) + Send),
 ) -> Result<RunReport, LoadtestError> {
     plan.validate()?;
+    if target.is_websocket() && plan.rate.is_some() {
+        return Err(LoadtestError::Plan(
+            "--rate does not apply to WebSocket sessions (each client makes one, all at once); leave it out".into(),
+        ));
+    }
     if let Some(w) = guard::check(target.url(), allow_remote).await? {
         warn(&w);
     }

@@ -87,7 +87,7 @@ pub async fn level(target: Arc<Target>, plan: &Plan, concurrency: usize, bars: &
         total: per_client * concurrency as u64,
         warmup: if websocket { 0 } else { plan.warmup },
         timeout: plan.timeout,
-        rate: plan.rate.filter(|_| !websocket),
+        rate: plan.rate,
         level_time: plan.level_time,
     });
     let bar = bars.add(ProgressBar::new(shared.total));

@@ -19,7 +19,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::IntoResponse;
 use axum::routing::any;
 
-use crate::units::{BadDuration, parse_duration};
+use sluice_service::duration::{BadDuration, parse as parse_duration};
 
 /// Delays and their shares, as `2ms:98,40ms:1.5,300ms:0.5` (or one `5ms`).
 #[derive(Debug, Clone, PartialEq)]

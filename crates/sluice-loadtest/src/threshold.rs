@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::stats::LevelReport;
-use crate::units::parse_duration;
+use sluice_service::duration::parse as parse_duration;
 
 /// What a rule measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -3,6 +3,7 @@
 //! service's `run(config, shutdown)`.
 
 pub mod credentials;
+pub mod duration;
 pub mod grpc;
 pub mod heartbeat;
 pub mod http;

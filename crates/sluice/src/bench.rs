@@ -144,13 +144,19 @@ impl Report {
     }
 }
 
+/// A market-data group's limit raised to ten million per period on both sides,
+/// so that no budget binds: the simulator's table and the dispatcher's policy
+/// (counted per IP, as every benchmarked endpoint is).
+pub(crate) fn unbound_group(ex: Exchange, group: &str, period_ms: u64) -> (String, String) {
+    let table = format!("[exchanges.{ex}.groups.{group}]\n");
+    let windows = format!("windows = [{{ limit = 10000000, period_ms = {period_ms} }}]\n");
+    (format!("{table}{windows}"), format!("{table}scope = 'ip'\n{windows}"))
+}
+
 fn sim_config(args: &DispatchArgs, raise: Option<(&str, u64)>) -> anyhow::Result<SimConfig> {
     let mut over = format!("jitter_ms = {}\n[exchanges.{ex}]\ncounting = '{}'\n", args.jitter_ms, args.counting, ex = args.exchange);
     if let Some((group, period_ms)) = raise {
-        over.push_str(&format!(
-            "[exchanges.{}.groups.{group}]\nwindows = [{{ limit = 10000000, period_ms = {period_ms} }}]\n",
-            args.exchange
-        ));
+        over.push_str(&unbound_group(args.exchange, group, period_ms).0);
     }
     SimConfig::load(&[&over]).context("simulator config")
 }
@@ -323,11 +329,7 @@ async fn overhead(args: &DispatchArgs, path: &str, query: &str, group: &str, per
     let stop = CancellationToken::new();
     let sim =
         sluice_sim::start(sim_config(&DispatchArgs { jitter_ms: 0, ..args.clone() }, Some((group, period_ms)))?, stop.clone()).await?;
-    // Every benchmarked endpoint is market data, counted per IP.
-    let policy = format!(
-        "[exchanges.{}.groups.{group}]\nscope = 'ip'\nwindows = [{{ limit = 10000000, period_ms = {period_ms} }}]\n",
-        args.exchange
-    );
+    let (_, policy) = unbound_group(args.exchange, group, period_ms);
     let (running, file) = start_dispatcher(&sim, &stop, Some(policy)).await?;
     let mut client = DispatcherClient::connect(format!("http://{}", running.grpc_addr)).await?;
     let r = request(args.exchange, path, query, period_ms);

@@ -16,7 +16,7 @@ use sluice_service::credentials::Bearer;
 use tokio_util::sync::CancellationToken;
 
 fn duration(s: &str) -> Result<Duration, String> {
-    sluice_loadtest::units::parse_duration(s).map_err(|e| e.to_string())
+    sluice_service::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Options of `sluice loadtest`.

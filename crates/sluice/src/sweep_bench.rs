@@ -33,12 +33,10 @@ pub struct SweepArgs {
 pub async fn run(a: SweepArgs, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<RunReport> {
     let (path, query, group, _weight) = crate::bench::target(a.exchange);
     let period_ms = 1_000;
-    let raised = format!("windows = [{{ limit = 10000000, period_ms = {period_ms} }}]");
-    let sim_cfg = sluice_sim::SimConfig::load(&[&format!("jitter_ms = 0\n[exchanges.{ex}.groups.{group}]\n{raised}\n", ex = a.exchange)])
-        .context("simulator config")?;
+    let (sim_table, policy) = crate::bench::unbound_group(a.exchange, group, period_ms);
+    let sim_cfg = sluice_sim::SimConfig::load(&[&format!("jitter_ms = 0\n{sim_table}")]).context("simulator config")?;
     let stop = CancellationToken::new();
     let sim = sluice_sim::start(sim_cfg, stop.clone()).await?;
-    let policy = format!("[exchanges.{}.groups.{group}]\nscope = 'ip'\n{raised}\n", a.exchange);
     let (running, file) = crate::bench::start_dispatcher(&sim, &stop, Some(policy)).await?;
     let url = format!("http://{}", running.grpc_addr);
     writeln!(

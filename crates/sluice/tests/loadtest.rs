@@ -71,7 +71,8 @@ async fn a_failing_threshold_exits_2_and_a_met_one_exits_0_with_its_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_named_and_remote_targets_are_refused() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (&["loadtest", "ws", "ws://127.0.0.1:9/ws", "--rate", "100"], "--rate does not apply"),
         (&["loadtest", "http", "http://192.0.2.9/api", "--levels", "1"], "--allow-remote"),
         (&["loadtest", "http", "http://127.0.0.1:9/", "--threshold", "p99<fast"], "not a duration"),
         (&["loadtest", "http", "http://127.0.0.1:9/", "--levels", "0"], "level of 0"),

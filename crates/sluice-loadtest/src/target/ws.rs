@@ -52,12 +52,14 @@ impl WsTarget {
         };
         let until = tokio::time::Instant::now() + self.receive_for;
         while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
-            match msg {
-                Message::Text(t) => (tally.messages, tally.bytes) = (tally.messages + 1, tally.bytes + t.len() as u64),
-                Message::Binary(b) => (tally.messages, tally.bytes) = (tally.messages + 1, tally.bytes + b.len() as u64),
+            let len = match msg {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
                 Message::Close(_) => break,
-                _ => {}
-            }
+                _ => continue,
+            };
+            tally.messages += 1;
+            tally.bytes += len as u64;
         }
         // A polite close, but never wait long for the server's answer to it.
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
